@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "alter",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "alter", targets: ["alter"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "StableDiffusion", targets: ["StableDiffusion"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CJSON", pkgConfig: "json-c",
+            providers: [.apt(["libjson-c-dev"]), .brew(["json-c"])]),
+        .systemLibrary(
+            name: "COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
+        .target(name: "SafeTensors", dependencies: ["CJSON"]),
+        .target(name: "StableDiffusion", dependencies: ["SafeTensors"]),
+        .executableTarget(
+            name: "alter",
+            dependencies: [
+                "SafeTensors", "StableDiffusion",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(
+            name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors"]),
+    ]
+)
