@@ -1,0 +1,48 @@
+import SafeTensors
+
+/// The outcome of matching a checkpoint's tensors against the UNet's expected parameters.
+public struct LoadReport: Sendable, CustomStringConvertible {
+    public struct Misshapen: Sendable, Equatable {
+        public var canonical: String
+        public var stored: String
+        public var expected: [Int]
+        public var actual: [Int]
+    }
+    public struct WrongDType: Sendable, Equatable {
+        public var stored: String
+        public var dtype: DType
+    }
+
+    /// The checkpoint path.
+    public var file: String
+    public var layout: CheckpointLayout
+    /// Parameters found with the right shape and a float dtype.
+    public var mapped = 0
+    /// Stored names of expected parameters that are absent.
+    public var missing: [String] = []
+    /// Stored UNet-namespace tensors that no parameter uses.
+    public var unused: [String] = []
+    public var misshapen: [Misshapen] = []
+    public var wrongDType: [WrongDType] = []
+
+    /// Whether nothing is missing, misshapen, of a wrong dtype, or (unless allowed) unused.
+    public func isAcceptable(allowUnused: Bool) -> Bool {
+        missing.isEmpty && misshapen.isEmpty && wrongDType.isEmpty && (allowUnused || unused.isEmpty)
+    }
+
+    public var description: String {
+        var lines = ["\(file): UNet tensors (\(layout.rawValue) layout): \(mapped) mapped, \(missing.count) missing, \(unused.count) unused, \(misshapen.count + wrongDType.count) misshapen"]
+        let limit = 20
+        func list<T>(_ title: String, _ xs: [T], _ f: (T) -> String) {
+            guard !xs.isEmpty else { return }
+            lines.append("  \(title):")
+            for x in xs.prefix(limit) { lines.append("    \(f(x))") }
+            if xs.count > limit { lines.append("    ... and \(xs.count - limit) more") }
+        }
+        list("missing", missing) { $0 }
+        list("misshapen", misshapen) { "\($0.stored): expected \($0.expected), found \($0.actual)" }
+        list("wrong dtype", wrongDType) { "\($0.stored): \($0.dtype.rawValue), expected F32, F16 or BF16" }
+        list("unused (pass --allow-unused to load anyway)", unused) { $0 }
+        return lines.joined(separator: "\n")
+    }
+}
