@@ -58,10 +58,10 @@ SD_BLOCKS = dict(
 TINY_SD2 = dict(
     SD_BLOCKS,
     sample_size=8,
-    block_out_channels=[8, 16, 16, 16],
-    norm_num_groups=4,
+    block_out_channels=[4, 8, 8, 8],
+    norm_num_groups=2,
     attention_head_dim=[1, 2, 2, 2],  # diffusers misnomer: number of heads
-    cross_attention_dim=32,
+    cross_attention_dim=16,
     use_linear_projection=True,
     upcast_attention=True,
 )
@@ -70,10 +70,10 @@ TINY_SD2 = dict(
 TINY_SD1 = dict(
     SD_BLOCKS,
     sample_size=8,
-    block_out_channels=[8, 16, 16, 16],
-    norm_num_groups=4,
-    attention_head_dim=8,
-    cross_attention_dim=24,
+    block_out_channels=[4, 8, 8, 8],
+    norm_num_groups=2,
+    attention_head_dim=2,
+    cross_attention_dim=12,
     use_linear_projection=False,
     upcast_attention=False,
 )
@@ -332,7 +332,7 @@ def make_fixtures():
     copy.deepcopy(unet).to(torch.float16).save_pretrained(
         os.path.join(sd2_dir, "diffusers-fp16"), safe_serialization=True, variant="fp16")
     # 3. sharded fp32 (~871 KB of tensors -> 3 shards of <= 350 KB)
-    unet.save_pretrained(os.path.join(sd2_dir, "sharded"), safe_serialization=True, max_shard_size="350KB")
+    unet.save_pretrained(os.path.join(sd2_dir, "sharded"), safe_serialization=True, max_shard_size="90KB")
     # 4. pipeline skeleton with a bf16 unet
     pdir = os.path.join(sd2_dir, "pipeline")
     write_json(os.path.join(pdir, "model_index.json"), model_index_json())
@@ -357,7 +357,7 @@ def make_fixtures():
     # 5./6. original single-file layout
     ldm32 = to_ldm(sd32, TINY_SD2)
     verify_with_diffusers(ldm32, sd32, cfg, "tiny-sd2 fp32")
-    extras = fake_extras(seed=2101, text_dim=32, sd1=False)
+    extras = fake_extras(seed=2101, text_dim=16, sd1=False)
     orig32 = dict(ldm32, **extras)
     save_file(orig32, os.path.join(sd2_dir, "original.safetensors"))
     for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
@@ -405,7 +405,7 @@ def make_fixtures():
     verify_with_diffusers(ldm1, sd1_16, cfg1, "tiny-sd1 fp16")
     proj_in = [k for k in ldm1 if k.endswith("proj_in.weight")]
     assert proj_in and all(ldm1[k].dim() == 4 for k in proj_in), "SD1 proj_in must be 1x1 conv"
-    orig1 = dict(ldm1, **cast_all(fake_extras(seed=1501, text_dim=24, sd1=True), torch.float16))
+    orig1 = dict(ldm1, **cast_all(fake_extras(seed=1501, text_dim=12, sd1=True), torch.float16))
     save_file(orig1, os.path.join(sd1_dir, "original.safetensors"))
     nparams1 = sum(v.numel() for v in sd1_16.values())
 
@@ -488,10 +488,10 @@ def write_readme(nparams, ntensors, nparams1, ntensors1, vers):
         "",
         f"* **tiny-sd2**: SD2.1 768-v UNet structure (CrossAttnDownBlock2D x3 + DownBlock2D, UpBlock2D +",
         "  CrossAttnUpBlock2D x3, layers_per_block 2, linear proj_in/proj_out, upcast_attention) with",
-        "  block_out_channels [8, 16, 16, 16], norm_num_groups 4, attention_head_dim [1, 2, 2, 2] (heads;",
-        f"  head size 8), cross_attention_dim 32, sample_size 8. {nparams:,} parameters, {ntensors} tensors.",
-        "* **tiny-sd1**: same blocks, SD1 style: proj_in/proj_out are 1x1 convs, attention_head_dim 8,",
-        f"  cross_attention_dim 24, no upcast. {nparams1:,} parameters, {ntensors1} tensors.",
+        "  block_out_channels [4, 8, 8, 8], norm_num_groups 2, attention_head_dim [1, 2, 2, 2] (heads;",
+        f"  head size 4), cross_attention_dim 16, sample_size 8. {nparams:,} parameters, {ntensors} tensors.",
+        "* **tiny-sd1**: same blocks, SD1 style: proj_in/proj_out are 1x1 convs, attention_head_dim 2",
+        f"  (2 heads in every block), cross_attention_dim 12, no upcast. {nparams1:,} parameters, {ntensors1} tensors.",
         "",
         "The original-layout files were produced with the script's own diffusers->LDM key mapping and",
         "verified by mapping them back with diffusers' `convert_ldm_unet_checkpoint` (bit-identical,",
@@ -660,7 +660,7 @@ def bench_models(out_dir):
     sd = {k: v.detach() for k, v in unet.state_dict().items()}
     ldm = to_ldm(sd, FULL_SD21)
     verify_with_diffusers(ldm, sd, cfg, "full SD2.1")
-    ldm.update(fake_extras(seed=2101, text_dim=32, sd1=False))
+    ldm.update(fake_extras(seed=2101, text_dim=16, sd1=False))
     opath = os.path.join(out_dir, "sd21-original.safetensors")
     save_file(ldm, opath)
     del ldm
