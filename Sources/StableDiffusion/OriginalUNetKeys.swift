@@ -58,9 +58,9 @@ struct OriginalUNetKeys {
             default: return canonical
             }
         case "mid_block":
-            let j = Int(parts[3]) ?? 0
-            if parts[2] == "attentions" { return (["middle_block.1"] + parts[4...]).joined(separator: ".") }
-            return resnet("middle_block.\(j == 0 ? 0 : 2)", parts[4...])
+            let j = Int(parts[2]) ?? 0
+            if parts[1] == "attentions" { return (["middle_block.1"] + parts[3...]).joined(separator: ".") }
+            return resnet("middle_block.\(j == 0 ? 0 : 2)", parts[3...])
         case "up_blocks":
             let i = Int(parts[1]) ?? 0
             let j = Int(parts[3]) ?? 0

@@ -41,8 +41,13 @@ extension UNetConfig {
         c.crossAttentionDim = toK[1]
         c.useLinearProjection = try shape("mid_block.attentions.0.proj_in.weight").count == 2
         if c.useLinearProjection {
-            c.attentionHeads = c.blockOutChannels.map { max(1, $0 / 64) }
-            notes.append("attention heads: head size 64 assumed (SD2.x); heads \(c.attentionHeads)")
+            if c.blockOutChannels.allSatisfy({ $0 % 64 == 0 }) {
+                c.attentionHeads = c.blockOutChannels.map { $0 / 64 }
+                notes.append("attention heads: head size 64 assumed (SD2.x); heads \(c.attentionHeads)")
+            } else {
+                c.attentionHeads = Array(repeating: 0, count: structure.levels)
+                notes.append("attention heads: unknown (channels are not multiples of the SD2.x head size 64); pass --config")
+            }
         } else {
             c.attentionHeads = Array(repeating: 8, count: structure.levels)
             notes.append("attention heads: 8 per block assumed (SD1.x)")

@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import SafeTensors
+import StableDiffusion
+
+@main
+struct Alter: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "alter",
+        abstract: "Compress Stable Diffusion 2.1 UNets with ALTER (layer pruning + temporal expert routing).",
+        discussion: """
+            Reads SD1.x/SD2.x UNets from a diffusers UNet folder, a diffusers pipeline folder (its unet/), \
+            an original single-file checkpoint (model.diffusion_model.* beside VAE and text encoder), or a \
+            bare diffusers-named safetensors file; F32, F16 and BF16.
+            """,
+        subcommands: [Inspect.self, Convert.self])
+}
+
+/// Options shared by commands that read a UNet.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A diffusers UNet config.json to use instead of the one found or inferred (needed when heads or norm groups differ from SD defaults).")
+    var config: String?
+
+    @Flag(help: "Load the EMA copies (model_ema.*) of an original checkpoint instead of the plain weights.")
+    var ema = false
+
+    @Flag(help: "Accept UNet tensors the model does not use (they are still listed).")
+    var allowUnused = false
+
+    @Option(help: "diffusers weight variant to read from a folder, e.g. fp16.")
+    var variant: String?
+
+    @Flag(inversion: .prefixedNo, help: "Override upcast_attention (not stored in original checkpoints; SD2.1 768-v uses it).")
+    var upcastAttention: Bool?
+
+    @Option(help: "Override the config's sample_size (latent size; 96 for SD2.1 768, 64 for 512 models).")
+    var sampleSize: Int?
+
+    var loadOptions: LoadOptions {
+        var o = LoadOptions()
+        o.configPath = config
+        o.ema = ema
+        o.allowUnused = allowUnused
+        o.variant = variant
+        o.upcastAttention = upcastAttention
+        o.sampleSize = sampleSize
+        return o
+    }
+}
+
+/// Prediction types of SD schedulers.
+enum PredictionType: String, ExpressibleByArgument, CaseIterable {
+    case epsilon
+    case vPrediction = "v_prediction"
+}
+
+/// Exit with a message on stderr, as ArgumentParser prints errors.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+func printError(_ s: String) {
+    FileHandle.standardError.write(Data((s + "\n").utf8))
+}
+
+func writeJSON<T: Encodable>(_ value: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    enc.keyEncodingStrategy = .convertToSnakeCase
+    let data = try enc.encode(value)
+    FileHandle.standardOutput.write(data)
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+/// Formats a byte count as B/KB/MB/GB (decimal units).
+func formatBytes(_ n: Int) -> String {
+    let x = Double(n)
+    if x >= 1e9 { return String(format: "%.2f GB", x / 1e9) }
+    if x >= 1e6 { return String(format: "%.1f MB", x / 1e6) }
+    if x >= 1e3 { return String(format: "%.1f KB", x / 1e3) }
+    return "\(n) B"
+}
+
+/// Formats an integer with thousands separators.
+func grouped(_ n: Int) -> String {
+    let s = String(n.magnitude)
+    var out = ""
+    for (i, c) in s.enumerated() {
+        if i > 0 && (s.count - i) % 3 == 0 { out.append(",") }
+        out.append(c)
+    }
+    return (n < 0 ? "-" : "") + out
+}
