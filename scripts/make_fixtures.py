@@ -673,10 +673,39 @@ def bench_models(out_dir):
     gc.collect()
 
 
+# the small example checkpoint shipped in examples/ (SD2.1 structure, 16..32 channels)
+EXAMPLE_SD2 = dict(
+    TINY_SD2,
+    sample_size=16,
+    block_out_channels=[16, 32, 32, 32],
+    norm_num_groups=8,
+    attention_head_dim=[2, 4, 4, 4],  # heads; head size 8
+    cross_attention_dim=32,
+)
+
+
+def make_example(out_dir):
+    """examples/: an original-layout single-file checkpoint (fp16, UNet + stand-in VAE and text
+    encoder tensors) and the UNet's diffusers config.json."""
+    os.makedirs(out_dir, exist_ok=True)
+    unet = build_unet(EXAMPLE_SD2, seed=31, perturb=0.01)
+    sd32 = state_dict_of(unet)
+    ldm = to_ldm(sd32, EXAMPLE_SD2)
+    verify_with_diffusers(ldm, sd32, unet.config, "example")
+    ckpt = cast_all(dict(ldm, **fake_extras(seed=3101, text_dim=32, sd1=False)), torch.float16)
+    save_file(ckpt, os.path.join(out_dir, "sd21-tiny.safetensors"))
+    unet.save_config(out_dir)
+    os.replace(os.path.join(out_dir, "config.json"), os.path.join(out_dir, "sd21-tiny.config.json"))
+    n = sum(v.numel() for v in sd32.values())
+    print(f"example: {n:,} UNet parameters -> {out_dir}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check-alter", metavar="ALTER", help="check alter convert output against diffusers")
     ap.add_argument("--bench-models", metavar="DIR", help="write full-size random SD2.1 UNets to DIR")
+    ap.add_argument("--example", metavar="DIR", help="write the small example checkpoint to DIR (examples/)")
     a = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
@@ -684,6 +713,8 @@ def main():
         return check_alter(a.check_alter)
     if a.bench_models:
         return bench_models(a.bench_models)
+    if a.example:
+        return make_example(a.example)
     make_fixtures()
     return 0
 
