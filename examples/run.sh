@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's main job: build alter (release) and run it on the small example checkpoint.
+# On a fresh Debian machine, as root, it first installs the system libraries alter links.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! pkg-config --exists openblas json-c zlib 2>/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y libopenblas-dev libjson-c-dev zlib1g-dev pkg-config
+  else
+    echo "missing system libraries: run as root: apt-get install -y libopenblas-dev libjson-c-dev zlib1g-dev pkg-config" >&2
+    exit 1
+  fi
+fi
+swift build -c release --product alter
+ALTER=.build/release/alter
+CKPT=examples/sd21-tiny.safetensors
+CONFIG=examples/sd21-tiny.config.json
+OUT=${OUT:-/tmp/alter-example}
+mkdir -p "$OUT"
+
+echo "== inspect: what is in the original single-file checkpoint"
+"$ALTER" inspect "$CKPT" --config "$CONFIG"
+
+echo "== convert: original layout (fp16) -> diffusers UNet folder (fp32)"
+"$ALTER" convert "$CKPT" --config "$CONFIG" -o "$OUT/unet" --layout diffusers --dtype fp32 --force
+
+echo "== convert back: diffusers folder -> original layout (bf16)"
+"$ALTER" convert "$OUT/unet" -o "$OUT/sd21-tiny-bf16.safetensors" --layout original --dtype bf16 --force
+
+echo "== inspect the results"
+"$ALTER" inspect "$OUT/unet"
+"$ALTER" inspect "$OUT/sd21-tiny-bf16.safetensors" --config "$CONFIG" --json > "$OUT/inspect.json"
+echo "wrote $OUT/unet, $OUT/sd21-tiny-bf16.safetensors and $OUT/inspect.json"
