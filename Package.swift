@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "alter", targets: ["alter"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "StableDiffusion", targets: ["StableDiffusion"]),
     ],
     dependencies: [
@@ -23,7 +24,11 @@ let package = Package(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .target(name: "SafeTensors", dependencies: ["CJSON"]),
-        .target(name: "StableDiffusion", dependencies: ["SafeTensors"]),
+        .target(
+            name: "TensorCore", dependencies: ["COpenBLAS"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .target(name: "NN", dependencies: ["TensorCore"]),
+        .target(name: "StableDiffusion", dependencies: ["SafeTensors", "NN"]),
         .executableTarget(
             name: "alter",
             dependencies: [
@@ -32,6 +37,7 @@ let package = Package(
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(
             name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors"]),
     ]

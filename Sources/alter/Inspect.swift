@@ -23,9 +23,19 @@ struct Inspect: ParsableCommand {
     @Option(help: "The model's prediction type, if known (epsilon or v_prediction); shown instead of the guess.")
     var predictionType: PredictionType?
 
+    @Flag(help: "Print ALTER's prunable units with their MACs (cost model) instead of the checkpoint summary.")
+    var units = false
+
+    @Option(help: "Latent size (height = width) for --units.")
+    var latent = 64
+
+    @Option(help: "Context length (text tokens) for --units.")
+    var context = 77
+
     @OptionGroup var model: ModelOptions
 
     func run() throws {
+        if units { return try runUnits() }
         var info: CheckpointInspection
         do {
             info = try CheckpointInspection(path: path, options: model.loadOptions, listTensors: tensors)
@@ -39,6 +49,41 @@ struct Inspect: ParsableCommand {
             printText(info)
         }
         if info.unetError != nil { throw ExitCode(1) }
+    }
+
+    struct UnitTable: Encodable {
+        var latent: Int
+        var context: Int
+        var units: [CostModel.UnitCost]
+        var unitTotal: CostModel.Cost
+        var total: CostModel.Cost
+    }
+
+    private func runUnits() throws {
+        guard latent > 0, context > 0 else { throw ValidationError("--latent and --context must be positive") }
+        let config: UNetConfig
+        do { config = try UNetCheckpoint(path: path, options: model.loadOptions).config } catch { throw CommandFailure(error.description) }
+        let mult = 1 << (config.levels - 1)
+        guard latent % mult == 0 else { throw ValidationError("--latent must be a multiple of \(mult) for this UNet") }
+        let cost = CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        if json {
+            try writeJSON(UnitTable(latent: latent, context: context, units: cost.units, unitTotal: cost.unitTotal, total: cost.total))
+            return
+        }
+        func g(_ x: Int) -> String { String(format: "%.2f", Double(x) / 1e9) }
+        func pct(_ x: Int, _ t: Int) -> String { String(format: "%.1f%%", 100 * Double(x) / Double(t)) }
+        print("\(cost.units.count) units at a \(latent)x\(latent) latent, \(context) context tokens (GMACs per sample)")
+        print("  #  unit".padding(toLength: 60, withPad: " ", startingAt: 0) + "kind".padding(toLength: 12, withPad: " ", startingAt: 0)
+              + "conv+linear".leftPad(12) + "+attention".leftPad(12))
+        for (i, u) in cost.units.enumerated() {
+            let label = String(format: "%3d  ", i) + u.name
+            print(label.padding(toLength: 60, withPad: " ", startingAt: 0) + u.kind.padding(toLength: 12, withPad: " ", startingAt: 0)
+                  + g(u.cost.convLinear).leftPad(12) + g(u.cost.total).leftPad(12))
+        }
+        let t = cost.total, ut = cost.unitTotal
+        print("units".padding(toLength: 72, withPad: " ", startingAt: 0) + g(ut.convLinear).leftPad(12) + g(ut.total).leftPad(12)
+              + "  (\(pct(ut.convLinear, t.convLinear)) / \(pct(ut.total, t.total)) of the UNet)")
+        print("whole UNet".padding(toLength: 72, withPad: " ", startingAt: 0) + g(t.convLinear).leftPad(12) + g(t.total).leftPad(12))
     }
 
     private func printText(_ i: CheckpointInspection) {

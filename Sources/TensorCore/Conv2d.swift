@@ -1,0 +1,78 @@
+/// 2-D convolution (cross-correlation), square kernels, NCHW.
+public enum Conv2d {
+    /// Output size along one axis.
+    public static func outputSize(_ n: Int, kernel: Int, stride: Int, padding: Int) -> Int {
+        (n + 2 * padding - kernel) / stride + 1
+    }
+
+    /// x: [N, C, H, W], weight: [O, C, k, k], bias: [O] -> [N, O, Ho, Wo].
+    public static func forward(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let o = weight.shape[0], k = weight.shape[2]
+        precondition(weight.shape[1] == c && weight.shape[3] == k, "Conv2d: input \(x.shape) vs weight \(weight.shape)")
+        let ho = outputSize(h, kernel: k, stride: stride, padding: padding)
+        let wo = outputSize(w, kernel: k, stride: stride, padding: padding)
+        let y = Tensor(uninitialized: [n, o, ho, wo])
+        let plane = ho * wo
+        let direct = k == 1 && stride == 1 && padding == 0
+        let ck = c * k * k
+        let col = direct ? nil : UnsafeMutablePointer<Float>.allocate(capacity: ck * plane)
+        defer { col?.deallocate() }
+        for b in 0..<n {
+            let yb = y.data + b * o * plane
+            if let bias {
+                let bp = bias.data
+                Parallel.forRanges(o, minChunk: 16) { r in
+                    for oc in r { (yb + oc * plane).initialize(repeating: bp[oc], count: plane) }
+                }
+            }
+            let xb = x.data + b * c * h * w
+            let src: UnsafePointer<Float>
+            if let col {
+                im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo, into: col)
+                src = UnsafePointer(col)
+            } else {
+                src = UnsafePointer(xb)
+            }
+            BLAS.sgemm(m: o, n: plane, k: ck, a: weight.data, lda: ck, b: src, ldb: plane,
+                       beta: bias == nil ? 0 : 1, c: yb, ldc: plane)
+        }
+        return y
+    }
+
+    /// Unfolds one image x: [C, H, W] into col: [C*k*k, Ho*Wo] (zero padding).
+    static func im2col(
+        _ x: UnsafePointer<Float>, c: Int, h: Int, w: Int, k: Int, stride: Int, padding: Int,
+        ho: Int, wo: Int, into col: UnsafeMutablePointer<Float>
+    ) {
+        let plane = ho * wo
+        Parallel.forRanges(c * k * k, minChunk: 8) { rows in
+            for row in rows {
+                let ci = row / (k * k), ky = (row / k) % k, kx = row % k
+                let dst = col + row * plane
+                let xc = x + ci * h * w
+                for oy in 0..<ho {
+                    let iy = oy * stride + ky - padding
+                    let d = dst + oy * wo
+                    if iy < 0 || iy >= h {
+                        d.initialize(repeating: 0, count: wo)
+                        continue
+                    }
+                    let xr = xc + iy * w
+                    if stride == 1 {
+                        // ix = ox + kx - padding; valid ox range is contiguous.
+                        let lo = max(0, padding - kx), hi = min(wo, w + padding - kx)
+                        if lo > 0 { d.initialize(repeating: 0, count: lo) }
+                        if hi > lo { (d + lo).update(from: xr + lo + kx - padding, count: hi - lo) }
+                        if hi < wo { (d + max(hi, 0)).initialize(repeating: 0, count: wo - max(hi, 0)) }
+                    } else {
+                        for ox in 0..<wo {
+                            let ix = ox * stride + kx - padding
+                            d[ox] = ix >= 0 && ix < w ? xr[ix] : 0
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
