@@ -1,17 +1,19 @@
-/// Float32 storage shared by tensors: 64-byte aligned, never resized.
+/// Float32 storage shared by tensors: 64-byte aligned, never resized, recycled through a pool.
 public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    private let byteCapacity: Int
 
     /// Allocates `count` floats, uninitialised.
     public init(count: Int) {
         precondition(count >= 0, "TensorStorage: negative count")
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        let (raw, size) = BufferPool.shared.allocate(bytes: count * 4)
+        byteCapacity = size
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
-    deinit { pointer.deallocate() }
+    deinit { BufferPool.shared.release(UnsafeMutableRawPointer(pointer), size: byteCapacity) }
 }
 
 /// A dense, row-major Float32 tensor.

@@ -5,8 +5,10 @@ public enum VectorMath {
     /// e^x (Cephes-style range reduction and degree-6 polynomial). Returns 0 below about -87.3.
     @inlinable @inline(__always)
     public static func exp(_ x: V) -> V {
-        let x = x.clamped(lowerBound: V(repeating: -87.33654), upperBound: V(repeating: 88.37626))
-        let n = (x * 1.44269504088896341 + 0.5).rounded(.down)
+        let x = pointwiseMin(pointwiseMax(x, V(repeating: -87.33654)), V(repeating: 88.37626))
+        // n = round(x / ln 2) by the 1.5 * 2^23 trick; its integer value sits in the low bits.
+        let shifted = x * 1.44269504088896341 + 12582912.0
+        let n = shifted - 12582912.0
         var r = x - n * 0.693359375
         r = r + n * 2.12194440e-4
         var p = V(repeating: 1.9875691500e-4)
@@ -16,14 +18,14 @@ public enum VectorMath {
         p = p * r + 1.6666665459e-1
         p = p * r + 5.0000001201e-1
         let y = p * r * r + r + 1
-        let bits = (SIMD8<Int32>(truncatingIfNeeded: SIMD8<Int32>(n)) &+ 127) &<< 23
-        return y * unsafeBitCast(bits, to: V.self)
+        let nInt = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        return y * unsafeBitCast((nInt &+ 127) &<< 23, to: V.self)
     }
 
     /// erf(x) as a rational approximation on [-4, 4] (±1 outside, as in float precision).
     @inlinable @inline(__always)
     public static func erf(_ x: V) -> V {
-        let x = x.clamped(lowerBound: V(repeating: -4), upperBound: V(repeating: 4))
+        let x = pointwiseMin(pointwiseMax(x, V(repeating: -4)), V(repeating: 4))
         let x2 = x * x
         var p = x2 * -2.72614225801306e-10 + 2.77068142495902e-08
         p = x2 * p + -2.10102402082508e-06

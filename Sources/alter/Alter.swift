@@ -2,8 +2,16 @@ import ArgumentParser
 import Foundation
 import SafeTensors
 import StableDiffusion
+import TensorCore
 
 @main
+enum Main {
+    static func main() {
+        BLASCoreSelection.reexecIfGeneric()
+        Alter.main()
+    }
+}
+
 struct Alter: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alter",
@@ -13,7 +21,7 @@ struct Alter: ParsableCommand {
             an original single-file checkpoint (model.diffusion_model.* beside VAE and text encoder), or a \
             bare diffusers-named safetensors file; F32, F16 and BF16.
             """,
-        subcommands: [Inspect.self, Convert.self, Forward.self])
+        subcommands: [Inspect.self, Convert.self, Forward.self, Bench.self])
 }
 
 /// Options shared by commands that read a UNet.

@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import NN
+import StableDiffusion
+import TensorCore
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure alter's speed and memory (build with `swift build -c release`).",
+        subcommands: [BenchForward.self])
+}
+
+struct BenchForward: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forward",
+        abstract: "Time UNet forward passes: seconds, GFLOP/s (2 x counted MACs), peak resident memory.",
+        discussion: "Without --model, a full-size SD2.1 UNet (865,910,724 parameters) at deterministic random init.")
+
+    @Option(help: "A checkpoint to time instead of random SD2.1 weights.")
+    var model: String?
+
+    @Option(help: "Comma-separated batch sizes.")
+    var batch = "1,2"
+
+    @Option(help: "Latent size (height = width).")
+    var latent = 64
+
+    @Option(help: "Context tokens.")
+    var context = 77
+
+    @Option(help: "Timed runs per batch size (after one warm-up).")
+    var runs = 3
+
+    @Option(help: "Also time a hard-skip forward with units covering about this fraction of unit MACs skipped (0 = off).")
+    var skipFraction = 0.5
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    struct Row: Encodable {
+        var batch: Int
+        var skipped: [String]
+        var macsPerSample: Int
+        var seconds: [Double]
+        var best: Double
+        var median: Double
+        var gflops: Double
+    }
+
+    struct Report: Encodable {
+        var latent: Int
+        var context: Int
+        var threads: Int
+        var blasCore: String
+        var rows: [Row]
+        var peakResidentMB: Int
+    }
+
+    func run() throws {
+        let unet: UNet
+        do {
+            if let model {
+                let ckpt = try UNetCheckpoint(path: model, options: modelOptions.loadOptions)
+                try ckpt.config.validate(source: ckpt.configOrigin)
+                unet = try UNet(config: ckpt.config, parameters: ckpt)
+            } else {
+                unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
+            }
+        } catch { throw CommandFailure("\(error)") }
+        let config = unet.config
+        let batches = batch.split(separator: ",").compactMap { Int($0) }
+        guard !batches.isEmpty, batches.allSatisfy({ $0 > 0 }), runs > 0 else { throw ValidationError("bad --batch or --runs") }
+        let cost = CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        var skipSets: [Set<String>] = [[]]
+        if skipFraction > 0 {
+            // Largest units first, each taken while the skipped MACs stay within the target.
+            var chosen = Set<String>(), macs = 0
+            let target = Int(Double(cost.unitTotal.total) * skipFraction)
+            for u in cost.units.sorted(by: { $0.cost.total > $1.cost.total }) where macs + u.cost.total <= target {
+                chosen.insert(u.name)
+                macs += u.cost.total
+            }
+            skipSets.append(chosen)
+        }
+        var rows: [Row] = []
+        for b in batches {
+            let sample = RandomParameters(seed: 7).tensorOrDie("sample", [b, config.inChannels, latent, latent])
+            let ctx = RandomParameters(seed: 8).tensorOrDie("context", [b, context, config.crossAttentionDim])
+            let ts = (0..<b).map { Float(999 - 37 * $0) }
+            for skip in skipSets {
+                var options = UNetForwardOptions()
+                options.skip = skip
+                let skippedMACs = cost.units.filter { skip.contains($0.name) }.reduce(0) { $0 + $1.cost.total }
+                let macs = cost.total.total - skippedMACs
+                _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
+                var times: [Double] = []
+                for _ in 0..<runs {
+                    let t0 = Date()
+                    _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
+                    times.append(Date().timeIntervalSince(t0))
+                }
+                let sorted = times.sorted()
+                let row = Row(batch: b, skipped: skip.sorted(), macsPerSample: macs, seconds: times, best: sorted[0],
+                              median: sorted[sorted.count / 2], gflops: 2 * Double(macs * b) / sorted[0] / 1e9)
+                rows.append(row)
+                if !json {
+                    print(String(format: "batch %d%@: best %.3f s, median %.3f s, %.1f GFLOP/s (%.1f GMACs/sample)",
+                                 b, skip.isEmpty ? "" : " skip \(skip.count) units", row.best, row.median, row.gflops, Double(macs) / 1e9))
+                }
+            }
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let peak = Int(usage.ru_maxrss) / 1024
+        if json {
+            try writeJSON(Report(latent: latent, context: context, threads: Parallel.workers, blasCore: BLASCoreSelection.current,
+                                 rows: rows, peakResidentMB: peak))
+        } else {
+            if skipSets.count > 1 { print("skipped units: \(skipSets[1].sorted().joined(separator: ","))") }
+            print("peak resident memory: \(peak) MB; \(Parallel.workers) threads; OpenBLAS kernels: \(BLASCoreSelection.current)")
+        }
+    }
+}
+
+extension RandomParameters {
+    func tensorOrDie(_ name: String, _ shape: [Int]) -> Tensor {
+        // Random tensors of any shape cannot fail.
+        (try? tensor(name, shape: shape)) ?? Tensor(zeros: shape)
+    }
+}
