@@ -26,7 +26,11 @@ let package = Package(
         .target(name: "SafeTensors", dependencies: ["CJSON"]),
         .target(
             name: "TensorCore", dependencies: ["COpenBLAS"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+            // Kernels are optimised in debug builds too, so that `swift test` runs them at speed.
+            swiftSettings: [
+                .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+                .unsafeFlags(["-O"], .when(configuration: .debug)),
+            ]),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "StableDiffusion", dependencies: ["SafeTensors", "NN"]),
         .executableTarget(
