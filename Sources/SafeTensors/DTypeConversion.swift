@@ -21,6 +21,24 @@ public enum DTypeConversion {
             d.copyMemory(from: s, byteCount: src.count)
             return
         }
+        // Tensor data in a file need not be aligned (the header length is any number); typed
+        // loads and stores below must be, so misaligned buffers go through aligned blocks.
+        if Int(bitPattern: s) % from.byteSize != 0 || Int(bitPattern: d) % to.byteSize != 0 {
+            let block = 4096
+            let a = UnsafeMutableRawBufferPointer.allocate(byteCount: block * from.byteSize, alignment: 16)
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: block * to.byteSize, alignment: 16)
+            defer { a.deallocate(); b.deallocate() }
+            var i = 0
+            while i < count {
+                let m = min(block, count - i)
+                a.baseAddress!.copyMemory(from: s + i * from.byteSize, byteCount: m * from.byteSize)
+                let out = UnsafeMutableRawBufferPointer(rebasing: b[0..<(m * to.byteSize)])
+                convert(UnsafeRawBufferPointer(rebasing: a[0..<(m * from.byteSize)]), from: from, to: to, into: out)
+                (d + i * to.byteSize).copyMemory(from: b.baseAddress!, byteCount: m * to.byteSize)
+                i += m
+            }
+            return
+        }
         switch (from, to) {
         case (.f16, .f32):
             f16ToF32(s.assumingMemoryBound(to: UInt16.self), d.assumingMemoryBound(to: UInt32.self), count)

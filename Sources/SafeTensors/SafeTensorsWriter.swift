@@ -36,8 +36,26 @@ public final class SafeTensorsWriter {
     public init(path: String, tensors: [TensorSpec], metadata: [String: String]? = nil) throws(SafeTensorsError) {
         self.path = path
         order = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
-        for i in order.indices.dropFirst() where order[i].name == order[i - 1].name {
-            throw SafeTensorsError(file: path, tensor: order[i].name, .duplicateName)
+        // Refuse what the reader would refuse, before anything is created on disk. Names are
+        // compared as Swift strings (canonical equivalence), as the reader does.
+        var seen = Set<String>()
+        for t in order {
+            func fail(_ r: SafeTensorsError.Reason) -> SafeTensorsError { SafeTensorsError(file: path, tensor: t.name, r) }
+            guard seen.insert(t.name).inserted else { throw fail(.duplicateName) }
+            if t.name == "__metadata__" { throw fail(.invalidEntry("'__metadata__' is reserved for metadata")) }
+            if t.name.utf8.contains(0) { throw fail(.invalidEntry("name contains a NUL character")) }
+            var bytes = t.dtype.byteSize
+            for d in t.shape {
+                guard d >= 0 else { throw fail(.invalidShape("dimension \(d) is negative")) }
+                let (p, o) = bytes.multipliedReportingOverflow(by: d)
+                if o || p > Int(SafeTensorsHeader.maxInteger) { throw fail(.shapeOverflow) }
+                bytes = p
+            }
+        }
+        if let metadata {
+            for k in metadata.keys where k.utf8.contains(0) {
+                throw SafeTensorsError(file: path, .invalidMetadata("key '\(k)' contains a NUL character"))
+            }
         }
         let header = Self.headerBytes(order, metadata: metadata)
         temp = try AtomicFile(destination: path)
