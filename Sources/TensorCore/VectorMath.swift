@@ -40,7 +40,7 @@ public enum VectorMath {
         q = x2 * q + -1.68282697438203e-03
         q = x2 * q + -7.37332916720468e-03
         q = x2 * q + -1.42647390514189e-02
-        return (p / q).clamped(lowerBound: V(repeating: -1), upperBound: V(repeating: 1))
+        return pointwiseMin(pointwiseMax(p / q, V(repeating: -1)), V(repeating: 1))
     }
 
     /// x * sigmoid(x).
