@@ -30,6 +30,8 @@ public struct CheckpointSource: Sendable {
     public var pipelineComponents: [String] = []
     /// For sharded weights: the shard index's tensor name -> shard path.
     public var shardMap: [String: String]?
+    /// For sharded weights: the `*.safetensors.index.json` file.
+    public var shardIndexPath: String?
 
     static let weightsName = "diffusion_pytorch_model"
 
@@ -79,16 +81,19 @@ public struct CheckpointSource: Sendable {
         let config = dir.appendingPathComponent("config.json").path
         var paths: [String]
         var shardMap: [String: String]?
+        var shardIndex: String?
         let fp16Single = dir.appendingPathComponent("\(weightsName).fp16.safetensors").path
         let fp16Index = dir.appendingPathComponent("\(weightsName).fp16.safetensors.index.json").path
         if fm.fileExists(atPath: single) {
             paths = [single]
         } else if fm.fileExists(atPath: index) {
             (paths, shardMap) = try shardPaths(index: index, dir: dir)
+            shardIndex = index
         } else if variant == nil, fm.fileExists(atPath: fp16Single) {
             paths = [fp16Single]
         } else if variant == nil, fm.fileExists(atPath: fp16Index) {
             (paths, shardMap) = try shardPaths(index: fp16Index, dir: dir)
+            shardIndex = fp16Index
         } else {
             let bin = dir.appendingPathComponent("\(weightsName)\(suffix).bin").path
             if fm.fileExists(atPath: bin) {
@@ -98,6 +103,7 @@ public struct CheckpointSource: Sendable {
         }
         var s = CheckpointSource(path: userPath, kind: .diffusersUNet, layout: .diffusers, configPath: config, weightPaths: paths)
         s.shardMap = shardMap
+        s.shardIndexPath = shardIndex
         return s
     }
 

@@ -39,7 +39,7 @@ public final class UNetCheckpoint: @unchecked Sendable {
     public init(source: CheckpointSource, options: LoadOptions) throws(CheckpointError) {
         self.source = source
         let store = try TensorStore(paths: source.weightPaths)
-        if let map = source.shardMap { try Self.checkShards(store, map: map, index: source.path) }
+        if let map = source.shardMap { try Self.checkShards(store, map: map, index: source.shardIndexPath ?? source.path) }
         self.store = store
         var config: UNetConfig
         var origin: String
