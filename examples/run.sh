@@ -32,3 +32,12 @@ echo "== inspect the results"
 "$ALTER" inspect "$OUT/unet"
 "$ALTER" inspect "$OUT/sd21-tiny-bf16.safetensors" --config "$CONFIG" --json > "$OUT/inspect.json"
 echo "wrote $OUT/unet, $OUT/sd21-tiny-bf16.safetensors and $OUT/inspect.json"
+
+echo "== units: ALTER's prunable units with MACs at the example's 16x16 latent, 5 context tokens"
+"$ALTER" inspect "$CKPT" --config "$CONFIG" --units --latent 16 --context 5
+
+echo "== forward: one UNet call on examples/sd21-tiny-inputs.safetensors, dense and with 4 units skipped"
+"$ALTER" forward "$CKPT" --config "$CONFIG" --inputs examples/sd21-tiny-inputs.safetensors --features -o "$OUT/forward.safetensors"
+"$ALTER" forward "$CKPT" --config "$CONFIG" --inputs examples/sd21-tiny-inputs.safetensors -o "$OUT/forward-skip.safetensors" \
+  --skip down_blocks.0.resnets.1,down_blocks.0.attentions.1.transformer_blocks.0,mid_block.resnets.1,up_blocks.3.resnets.2
+echo "wrote $OUT/forward.safetensors and $OUT/forward-skip.safetensors"

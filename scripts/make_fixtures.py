@@ -696,6 +696,13 @@ def make_example(out_dir):
     save_file(ckpt, os.path.join(out_dir, "sd21-tiny.safetensors"))
     unet.save_config(out_dir)
     os.replace(os.path.join(out_dir, "config.json"), os.path.join(out_dir, "sd21-tiny.config.json"))
+    g = torch.Generator().manual_seed(3102)
+    inputs = {
+        "sample": torch.randn(2, 4, 16, 16, generator=g),
+        "timestep": torch.tensor([999.0, 250.0]),
+        "context": torch.randn(2, 5, EXAMPLE_SD2["cross_attention_dim"], generator=g),
+    }
+    save_file(inputs, os.path.join(out_dir, "sd21-tiny-inputs.safetensors"))
     n = sum(v.numel() for v in sd32.values())
     print(f"example: {n:,} UNet parameters -> {out_dir}")
     return 0
