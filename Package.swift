@@ -27,9 +27,10 @@ let package = Package(
         .target(
             name: "TensorCore", dependencies: ["COpenBLAS"],
             // Kernels are optimised in debug builds too, so that `swift test` runs them at speed.
+            // Haswell (AVX2, FMA) and later: the vector kernels use 256-bit registers and fused multiply-add.
             swiftSettings: [
-                .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
-                .unsafeFlags(["-O"], .when(configuration: .debug)),
+                .unsafeFlags(["-Ounchecked", "-target-cpu", "haswell"], .when(platforms: [.linux], configuration: .release)),
+                .unsafeFlags(["-O", "-target-cpu", "haswell"], .when(platforms: [.linux], configuration: .debug)),
             ]),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "StableDiffusion", dependencies: ["SafeTensors", "NN"]),

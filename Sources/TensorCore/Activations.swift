@@ -26,28 +26,30 @@ public enum GELU {
 public enum GEGLU {
     /// x: [..., 2D] -> [..., D].
     public static func forward(_ x: Tensor) -> Tensor {
-        let d2 = x.shape.last!
-        precondition(d2 % 2 == 0, "GEGLU: odd last axis \(d2)")
-        let d = d2 / 2
-        let rows = x.count / d2
-        let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [d])
-        let xp = x.data, yp = y.data
-        Parallel.forRanges(rows, minChunk: 8) { r in
-            for i in r {
-                let h = xp + i * d2, g = h + d, o = yp + i * d
-                VectorMath.map(g, o, d, VectorMath.gelu)
-                var j = 0
-                let rh = UnsafeRawPointer(h), ro = UnsafeMutableRawPointer(o)
-                while j + 8 <= d {
-                    let v = rh.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                        * ro.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                    ro.storeBytes(of: v, toByteOffset: j * 4, as: SIMD8<Float>.self)
-                    j += 8
+        Profiler.shared.measure("geglu") {
+            let d2 = x.shape.last!
+            precondition(d2 % 2 == 0, "GEGLU: odd last axis \(d2)")
+            let d = d2 / 2
+            let rows = x.count / d2
+            let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [d])
+            let xp = x.data, yp = y.data
+            Parallel.forRanges(rows, minChunk: 8) { r in
+                for i in r {
+                    let h = xp + i * d2, g = h + d, o = yp + i * d
+                    VectorMath.map(g, o, d, VectorMath.gelu)
+                    var j = 0
+                    let rh = UnsafeRawPointer(h), ro = UnsafeMutableRawPointer(o)
+                    while j + 8 <= d {
+                        let v = rh.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                            * ro.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                        ro.storeBytes(of: v, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                        j += 8
+                    }
+                    while j < d { o[j] *= h[j]; j += 1 }
                 }
-                while j < d { o[j] *= h[j]; j += 1 }
             }
+            return y
         }
-        return y
     }
 }
 
@@ -74,7 +76,8 @@ public enum Softmax {
         var mx = SIMD8<Float>(repeating: -.infinity)
         var j = 0
         while j + 8 <= m {
-            mx = pointwiseMax(mx, raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self))
+            let v = raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+            mx = mx.replacing(with: v, where: v .> mx)
             j += 8
         }
         var maxValue = mx.max()

@@ -1,39 +1,46 @@
 /// Multi-head scaled dot-product attention, softmax(Q K^T / sqrt(d)) V, computed in blocks of
 /// queries so that at most `maxScoreElements` scores exist at a time.
 public enum Attention {
-    /// Upper bound on the score block (floats): 2^20 = 4 MB.
-    public static let maxScoreElements = 1 << 20
+    /// Upper bound on the score block of one worker (floats): 2^22 = 16 MB.
+    public static let maxScoreElements = 1 << 22
 
     /// q: [B, N, H*d], k, v: [B, M, H*d] -> [B, N, H*d].
+    ///
+    /// Work items are (sample, head, query block); each worker computes its items with
+    /// single-threaded matrix products into its own score buffer.
     public static func forward(q: Tensor, k: Tensor, v: Tensor, heads: Int) -> Tensor {
-        let (b, n, c) = (q.shape[0], q.shape[1], q.shape[2])
-        let m = k.shape[1]
-        precondition(k.shape == [b, m, c] && v.shape == [b, m, c] && c % heads == 0, "Attention: q \(q.shape) k \(k.shape) v \(v.shape)")
-        let d = c / heads
-        let scale = 1 / Float(d).squareRoot()
-        let out = Tensor(uninitialized: [b, n, c])
-        let block = max(1, min(n, maxScoreElements / max(m, 1)))
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * m)
-        defer { scores.deallocate() }
-        for bi in 0..<b {
-            let qb = q.data + bi * n * c, kb = k.data + bi * m * c, vb = v.data + bi * m * c
-            let ob = out.data + bi * n * c
-            for h in 0..<heads {
-                var start = 0
-                while start < n {
-                    let rows = min(block, n - start)
+        Profiler.shared.measure("attention", flops: 4.0 * Double(q.count) * Double(k.shape[1])) {
+            let (b, n, c) = (q.shape[0], q.shape[1], q.shape[2])
+            let m = k.shape[1]
+            precondition(k.shape == [b, m, c] && v.shape == [b, m, c] && c % heads == 0, "Attention: q \(q.shape) k \(k.shape) v \(v.shape)")
+            let d = c / heads
+            let scale = 1 / Float(d).squareRoot()
+            let out = Tensor(uninitialized: [b, n, c])
+            let workers = Parallel.workers
+            // Query blocks: bounded by the score buffer, and enough items to keep every worker busy.
+            var block = max(1, min(n, maxScoreElements / max(m, 1)))
+            while block > 64 && b * heads * ((n + block - 1) / block) < 4 * workers { block = (block + 1) / 2 }
+            let blocks = (n + block - 1) / block
+            let items = b * heads * blocks
+            let buffers = (0..<Parallel.chunks(items)).map { _ in Tensor(uninitialized: [block * m]) }
+            let qp = q.data, kp = k.data, vp = v.data, op = out.data
+            Parallel.forChunks(items) { chunk, range in
+                let scores = buffers[chunk].data
+                for item in range {
+                    let bi = item / (heads * blocks), h = (item / blocks) % heads, blk = item % blocks
+                    let start = blk * block, rows = min(block, n - start)
+                    let qb = qp + bi * n * c, kb = kp + bi * m * c, vb = vp + bi * m * c, ob = op + bi * n * c
                     // scores[rows, M] = scale * Q[start..., h] K[:, h]^T
                     BLAS.sgemm(transB: true, m: rows, n: m, k: d, alpha: scale,
                                a: qb + start * c + h * d, lda: c, b: kb + h * d, ldb: c,
-                               c: scores, ldc: m)
-                    Softmax.rowsInPlace(scores, rows: rows, length: m)
+                               c: scores, ldc: m, singleThread: true)
+                    for r in 0..<rows { Softmax.row(scores + r * m, m) }
                     // out[start..., h] = scores V[:, h]
                     BLAS.sgemm(m: rows, n: d, k: m, a: scores, lda: m, b: vb + h * d, ldb: c,
-                               c: ob + start * c + h * d, ldc: c)
-                    start += rows
+                               c: ob + start * c + h * d, ldc: c, singleThread: true)
                 }
             }
+            return out
         }
-        return out
     }
 }

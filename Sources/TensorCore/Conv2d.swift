@@ -7,37 +7,48 @@ public enum Conv2d {
 
     /// x: [N, C, H, W], weight: [O, C, k, k], bias: [O] -> [N, O, Ho, Wo].
     public static func forward(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
-        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let o = weight.shape[0], k = weight.shape[2]
-        precondition(weight.shape[1] == c && weight.shape[3] == k, "Conv2d: input \(x.shape) vs weight \(weight.shape)")
-        let ho = outputSize(h, kernel: k, stride: stride, padding: padding)
-        let wo = outputSize(w, kernel: k, stride: stride, padding: padding)
-        let y = Tensor(uninitialized: [n, o, ho, wo])
-        let plane = ho * wo
-        let direct = k == 1 && stride == 1 && padding == 0
-        let ck = c * k * k
-        let col = direct ? nil : UnsafeMutablePointer<Float>.allocate(capacity: ck * plane)
-        defer { col?.deallocate() }
-        for b in 0..<n {
-            let yb = y.data + b * o * plane
-            if let bias {
-                let bp = bias.data
-                Parallel.forRanges(o, minChunk: 16) { r in
-                    for oc in r { (yb + oc * plane).initialize(repeating: bp[oc], count: plane) }
+        Profiler.shared.measure("conv\(weight.shape[2])x\(weight.shape[2])s\(stride) \(x.shape[1])->\(weight.shape[0]) @\(x.shape[2])", flops: flops(x, weight, stride, padding)) {
+            let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+            let o = weight.shape[0], k = weight.shape[2]
+            precondition(weight.shape[1] == c && weight.shape[3] == k, "Conv2d: input \(x.shape) vs weight \(weight.shape)")
+            let ho = outputSize(h, kernel: k, stride: stride, padding: padding)
+            let wo = outputSize(w, kernel: k, stride: stride, padding: padding)
+            let y = Tensor(uninitialized: [n, o, ho, wo])
+            let plane = ho * wo
+            let direct = k == 1 && stride == 1 && padding == 0
+            let ck = c * k * k
+            let colBuffer = direct ? nil : Tensor(uninitialized: [ck * plane])
+            let col = colBuffer?.data
+            for b in 0..<n {
+                let yb = y.data + b * o * plane
+                if let bias {
+                    let bp = bias.data
+                    Parallel.forRanges(o, minChunk: 16) { r in
+                        for oc in r { (yb + oc * plane).initialize(repeating: bp[oc], count: plane) }
+                    }
                 }
+                let xb = x.data + b * c * h * w
+                let src: UnsafePointer<Float>
+                if let col {
+                    Profiler.shared.measure("conv.im2col") {
+                        im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo, into: col)
+                    }
+                    src = UnsafePointer(col)
+                } else {
+                    src = UnsafePointer(xb)
+                }
+                BLAS.sgemm(m: o, n: plane, k: ck, a: weight.data, lda: ck, b: src, ldb: plane,
+                           beta: bias == nil ? 0 : 1, c: yb, ldc: plane)
             }
-            let xb = x.data + b * c * h * w
-            let src: UnsafePointer<Float>
-            if let col {
-                im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo, into: col)
-                src = UnsafePointer(col)
-            } else {
-                src = UnsafePointer(xb)
-            }
-            BLAS.sgemm(m: o, n: plane, k: ck, a: weight.data, lda: ck, b: src, ldb: plane,
-                       beta: bias == nil ? 0 : 1, c: yb, ldc: plane)
+            return y
         }
-        return y
+    }
+
+    static func flops(_ x: Tensor, _ weight: Tensor, _ stride: Int, _ padding: Int) -> Double {
+        let k = weight.shape[2]
+        let ho = outputSize(x.shape[2], kernel: k, stride: stride, padding: padding)
+        let wo = outputSize(x.shape[3], kernel: k, stride: stride, padding: padding)
+        return 2 * Double(x.shape[0]) * Double(weight.count) * Double(ho * wo)
     }
 
     /// Unfolds one image x: [C, H, W] into col: [C*k*k, Ho*Wo] (zero padding).
@@ -60,11 +71,12 @@ public enum Conv2d {
                     }
                     let xr = xc + iy * w
                     if stride == 1 {
-                        // ix = ox + kx - padding; valid ox range is contiguous.
-                        let lo = max(0, padding - kx), hi = min(wo, w + padding - kx)
-                        if lo > 0 { d.initialize(repeating: 0, count: lo) }
-                        if hi > lo { (d + lo).update(from: xr + lo + kx - padding, count: hi - lo) }
-                        if hi < wo { (d + max(hi, 0)).initialize(repeating: 0, count: wo - max(hi, 0)) }
+                        // ix = ox + kx - padding; the valid ox range is contiguous.
+                        let off = kx - padding
+                        let lo = min(wo, max(0, -off)), hi = max(lo, min(wo, w - off))
+                        for ox in 0..<lo { d[ox] = 0 }
+                        for ox in lo..<hi { d[ox] = xr[ox + off] }
+                        for ox in hi..<wo { d[ox] = 0 }
                     } else {
                         for ox in 0..<wo {
                             let ix = ox * stride + kx - padding

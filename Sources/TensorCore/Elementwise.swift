@@ -2,29 +2,33 @@
 public enum Elementwise {
     /// a + b (same shape).
     public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
-        precondition(a.shape == b.shape, "add \(a.shape) \(b.shape)")
-        let y = Tensor(uninitialized: a.shape)
-        let ap = a.data, bp = b.data, yp = y.data
-        Parallel.forRanges(a.count, minChunk: 1 << 15) { r in
-            for i in r { yp[i] = ap[i] + bp[i] }
+        Profiler.shared.measure("elementwise") {
+            precondition(a.shape == b.shape, "add \(a.shape) \(b.shape)")
+            let y = Tensor(uninitialized: a.shape)
+            let ap = a.data, bp = b.data, yp = y.data
+            Parallel.forRanges(a.count, minChunk: 1 << 15) { r in
+                for i in r { yp[i] = ap[i] + bp[i] }
+            }
+            return y
         }
-        return y
     }
 
     /// x: [N, C, ...] plus a per-(sample, channel) value b: [N, C].
     public static func addPerChannel(_ x: Tensor, _ b: Tensor) -> Tensor {
-        let (n, c) = (x.shape[0], x.shape[1])
-        precondition(b.shape == [n, c], "addPerChannel \(x.shape) \(b.shape)")
-        let s = x.count / (n * c)
-        let y = Tensor(uninitialized: x.shape)
-        let xp = x.data, bp = b.data, yp = y.data
-        Parallel.forRanges(n * c, minChunk: 4) { r in
-            for nc in r {
-                let v = bp[nc]
-                VectorMath.map(xp + nc * s, yp + nc * s, s) { $0 + v }
+        Profiler.shared.measure("elementwise") {
+            let (n, c) = (x.shape[0], x.shape[1])
+            precondition(b.shape == [n, c], "addPerChannel \(x.shape) \(b.shape)")
+            let s = x.count / (n * c)
+            let y = Tensor(uninitialized: x.shape)
+            let xp = x.data, bp = b.data, yp = y.data
+            Parallel.forRanges(n * c, minChunk: 4) { r in
+                for nc in r {
+                    let v = bp[nc]
+                    VectorMath.map(xp + nc * s, yp + nc * s, s) { $0 + v }
+                }
             }
+            return y
         }
-        return y
     }
 
     /// Per-sample blend (1 - m) * a + m * b, with m: [N] and a, b: [N, ...].

@@ -2,26 +2,28 @@
 public enum GroupNorm {
     /// x: [N, C, ...], weight/bias: [C] -> same shape. With `silu`, SiLU is applied to the result.
     public static func forward(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float, silu: Bool = false) -> Tensor {
-        let n = x.shape[0], c = x.shape[1]
-        precondition(c % groups == 0, "GroupNorm: \(c) channels, \(groups) groups")
-        let spatial = x.count / (n * c)
-        let cg = c / groups
-        let y = Tensor(uninitialized: x.shape)
-        let xp = x.data, yp = y.data, wp = weight.data, bp = bias.data
-        Parallel.forRanges(n * groups) { r in
-            for ng in r {
-                let g = ng % groups
-                let base = ng * cg * spatial
-                let (mean, invStd) = meanInvStd(xp + base, cg * spatial, eps: eps)
-                for ci in 0..<cg {
-                    let ch = g * cg + ci
-                    let scale = wp[ch] * invStd
-                    let shift = bp[ch] - mean * scale
-                    affine(xp + base + ci * spatial, yp + base + ci * spatial, spatial, scale, shift, silu: silu)
+        Profiler.shared.measure("groupnorm") {
+            let n = x.shape[0], c = x.shape[1]
+            precondition(c % groups == 0, "GroupNorm: \(c) channels, \(groups) groups")
+            let spatial = x.count / (n * c)
+            let cg = c / groups
+            let y = Tensor(uninitialized: x.shape)
+            let xp = x.data, yp = y.data, wp = weight.data, bp = bias.data
+            Parallel.forRanges(n * groups) { r in
+                for ng in r {
+                    let g = ng % groups
+                    let base = ng * cg * spatial
+                    let (mean, invStd) = meanInvStd(xp + base, cg * spatial, eps: eps)
+                    for ci in 0..<cg {
+                        let ch = g * cg + ci
+                        let scale = wp[ch] * invStd
+                        let shift = bp[ch] - mean * scale
+                        affine(xp + base + ci * spatial, yp + base + ci * spatial, spatial, scale, shift, silu: silu)
+                    }
                 }
             }
+            return y
         }
-        return y
     }
 }
 
@@ -29,31 +31,33 @@ public enum GroupNorm {
 public enum LayerNorm {
     /// x: [..., C], weight/bias: [C] -> same shape.
     public static func forward(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
-        let c = x.shape.last!
-        let rows = x.count / c
-        let y = Tensor(uninitialized: x.shape)
-        let xp = x.data, yp = y.data, wp = weight.data, bp = bias.data
-        Parallel.forRanges(rows, minChunk: 16) { r in
-            for i in r {
-                let (mean, invStd) = meanInvStd(xp + i * c, c, eps: eps)
-                let xi = xp + i * c, yi = yp + i * c
-                var j = 0
-                let raw = UnsafeRawPointer(xi), rawY = UnsafeMutableRawPointer(yi)
-                let rawW = UnsafeRawPointer(wp), rawB = UnsafeRawPointer(bp)
-                while j + 8 <= c {
-                    let v = raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                    let wv = rawW.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                    let bv = rawB.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-                    rawY.storeBytes(of: (v - mean) * invStd * wv + bv, toByteOffset: j * 4, as: SIMD8<Float>.self)
-                    j += 8
-                }
-                while j < c {
-                    yi[j] = (xi[j] - mean) * invStd * wp[j] + bp[j]
-                    j += 1
+        Profiler.shared.measure("layernorm") {
+            let c = x.shape.last!
+            let rows = x.count / c
+            let y = Tensor(uninitialized: x.shape)
+            let xp = x.data, yp = y.data, wp = weight.data, bp = bias.data
+            Parallel.forRanges(rows, minChunk: 16) { r in
+                for i in r {
+                    let (mean, invStd) = meanInvStd(xp + i * c, c, eps: eps)
+                    let xi = xp + i * c, yi = yp + i * c
+                    var j = 0
+                    let raw = UnsafeRawPointer(xi), rawY = UnsafeMutableRawPointer(yi)
+                    let rawW = UnsafeRawPointer(wp), rawB = UnsafeRawPointer(bp)
+                    while j + 8 <= c {
+                        let v = raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                        let wv = rawW.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                        let bv = rawB.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+                        rawY.storeBytes(of: (v - mean) * invStd * wv + bv, toByteOffset: j * 4, as: SIMD8<Float>.self)
+                        j += 8
+                    }
+                    while j < c {
+                        yi[j] = (xi[j] - mean) * invStd * wp[j] + bp[j]
+                        j += 1
+                    }
                 }
             }
+            return y
         }
-        return y
     }
 }
 

@@ -2,24 +2,26 @@
 public enum Upsample2x {
     /// x: [N, C, H, W] -> [N, C, 2H, 2W].
     public static func forward(_ x: Tensor) -> Tensor {
-        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let y = Tensor(uninitialized: [n, c, 2 * h, 2 * w])
-        let xp = x.data, yp = y.data
-        Parallel.forRanges(n * c, minChunk: 4) { r in
-            for plane in r {
-                let src = xp + plane * h * w, dst = yp + plane * 4 * h * w
-                for iy in 0..<h {
-                    let row = dst + 2 * iy * 2 * w
-                    let s = src + iy * w
-                    for ix in 0..<w {
-                        row[2 * ix] = s[ix]
-                        row[2 * ix + 1] = s[ix]
+        Profiler.shared.measure("upsample") {
+            let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+            let y = Tensor(uninitialized: [n, c, 2 * h, 2 * w])
+            let xp = x.data, yp = y.data
+            Parallel.forRanges(n * c, minChunk: 4) { r in
+                for plane in r {
+                    let src = xp + plane * h * w, dst = yp + plane * 4 * h * w
+                    for iy in 0..<h {
+                        let row = dst + 2 * iy * 2 * w
+                        let s = src + iy * w
+                        for ix in 0..<w {
+                            row[2 * ix] = s[ix]
+                            row[2 * ix + 1] = s[ix]
+                        }
+                        (row + 2 * w).update(from: row, count: 2 * w)
                     }
-                    (row + 2 * w).update(from: row, count: 2 * w)
                 }
             }
+            return y
         }
-        return y
     }
 }
 
@@ -27,17 +29,19 @@ public enum Upsample2x {
 public enum ConcatChannels {
     /// a: [N, C1, ...], b: [N, C2, ...] -> [N, C1+C2, ...].
     public static func forward(_ a: Tensor, _ b: Tensor) -> Tensor {
-        let n = a.shape[0]
-        precondition(b.shape[0] == n && Array(a.shape.dropFirst(2)) == Array(b.shape.dropFirst(2)), "concat \(a.shape) \(b.shape)")
-        let sa = a.count / n, sb = b.count / n
-        var shape = a.shape
-        shape[1] += b.shape[1]
-        let y = Tensor(uninitialized: shape)
-        for i in 0..<n {
-            (y.data + i * (sa + sb)).update(from: a.data + i * sa, count: sa)
-            (y.data + i * (sa + sb) + sa).update(from: b.data + i * sb, count: sb)
+        Profiler.shared.measure("concat") {
+            let n = a.shape[0]
+            precondition(b.shape[0] == n && Array(a.shape.dropFirst(2)) == Array(b.shape.dropFirst(2)), "concat \(a.shape) \(b.shape)")
+            let sa = a.count / n, sb = b.count / n
+            var shape = a.shape
+            shape[1] += b.shape[1]
+            let y = Tensor(uninitialized: shape)
+            for i in 0..<n {
+                (y.data + i * (sa + sb)).update(from: a.data + i * sa, count: sa)
+                (y.data + i * (sa + sb) + sa).update(from: b.data + i * sb, count: sb)
+            }
+            return y
         }
-        return y
     }
 
     /// The first `channels` channels of x: [N, C, ...] -> [N, channels, ...].
@@ -56,20 +60,24 @@ public enum ConcatChannels {
 public enum Transpose {
     /// x: [N, C, H, W] -> [N, H*W, C].
     public static func channelsLast(_ x: Tensor) -> Tensor {
-        let (n, c) = (x.shape[0], x.shape[1])
-        let s = x.count / (n * c)
-        let y = Tensor(uninitialized: [n, s, c])
-        for i in 0..<n { transpose(x.data + i * c * s, rows: c, cols: s, into: y.data + i * c * s) }
-        return y
+        Profiler.shared.measure("transpose") {
+            let (n, c) = (x.shape[0], x.shape[1])
+            let s = x.count / (n * c)
+            let y = Tensor(uninitialized: [n, s, c])
+            for i in 0..<n { transpose(x.data + i * c * s, rows: c, cols: s, into: y.data + i * c * s) }
+            return y
+        }
     }
 
     /// x: [N, H*W, C] -> [N, C, H, W].
     public static func channelsFirst(_ x: Tensor, height: Int, width: Int) -> Tensor {
-        let (n, s, c) = (x.shape[0], x.shape[1], x.shape[2])
-        precondition(s == height * width, "channelsFirst: \(x.shape) vs \(height)x\(width)")
-        let y = Tensor(uninitialized: [n, c, height, width])
-        for i in 0..<n { transpose(x.data + i * c * s, rows: s, cols: c, into: y.data + i * c * s) }
-        return y
+        Profiler.shared.measure("transpose") {
+            let (n, s, c) = (x.shape[0], x.shape[1], x.shape[2])
+            precondition(s == height * width, "channelsFirst: \(x.shape) vs \(height)x\(width)")
+            let y = Tensor(uninitialized: [n, c, height, width])
+            for i in 0..<n { transpose(x.data + i * c * s, rows: s, cols: c, into: y.data + i * c * s) }
+            return y
+        }
     }
 
     /// dst[cols, rows] = src[rows, cols]^T, in 32x32 tiles.

@@ -5,7 +5,7 @@ public enum VectorMath {
     /// e^x (Cephes-style range reduction and degree-6 polynomial). Returns 0 below about -87.3.
     @inlinable @inline(__always)
     public static func exp(_ x: V) -> V {
-        let x = pointwiseMin(pointwiseMax(x, V(repeating: -87.33654)), V(repeating: 88.37626))
+        let x = clamp(x, -87.33654, 88.37626)
         // n = round(x / ln 2) by the 1.5 * 2^23 trick; its integer value sits in the low bits.
         let shifted = x * 1.44269504088896341 + 12582912.0
         let n = shifted - 12582912.0
@@ -27,7 +27,7 @@ public enum VectorMath {
     /// overshoots to ±1.0000001 for 3.6 < |x| < 4, which made GELU positive for x ≈ -5.3.
     @inlinable @inline(__always)
     public static func erf(_ x: V) -> V {
-        let x = pointwiseMin(pointwiseMax(x, V(repeating: -4)), V(repeating: 4))
+        let x = clamp(x, -4, 4)
         let x2 = x * x
         var p = x2 * -2.72614225801306e-10 + 2.77068142495902e-08
         p = x2 * p + -2.10102402082508e-06
@@ -40,7 +40,15 @@ public enum VectorMath {
         q = x2 * q + -1.68282697438203e-03
         q = x2 * q + -7.37332916720468e-03
         q = x2 * q + -1.42647390514189e-02
-        return pointwiseMin(pointwiseMax(p / q, V(repeating: -1)), V(repeating: 1))
+        return clamp(p / q, -1, 1)
+    }
+
+    /// x limited to [lo, hi], element-wise.
+    @inlinable @inline(__always)
+    public static func clamp(_ x: V, _ lo: Float, _ hi: Float) -> V {
+        let l = V(repeating: lo), h = V(repeating: hi)
+        let y = x.replacing(with: l, where: x .< l)
+        return y.replacing(with: h, where: y .> h)
     }
 
     /// x * sigmoid(x).

@@ -7,7 +7,7 @@ import TensorCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure alter's speed and memory (build with `swift build -c release`).",
-        subcommands: [BenchForward.self])
+        subcommands: [BenchForward.self, BenchKernels.self])
 }
 
 struct BenchForward: ParsableCommand {
@@ -36,6 +36,9 @@ struct BenchForward: ParsableCommand {
 
     @Flag(help: "Print JSON.")
     var json = false
+
+    @Flag(help: "After the timed runs, run one more forward per setting and print time per kernel.")
+    var profile = false
 
     @OptionGroup var modelOptions: ModelOptions
 
@@ -100,6 +103,18 @@ struct BenchForward: ParsableCommand {
                     let t0 = Date()
                     _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
                     times.append(Date().timeIntervalSince(t0))
+                }
+                if profile && !json {
+                    Profiler.shared.reset()
+                    Profiler.shared.enabled = true
+                    let t0 = Date()
+                    _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
+                    let wall = Date().timeIntervalSince(t0)
+                    Profiler.shared.enabled = false
+                    print(String(format: "  profile (batch %d, %.3f s with profiling):", b, wall))
+                    for e in Profiler.shared.report() {
+                        print(String(format: "    %-14@ %8.3f s %6d calls %8.1f GFLOP/s", e.name, e.seconds, e.calls, e.gflops))
+                    }
                 }
                 let sorted = times.sorted()
                 let row = Row(batch: b, skipped: skip.sorted(), macsPerSample: macs, seconds: times, best: sorted[0],
