@@ -23,7 +23,8 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
-        .target(name: "SafeTensors", dependencies: ["CJSON"]),
+        .target(name: "CFileCopy"),
+        .target(name: "SafeTensors", dependencies: ["CJSON", "CFileCopy"]),
         .target(
             name: "TensorCore", dependencies: ["COpenBLAS"],
             // Kernels are optimised in debug builds too, so that `swift test` runs them at speed.

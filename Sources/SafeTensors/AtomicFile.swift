@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CFileCopy
 import Foundation
 
 /// A file written under a temporary name beside its destination and renamed into place
@@ -17,7 +18,21 @@ public final class AtomicFile {
     private var buffered = 0
     private static let bufferSize = 1 << 20
     /// Bytes written so far.
-    public private(set) var bytesWritten = 0
+    public private(set) var bytesWritten = 0 {
+        didSet { startWritebackIfDue() }
+    }
+    /// Up to where writeback has been started.
+    private var writebackStarted = 0
+    private static let writebackChunk = 64 << 20
+
+    /// Starts writeback of every completed 64 MB, so the disk works while we copy and the final
+    /// fsync waits for little.
+    private func startWritebackIfDue() {
+        let flushed = bytesWritten - buffered
+        guard fd >= 0, flushed - writebackStarted >= Self.writebackChunk else { return }
+        alter_start_writeback(fd, Int64(writebackStarted), Int64(flushed - writebackStarted))
+        writebackStarted = flushed
+    }
 
     /// Creates the temporary file for `destination` (in the same directory).
     public init(destination: String) throws(SafeTensorsError) {
@@ -57,6 +72,36 @@ public final class AtomicFile {
         defer { p.deallocate() }
         p.copyBytes(from: bytes)
         try write(UnsafeRawBufferPointer(p))
+    }
+
+    /// Appends `count` bytes read from `source` at `offset`, copied by the kernel
+    /// (`copy_file_range`, falling back to read/write where the kernel cannot).
+    public func copy(from source: Int32, offset: Int, count: Int) throws(SafeTensorsError) {
+        guard fd >= 0 else { throw SafeTensorsError(file: destination, .io("write after close")) }
+        try flush()
+        var inOff = Int64(offset)
+        var remaining = count
+        while remaining > 0 {
+            let r = alter_copy_file_range(source, &inOff, fd, remaining)
+            if r > 0 {
+                remaining -= r
+                continue
+            }
+            if r < 0 && errno == EINTR { continue }
+            if r == 0 { throw SafeTensorsError(file: destination, .io("source ended \(remaining) bytes early")) }
+            // EXDEV, ENOSYS, EINVAL...: copy through a buffer.
+            let chunk = min(remaining, Self.bufferSize)
+            let n = pread(source, buffer, chunk, off_t(inOff))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SafeTensorsError(file: destination, .io("read failed: \(errnoString())"))
+            }
+            if n == 0 { throw SafeTensorsError(file: destination, .io("source ended \(remaining) bytes early")) }
+            try writeAll(UnsafeRawPointer(buffer), n)
+            inOff += Int64(n)
+            remaining -= n
+        }
+        bytesWritten += count
     }
 
     private func flush() throws(SafeTensorsError) {

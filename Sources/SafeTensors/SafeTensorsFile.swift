@@ -16,6 +16,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Size of the file in bytes.
     public let fileSize: Int
     private let base: UnsafeMutableRawPointer?
+    /// The open file, kept for kernel-side copies (`copy_file_range`).
+    let descriptor: Int32
     private let dataStart: Int
     private let index: [String: Int]
 
@@ -24,7 +26,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.path = path
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SafeTensorsError(file: path, .cannotOpen(errnoString())) }
-        defer { close(fd) }
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw SafeTensorsError(file: path, .cannotOpen(errnoString())) }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
@@ -44,6 +47,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw error
         }
         base = m
+        descriptor = fd
+        keepOpen = true
         dataStart = 8 + header.headerLength
         var idx: [String: Int] = [:]
         for (i, t) in header.tensors.enumerated() { idx[t.name] = i }
@@ -52,7 +57,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     deinit {
         if let base { munmap(base, fileSize) }
+        close(descriptor)
     }
+
+    /// Byte offset of `info`'s data in the file.
+    public func fileOffset(_ info: TensorInfo) -> Int { dataStart + info.dataOffsets.lowerBound }
 
     /// Entries ordered by data offset.
     public var tensors: [TensorInfo] { header.tensors }

@@ -79,6 +79,19 @@ public final class SafeTensorsWriter {
         next += 1
     }
 
+    /// Writes the next tensor by copying `info`'s bytes from `file` (same dtype and size) in the
+    /// kernel, without passing them through user memory.
+    public func write(_ name: String, copying info: TensorInfo, from file: SafeTensorsFile) throws(SafeTensorsError) {
+        guard let spec = nextSpec, spec.name == name else {
+            throw SafeTensorsError(file: path, tensor: name, .writeOrder(expected: nextSpec?.name ?? "(none)"))
+        }
+        guard info.byteCount == spec.byteCount, info.dtype == spec.dtype else {
+            throw SafeTensorsError(file: path, tensor: name, .sizeMismatch(expected: spec.byteCount, actual: info.byteCount))
+        }
+        try temp.copy(from: file.descriptor, offset: file.fileOffset(info), count: info.byteCount)
+        next += 1
+    }
+
     /// Writes the next tensor from `Float` values, converting to its dtype (F32, F16 or BF16).
     public func write(_ name: String, floats: [Float]) throws(SafeTensorsError) {
         guard let spec = nextSpec, spec.name == name else {

@@ -80,10 +80,10 @@ extension UNetCheckpoint {
         do {
             for spec in writer.order {
                 guard let loc = sources[spec.name] else { continue }
-                let src = loc.file.rawBytes(loc.info)
                 if loc.info.dtype == spec.dtype {
-                    try writer.write(spec.name, bytes: src)
+                    try writer.write(spec.name, copying: loc.info, from: loc.file)
                 } else {
+                    let src = loc.file.rawBytes(loc.info)
                     let dst = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<spec.byteCount])
                     DTypeConversion.convert(src, from: loc.info.dtype, to: spec.dtype, into: dst)
                     try writer.write(spec.name, bytes: UnsafeRawBufferPointer(dst))
