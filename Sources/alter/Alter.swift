@@ -6,8 +6,13 @@ import TensorCore
 
 @main
 enum Main {
+    /// Subcommands that do heavy matrix work (the rest never call OpenBLAS).
+    static let computeCommands: Set<String> = ["forward", "bench"]
+
     static func main() {
-        BLASCoreSelection.reexecIfGeneric()
+        if CommandLine.arguments.count > 1, computeCommands.contains(CommandLine.arguments[1]) {
+            BLASCoreSelection.reexecIfGeneric()
+        }
         Alter.main()
     }
 }
