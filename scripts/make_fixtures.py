@@ -424,8 +424,8 @@ def listing():
         for f in files:
             p = os.path.join(root, f)
             rel = os.path.relpath(p, FIXTURES)
-            if rel in ("README.md",):
-                continue
+            if rel in ("README.md",) or rel.startswith("forward" + os.sep):
+                continue  # forward/ belongs to make_forward_fixtures.py
             with open(p, "rb") as fh:
                 digest = hashlib.sha256(fh.read()).hexdigest()[:16]
             rows.append((rel, os.path.getsize(p), digest))
@@ -516,8 +516,17 @@ def write_readme(nparams, ntensors, nparams1, ntensors1, vers):
         "## Versions",
         "",
     ] + [f"* {k} {v}" for k, v in vers.items()] + [""]
-    with open(os.path.join(FIXTURES, "README.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    # Keep the section make_forward_fixtures.py owns.
+    readme = os.path.join(FIXTURES, "README.md")
+    kept = ""
+    if os.path.exists(readme):
+        with open(readme, encoding="utf-8") as f:
+            old = f.read()
+        marker = "## Forward references"
+        if marker in old:
+            kept = "\n" + old[old.index(marker):]
+    with open(readme, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + kept)
     return total
 
 

@@ -72,6 +72,14 @@ public enum Softmax {
 
     @inline(__always)
     static func row(_ p: UnsafeMutablePointer<Float>, _ m: Int) {
+        let inv = 1 / unnormalizedRow(p, m)
+        VectorMath.map(p, p, m) { $0 * inv }
+    }
+
+    /// Replaces a row by exp(x - max(x)) and returns the sum of the new values (the softmax
+    /// before its normalisation, which callers may apply later to fewer numbers).
+    @inline(__always)
+    static func unnormalizedRow(_ p: UnsafeMutablePointer<Float>, _ m: Int) -> Float {
         let raw = UnsafeMutableRawPointer(p)
         var mx = SIMD8<Float>(repeating: -.infinity)
         var j = 0
@@ -96,13 +104,6 @@ public enum Softmax {
             VectorMath.map(p + j, p + j, m - j) { VectorMath.exp($0 - mv) }
             while j < m { total += p[j]; j += 1 }
         }
-        let inv = SIMD8<Float>(repeating: 1 / total)
-        j = 0
-        while j + 8 <= m {
-            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) * inv,
-                           toByteOffset: j * 4, as: SIMD8<Float>.self)
-            j += 8
-        }
-        while j < m { p[j] *= inv[0]; j += 1 }
+        return total
     }
 }

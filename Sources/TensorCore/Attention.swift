@@ -23,9 +23,10 @@ public enum Attention {
             let blocks = (n + block - 1) / block
             let items = b * heads * blocks
             let buffers = (0..<Parallel.chunks(items)).map { _ in Tensor(uninitialized: [block * m]) }
+            let sums = (0..<Parallel.chunks(items)).map { _ in Tensor(uninitialized: [block]) }
             let qp = q.data, kp = k.data, vp = v.data, op = out.data
             Parallel.forChunks(items) { chunk, range in
-                let scores = buffers[chunk].data
+                let scores = buffers[chunk].data, rowSums = sums[chunk].data
                 for item in range {
                     let bi = item / (heads * blocks), h = (item / blocks) % heads, blk = item % blocks
                     let start = blk * block, rows = min(block, n - start)
@@ -34,10 +35,15 @@ public enum Attention {
                     BLAS.sgemm(transB: true, m: rows, n: m, k: d, alpha: scale,
                                a: qb + start * c + h * d, lda: c, b: kb + h * d, ldb: c,
                                c: scores, ldc: m, singleThread: true)
-                    for r in 0..<rows { Softmax.row(scores + r * m, m) }
-                    // out[start..., h] = scores V[:, h]
+                    for r in 0..<rows { rowSums[r] = Softmax.unnormalizedRow(scores + r * m, m) }
+                    // out[start..., h] = exp-scores V[:, h], then divided by each row's sum.
+                    let o = ob + start * c + h * d
                     BLAS.sgemm(m: rows, n: d, k: m, a: scores, lda: m, b: vb + h * d, ldb: c,
-                               c: ob + start * c + h * d, ldc: c, singleThread: true)
+                               c: o, ldc: c, singleThread: true)
+                    for r in 0..<rows {
+                        let inv = 1 / rowSums[r]
+                        VectorMath.map(o + r * c, o + r * c, d) { $0 * inv }
+                    }
                 }
             }
             return out

@@ -5,6 +5,9 @@ public enum Conv2d {
         (n + 2 * padding - kernel) / stride + 1
     }
 
+    /// Output planes up to this many pixels are computed for the whole batch in one product.
+    public static let foldPlaneLimit = 1024
+
     /// x: [N, C, H, W], weight: [O, C, k, k], bias: [O] -> [N, O, Ho, Wo].
     public static func forward(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
         Profiler.shared.measure("conv\(weight.shape[2])x\(weight.shape[2])s\(stride) \(x.shape[1])->\(weight.shape[0]) @\(x.shape[2])", flops: flops(x, weight, stride, padding)) {
@@ -17,28 +20,46 @@ public enum Conv2d {
             let plane = ho * wo
             let direct = k == 1 && stride == 1 && padding == 0
             let ck = c * k * k
-            let colBuffer = direct ? nil : Tensor(uninitialized: [ck * plane])
-            let col = colBuffer?.data
-            for b in 0..<n {
-                let yb = y.data + b * o * plane
+            // Small planes: the batch's columns go into one product ([ck, n*plane]), which keeps
+            // the matrix product efficient at the deepest levels; the result is then scattered.
+            let fold = n > 1 && plane <= foldPlaneLimit
+            let samplesPerProduct = fold ? n : 1
+            let cols = samplesPerProduct * plane
+            let colBuffer = direct && !fold ? nil : Tensor(uninitialized: [ck * cols])
+            let outBuffer = fold ? Tensor(uninitialized: [o * cols]) : nil
+            for b in Swift.stride(from: 0, to: n, by: samplesPerProduct) {
+                let target = outBuffer?.data ?? y.data + b * o * plane
                 if let bias {
                     let bp = bias.data
                     Parallel.forRanges(o, minChunk: 16) { r in
-                        for oc in r { (yb + oc * plane).initialize(repeating: bp[oc], count: plane) }
+                        for oc in r { (target + oc * cols).initialize(repeating: bp[oc], count: cols) }
                     }
                 }
-                let xb = x.data + b * c * h * w
                 let src: UnsafePointer<Float>
-                if let col {
+                if let col = colBuffer?.data {
                     Profiler.shared.measure("conv.im2col") {
-                        im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo, into: col)
+                        for s in 0..<samplesPerProduct {
+                            let xb = x.data + (b + s) * c * h * w
+                            if direct {
+                                for ci in 0..<c { (col + ci * cols + s * plane).update(from: xb + ci * plane, count: plane) }
+                            } else {
+                                im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo,
+                                       into: col + s * plane, rowStride: cols)
+                            }
+                        }
                     }
                     src = UnsafePointer(col)
                 } else {
-                    src = UnsafePointer(xb)
+                    src = UnsafePointer(x.data + b * c * h * w)
                 }
-                BLAS.sgemm(m: o, n: plane, k: ck, a: weight.data, lda: ck, b: src, ldb: plane,
-                           beta: bias == nil ? 0 : 1, c: yb, ldc: plane)
+                BLAS.sgemm(m: o, n: cols, k: ck, a: weight.data, lda: ck, b: src, ldb: cols,
+                           beta: bias == nil ? 0 : 1, c: target, ldc: cols)
+            }
+            if let out = outBuffer?.data {
+                // out: [o, n, plane] -> y: [n, o, plane]
+                for b in 0..<n {
+                    for oc in 0..<o { (y.data + (b * o + oc) * plane).update(from: out + oc * cols + b * plane, count: plane) }
+                }
             }
             return y
         }
@@ -51,12 +72,13 @@ public enum Conv2d {
         return 2 * Double(x.shape[0]) * Double(weight.count) * Double(ho * wo)
     }
 
-    /// Unfolds one image x: [C, H, W] into col: [C*k*k, Ho*Wo] (zero padding).
+    /// Unfolds one image x: [C, H, W] into col: [C*k*k, Ho*Wo] (zero padding), whose rows are
+    /// `rowStride` floats apart (Ho*Wo unless several images share the rows).
     static func im2col(
         _ x: UnsafePointer<Float>, c: Int, h: Int, w: Int, k: Int, stride: Int, padding: Int,
-        ho: Int, wo: Int, into col: UnsafeMutablePointer<Float>
+        ho: Int, wo: Int, into col: UnsafeMutablePointer<Float>, rowStride: Int? = nil
     ) {
-        let plane = ho * wo
+        let plane = rowStride ?? ho * wo
         Parallel.forRanges(c * k * k, minChunk: 8) { rows in
             for row in rows {
                 let ci = row / (k * k), ky = (row / k) % k, kx = row % k
