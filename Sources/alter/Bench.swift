@@ -92,18 +92,20 @@ struct BenchForward: ParsableCommand {
             let sample = RandomParameters(seed: 7).tensorOrDie("sample", [b, config.inChannels, latent, latent])
             let ctx = RandomParameters(seed: 8).tensorOrDie("context", [b, context, config.crossAttentionDim])
             let ts = (0..<b).map { Float(999 - 37 * $0) }
-            for skip in skipSets {
-                var options = UNetForwardOptions()
-                options.skip = skip
-                let skippedMACs = cost.units.filter { skip.contains($0.name) }.reduce(0) { $0 + $1.cost.total }
-                let macs = cost.total.total - skippedMACs
-                _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
-                var times: [Double] = []
-                for _ in 0..<runs {
+            let settings: [UNetForwardOptions] = skipSets.map { var o = UNetForwardOptions(); o.skip = $0; return o }
+            // Runs alternate between the settings, so that drifts in machine speed hit both alike.
+            for options in settings { _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options) }
+            var times = Array(repeating: [Double](), count: settings.count)
+            for _ in 0..<runs {
+                for (i, options) in settings.enumerated() {
                     let t0 = Date()
                     _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
-                    times.append(Date().timeIntervalSince(t0))
+                    times[i].append(Date().timeIntervalSince(t0))
                 }
+            }
+            for (i, options) in settings.enumerated() {
+                let skip = options.skip
+                let macs = cost.total.total - cost.units.filter { skip.contains($0.name) }.reduce(0) { $0 + $1.cost.total }
                 if profile && !json {
                     Profiler.shared.reset()
                     Profiler.shared.enabled = true
@@ -116,14 +118,20 @@ struct BenchForward: ParsableCommand {
                         print(String(format: "    %-14@ %8.3f s %6d calls %8.1f GFLOP/s", e.name, e.seconds, e.calls, e.gflops))
                     }
                 }
-                let sorted = times.sorted()
-                let row = Row(batch: b, skipped: skip.sorted(), macsPerSample: macs, seconds: times, best: sorted[0],
+                let sorted = times[i].sorted()
+                let row = Row(batch: b, skipped: skip.sorted(), macsPerSample: macs, seconds: times[i], best: sorted[0],
                               median: sorted[sorted.count / 2], gflops: 2 * Double(macs * b) / sorted[0] / 1e9)
                 rows.append(row)
                 if !json {
                     print(String(format: "batch %d%@: best %.3f s, median %.3f s, %.1f GFLOP/s (%.1f GMACs/sample)",
                                  b, skip.isEmpty ? "" : " skip \(skip.count) units", row.best, row.median, row.gflops, Double(macs) / 1e9))
                 }
+            }
+            if settings.count == 2 && !json {
+                let ratios = zip(times[1], times[0]).map { $0 / $1 }.sorted()
+                print(String(format: "  skip/dense time, run by run: %@ (median %.2f; MAC ratio %.2f)",
+                             ratios.map { String(format: "%.2f", $0) }.joined(separator: " "), ratios[ratios.count / 2],
+                             Double(rows[rows.count - 1].macsPerSample) / Double(cost.total.total)))
             }
         }
         var usage = rusage()
