@@ -1,3 +1,4 @@
+import Foundation
 import TensorCore
 
 /// A fully connected layer, y = x W^T + b.
@@ -21,10 +22,24 @@ public struct LinearLayer {
 
 /// A square-kernel 2-D convolution, NCHW.
 public struct Conv2dLayer {
-    public var weight: Tensor
+    public let weight: Tensor
     public var bias: Tensor?
     public var stride: Int
     public var padding: Int
+    /// Winograd-transformed weights, computed on first use (the weights of a layer do not change).
+    private let winogradCache = WinogradCache()
+
+    final class WinogradCache: @unchecked Sendable {
+        private var u: Tensor?
+        private let lock = NSLock()
+        func get(_ weight: Tensor) -> Tensor {
+            lock.lock(); defer { lock.unlock() }
+            if let u { return u }
+            let t = Winograd3x3.transformedWeights(weight)
+            u = t
+            return t
+        }
+    }
 
     public init(
         _ source: some ParameterSource, _ prefix: String, in inChannels: Int, out outChannels: Int,
@@ -38,7 +53,9 @@ public struct Conv2dLayer {
 
     /// x: [N, C, H, W] -> [N, O, Ho, Wo].
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        Conv2d.forward(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        Conv2d.forward(x, weight: weight, bias: bias, stride: stride, padding: padding) { [winogradCache, weight] in
+            winogradCache.get(weight)
+        }
     }
 }
 

@@ -9,13 +9,19 @@ public enum Conv2d {
     public static let foldPlaneLimit = 1024
 
     /// x: [N, C, H, W], weight: [O, C, k, k], bias: [O] -> [N, O, Ho, Wo].
-    public static func forward(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
+    /// `winograd` supplies the transformed weights for the Winograd path (see `Winograd3x3`).
+    public static func forward(
+        _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, winograd: (() -> Tensor)? = nil
+    ) -> Tensor {
         Profiler.shared.measure("conv\(weight.shape[2])x\(weight.shape[2])s\(stride) \(x.shape[1])->\(weight.shape[0]) @\(x.shape[2])", flops: flops(x, weight, stride, padding)) {
             let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
             let o = weight.shape[0], k = weight.shape[2]
             precondition(weight.shape[1] == c && weight.shape[3] == k, "Conv2d: input \(x.shape) vs weight \(weight.shape)")
             let ho = outputSize(h, kernel: k, stride: stride, padding: padding)
             let wo = outputSize(w, kernel: k, stride: stride, padding: padding)
+            if k == 3 && stride == 1 && padding == 1 && Winograd3x3.applies(channels: c, outChannels: o, plane: ho * wo) {
+                return Winograd3x3.forward(x, weight: weight, bias: bias, transformed: winograd?())
+            }
             let y = Tensor(uninitialized: [n, o, ho, wo])
             let plane = ho * wo
             let direct = k == 1 && stride == 1 && padding == 0
