@@ -118,6 +118,12 @@ public final class UNet {
         convOut = try Conv2dLayer(source, "conv_out", in: c0, out: config.outChannels, kernel: 3, padding: 1)
     }
 
+    /// Builds the UNet of a checkpoint (its config must be complete: heads and norm groups known).
+    public convenience init(checkpoint: UNetCheckpoint) throws {
+        try checkpoint.config.validate(source: checkpoint.configOrigin)
+        try self.init(config: checkpoint.config, parameters: checkpoint)
+    }
+
     /// Checks that every gated or skipped name is a unit and every gate has one value per sample.
     public func check(_ options: UNetForwardOptions, batch: Int) throws(UNetError) {
         let names = Set(units.map(\.name))

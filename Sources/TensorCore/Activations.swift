@@ -1,25 +1,11 @@
 /// SiLU: x * sigmoid(x).
 public enum SiLU {
-    public static func forward(_ x: Tensor) -> Tensor {
-        let y = Tensor(uninitialized: x.shape)
-        let xp = x.data, yp = y.data
-        Parallel.forRanges(x.count, minChunk: 1 << 14) { r in
-            VectorMath.map(xp + r.lowerBound, yp + r.lowerBound, r.count, VectorMath.silu)
-        }
-        return y
-    }
+    public static func forward(_ x: Tensor) -> Tensor { Elementwise.map(x, VectorMath.silu) }
 }
 
 /// Exact GELU: x/2 * (1 + erf(x / sqrt 2)).
 public enum GELU {
-    public static func forward(_ x: Tensor) -> Tensor {
-        let y = Tensor(uninitialized: x.shape)
-        let xp = x.data, yp = y.data
-        Parallel.forRanges(x.count, minChunk: 1 << 14) { r in
-            VectorMath.map(xp + r.lowerBound, yp + r.lowerBound, r.count, VectorMath.gelu)
-        }
-        return y
-    }
+    public static func forward(_ x: Tensor) -> Tensor { Elementwise.map(x, VectorMath.gelu) }
 }
 
 /// GEGLU's gating: the last axis splits into (hidden, gate); out = hidden * gelu(gate).

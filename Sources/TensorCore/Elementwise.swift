@@ -1,5 +1,16 @@
 /// Element-wise arithmetic.
 public enum Elementwise {
+    /// f applied to every element, 8 at a time, spread over the cores.
+    @inlinable
+    public static func map(_ x: Tensor, _ f: (SIMD8<Float>) -> SIMD8<Float>) -> Tensor {
+        let y = Tensor(uninitialized: x.shape)
+        let xp = x.data, yp = y.data
+        Parallel.forRanges(x.count, minChunk: 1 << 14) { r in
+            VectorMath.map(xp + r.lowerBound, yp + r.lowerBound, r.count, f)
+        }
+        return y
+    }
+
     /// a + b (same shape).
     public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
         Profiler.shared.measure("elementwise") {

@@ -65,9 +65,7 @@ struct BenchForward: ParsableCommand {
         let unet: UNet
         do {
             if let model {
-                let ckpt = try UNetCheckpoint(path: model, options: modelOptions.loadOptions)
-                try ckpt.config.validate(source: ckpt.configOrigin)
-                unet = try UNet(config: ckpt.config, parameters: ckpt)
+                unet = try UNet(checkpoint: UNetCheckpoint(path: model, options: modelOptions.loadOptions))
             } else {
                 unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
             }

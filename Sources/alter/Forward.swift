@@ -37,9 +37,7 @@ struct Forward: ParsableCommand {
         let start = Date()
         let unet: UNet
         do {
-            let ckpt = try UNetCheckpoint(path: model, options: modelOptions.loadOptions)
-            try ckpt.config.validate(source: ckpt.configOrigin)
-            unet = try UNet(config: ckpt.config, parameters: ckpt)
+            unet = try UNet(checkpoint: UNetCheckpoint(path: model, options: modelOptions.loadOptions))
         } catch { throw CommandFailure("\(error)") }
         var options = UNetForwardOptions()
         options.tapFeatures = features
