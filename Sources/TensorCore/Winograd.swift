@@ -89,7 +89,36 @@ public enum Winograd3x3 {
                     let p0 = pad + 2 * ty * pw
                     let t0 = (b * th + ty) * tw
                     let base = v + ci * tiles + t0
-                    for tx in 0..<tw {
+                    var tx = 0
+                    // Eight tiles at a time: a patch row of 8 tiles is 16 + 2 consecutive floats,
+                    // whose even and odd lanes are the tiles' columns 0/2 and 1/3.
+                    while tx + 8 <= tw {
+                        @inline(__always) func columns(_ dy: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+                            let row = UnsafeRawPointer(p0 + dy * pw + 2 * tx)
+                            let a = row.loadUnaligned(as: SIMD16<Float>.self)
+                            let b = (row + 8).loadUnaligned(as: SIMD16<Float>.self)
+                            return (a.evenHalf, a.oddHalf, b.evenHalf, b.oddHalf)
+                        }
+                        let d0 = columns(0), d1 = columns(1), d2 = columns(2), d3 = columns(3)
+                        // B^T d on rows (as tuples of the 4 columns), then on columns.
+                        let r0 = (d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3)
+                        let r1 = (d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3)
+                        let r2 = (d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3)
+                        let r3 = (d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3)
+                        let out = UnsafeMutableRawPointer(base + tx)
+                        @inline(__always) func store(_ i: Int, _ q: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>)) {
+                            out.storeBytes(of: q.0 - q.2, toByteOffset: (4 * i + 0) * stride * 4, as: SIMD8<Float>.self)
+                            out.storeBytes(of: q.1 + q.2, toByteOffset: (4 * i + 1) * stride * 4, as: SIMD8<Float>.self)
+                            out.storeBytes(of: q.2 - q.1, toByteOffset: (4 * i + 2) * stride * 4, as: SIMD8<Float>.self)
+                            out.storeBytes(of: q.1 - q.3, toByteOffset: (4 * i + 3) * stride * 4, as: SIMD8<Float>.self)
+                        }
+                        store(0, r0)
+                        store(1, r1)
+                        store(2, r2)
+                        store(3, r3)
+                        tx += 8
+                    }
+                    while tx < tw {
                         let q = p0 + 2 * tx
                         let d0 = SIMD4<Float>(q[0], q[1], q[2], q[3])
                         let d1 = SIMD4<Float>(q[pw], q[pw + 1], q[pw + 2], q[pw + 3])
@@ -108,6 +137,7 @@ public enum Winograd3x3 {
                         store(1, r1)
                         store(2, r2)
                         store(3, r3)
+                        tx += 1
                     }
                 }
                 // Clear the rows written for an odd height before the next plane.
