@@ -41,81 +41,64 @@ public final class UNet {
 
     struct UpBlock {
         var resnets: [ResnetBlock]
-        /// Channels of the hidden state entering each resnet before the skip concat.
-        var mainChannels: [Int]
         var attentions: [Transformer2D]
         var upsampler: Conv2dLayer?
     }
 
-    /// Builds the UNet for `config` with parameters from `source` (canonical names).
+    /// Builds the UNet for `config` with parameters from `source` (canonical names), module by
+    /// module in the order of `UNetConfig.modules()`, which holds the channel arithmetic.
     public init(config: UNetConfig, parameters source: some ParameterSource) throws {
         self.config = config
         units = config.units()
-        let c0 = config.blockOutChannels[0]
-        let temb = 4 * c0
         let groups = config.normNumGroups
         let eps = Float(config.normEps)
-        convIn = try Conv2dLayer(source, "conv_in", in: config.inChannels, out: c0, kernel: 3, padding: 1)
-        timeLinear1 = try LinearLayer(source, "time_embedding.linear_1", in: c0, out: temb)
-        timeLinear2 = try LinearLayer(source, "time_embedding.linear_2", in: temb, out: temb)
-        var down: [DownBlock] = []
-        var ch = c0
-        for (i, kind) in config.downBlocks.enumerated() {
-            let o = config.blockOutChannels[i]
-            var block = DownBlock(resnets: [], attentions: [], downsampler: nil)
-            for j in 0..<config.layersPerBlock {
-                block.resnets.append(try ResnetBlock(source, "down_blocks.\(i).resnets.\(j)", in: j == 0 ? ch : o, out: o,
-                                                     temb: temb, groups: groups, eps: eps))
-                if kind == .crossAttention {
-                    block.attentions.append(try Transformer2D(
-                        source, "down_blocks.\(i).attentions.\(j)", channels: o, contextDim: config.crossAttentionDim,
-                        heads: config.attentionHeads[i], groups: groups, linear: config.useLinearProjection, eps: 1e-5))
-                }
+        let temb = 4 * config.blockOutChannels[0]
+        var convIn: Conv2dLayer?, convOut: Conv2dLayer?, normOut: GroupNormLayer?
+        var time: (LinearLayer, LinearLayer)?
+        var down = Array(repeating: DownBlock(resnets: [], attentions: [], downsampler: nil), count: config.levels)
+        var up = Array(repeating: UpBlock(resnets: [], attentions: [], upsampler: nil), count: config.levels)
+        var midResnets: [ResnetBlock] = [], midAttention: Transformer2D?
+        for m in config.modules() {
+            let parts = m.name.split(separator: ".")
+            let block = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            switch m.kind {
+            case .convIn(let i, let o):
+                convIn = try Conv2dLayer(source, m.name, in: i, out: o, kernel: 3, padding: 1)
+            case .timeEmbedding(let c, let d):
+                time = (try LinearLayer(source, m.name + ".linear_1", in: c, out: d),
+                        try LinearLayer(source, m.name + ".linear_2", in: d, out: d))
+            case .resnet(let i, let o, _):
+                let isMid = parts[0] == "mid_block"
+                let r = try ResnetBlock(source, m.name, in: i, out: o, temb: temb, groups: groups, eps: eps,
+                                        outputScale: isMid ? Float(config.midBlockScaleFactor) : 1)
+                if isMid { midResnets.append(r) } else if parts[0] == "down_blocks" { down[block].resnets.append(r) } else { up[block].resnets.append(r) }
+            case .transformer(let c, let heads):
+                let t = try Transformer2D(source, m.name, channels: c, contextDim: config.crossAttentionDim, heads: heads,
+                                          groups: groups, linear: config.useLinearProjection, eps: 1e-5)
+                if parts[0] == "mid_block" { midAttention = t } else if parts[0] == "down_blocks" { down[block].attentions.append(t) } else { up[block].attentions.append(t) }
+            case .downsampler(let c):
+                down[block].downsampler = try Conv2dLayer(source, m.name + ".conv", in: c, out: c, kernel: 3, stride: 2,
+                                                          padding: config.downsamplePadding)
+            case .upsampler(let c):
+                up[block].upsampler = try Conv2dLayer(source, m.name + ".conv", in: c, out: c, kernel: 3, padding: 1)
+            case .convOut(let i, let o):
+                normOut = try GroupNormLayer(source, "conv_norm_out", channels: i, groups: groups, eps: eps)
+                convOut = try Conv2dLayer(source, m.name, in: i, out: o, kernel: 3, padding: 1)
             }
-            if i < config.levels - 1 {
-                block.downsampler = try Conv2dLayer(source, "down_blocks.\(i).downsamplers.0.conv", in: o, out: o, kernel: 3,
-                                                    stride: 2, padding: config.downsamplePadding)
-            }
-            down.append(block)
-            ch = o
         }
+        guard let convIn, let convOut, let normOut, let time, let midAttention, midResnets.count == 2 else {
+            preconditionFailure("UNetConfig.modules() lacks a required module")
+        }
+        self.convIn = convIn
+        timeLinear1 = time.0
+        timeLinear2 = time.1
         self.down = down
-        let cm = config.blockOutChannels[config.levels - 1]
-        let midScale = Float(config.midBlockScaleFactor)
-        midResnet0 = try ResnetBlock(source, "mid_block.resnets.0", in: cm, out: cm, temb: temb, groups: groups, eps: eps, outputScale: midScale)
-        midAttention = try Transformer2D(source, "mid_block.attentions.0", channels: cm, contextDim: config.crossAttentionDim,
-                                         heads: config.attentionHeads[config.levels - 1], groups: groups,
-                                         linear: config.useLinearProjection, eps: 1e-5)
-        midResnet1 = try ResnetBlock(source, "mid_block.resnets.1", in: cm, out: cm, temb: temb, groups: groups, eps: eps, outputScale: midScale)
-        var up: [UpBlock] = []
-        let reversed = Array(config.blockOutChannels.reversed())
-        let reversedHeads = Array(config.attentionHeads.reversed())
-        var outCh = reversed[0]
-        for (i, kind) in config.upBlocks.enumerated() {
-            let prev = outCh
-            outCh = reversed[i]
-            let inCh = reversed[min(i + 1, config.levels - 1)]
-            var block = UpBlock(resnets: [], mainChannels: [], attentions: [], upsampler: nil)
-            for j in 0...config.layersPerBlock {
-                let skip = j == config.layersPerBlock ? inCh : outCh
-                let main = j == 0 ? prev : outCh
-                block.resnets.append(try ResnetBlock(source, "up_blocks.\(i).resnets.\(j)", in: main + skip, out: outCh,
-                                                     temb: temb, groups: groups, eps: eps))
-                block.mainChannels.append(main)
-                if kind == .crossAttention {
-                    block.attentions.append(try Transformer2D(
-                        source, "up_blocks.\(i).attentions.\(j)", channels: outCh, contextDim: config.crossAttentionDim,
-                        heads: reversedHeads[i], groups: groups, linear: config.useLinearProjection, eps: 1e-5))
-                }
-            }
-            if i < config.levels - 1 {
-                block.upsampler = try Conv2dLayer(source, "up_blocks.\(i).upsamplers.0.conv", in: outCh, out: outCh, kernel: 3, padding: 1)
-            }
-            up.append(block)
-        }
+        midResnet0 = midResnets[0]
+        self.midAttention = midAttention
+        midResnet1 = midResnets[1]
         self.up = up
-        normOut = try GroupNormLayer(source, "conv_norm_out", channels: c0, groups: groups, eps: eps)
-        convOut = try Conv2dLayer(source, "conv_out", in: c0, out: config.outChannels, kernel: 3, padding: 1)
+        self.normOut = normOut
+        self.convOut = convOut
     }
 
     /// Builds the UNet of a checkpoint (its config must be complete: heads and norm groups known).
