@@ -90,7 +90,7 @@ public struct CheckpointInspection: Sendable, Encodable {
 
         var family = "unknown"
         do {
-            let ckpt = try UNetCheckpoint(source: source, options: options)
+            let ckpt = try UNetCheckpoint(source: source, options: options, store: store)
             let c = ckpt.config
             unet = UNetEntry(
                 configOrigin: ckpt.configOrigin, assumptions: ckpt.assumptions,

@@ -36,9 +36,10 @@ public final class UNetCheckpoint: @unchecked Sendable {
         try self.init(source: source, options: options)
     }
 
-    public init(source: CheckpointSource, options: LoadOptions) throws(CheckpointError) {
+    /// Matches the UNet of `source`; `store` reuses headers the caller has already opened.
+    public init(source: CheckpointSource, options: LoadOptions, store: TensorStore? = nil) throws(CheckpointError) {
         self.source = source
-        let store = try TensorStore(paths: source.weightPaths)
+        let store = try store ?? TensorStore(paths: source.weightPaths)
         if let map = source.shardMap { try Self.checkShards(store, map: map, index: source.shardIndexPath ?? source.path) }
         self.store = store
         var config: UNetConfig
