@@ -37,9 +37,10 @@ public final class UNetCheckpoint: @unchecked Sendable {
     }
 
     /// Matches the UNet of `source`; `store` reuses headers the caller has already opened.
-    public init(source: CheckpointSource, options: LoadOptions, store: TensorStore? = nil) throws(CheckpointError) {
+    public init(source: CheckpointSource, options: LoadOptions, store openStore: TensorStore? = nil) throws(CheckpointError) {
         self.source = source
-        let store = try store ?? TensorStore(paths: source.weightPaths)
+        let store: TensorStore
+        if let openStore { store = openStore } else { store = try TensorStore(paths: source.weightPaths) }
         if let map = source.shardMap { try Self.checkShards(store, map: map, index: source.shardIndexPath ?? source.path) }
         self.store = store
         var config: UNetConfig
