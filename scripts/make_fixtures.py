@@ -6,6 +6,7 @@ Usage (from the repository root, with a venv holding torch, diffusers, safetenso
     ~/refenv/bin/python scripts/make_fixtures.py                 # (re)write Tests/Fixtures/
     ~/refenv/bin/python scripts/make_fixtures.py --check-alter .build/debug/alter
     ~/refenv/bin/python scripts/make_fixtures.py --bench-models /work/bench
+    ~/refenv/bin/python scripts/make_fixtures.py --example examples   # example checkpoint, inputs, training data
 
 Nothing is downloaded: every model is built from a config with fixed seeds. Every
 .safetensors file is written by the Python `safetensors` library (directly or through
@@ -714,14 +715,91 @@ def make_example(out_dir):
     save_file(inputs, os.path.join(out_dir, "sd21-tiny-inputs.safetensors"))
     n = sum(v.numel() for v in sd32.values())
     print(f"example: {n:,} UNet parameters -> {out_dir}")
+    make_example_data(out_dir)
     return 0
+
+
+# training data for the example model (formats/training-data.md)
+EXAMPLE_DATA_SAMPLES = 32
+EXAMPLE_DATA_TOKENS = 5      # S: [start, word, word, end, end (padding)]
+EXAMPLE_DATA_WORDS = 12      # the synthetic "vocabulary"
+
+
+def example_training_data(n=EXAMPLE_DATA_SAMPLES, seed=3103):
+    """A synthetic, deterministic training set shaped like real SD2.1 data for the example model.
+
+    Not white noise: each sample's "prompt" is two words out of a 12-word vocabulary; every word
+    has a hidden-state vector (the context rows) and a smooth low-frequency latent pattern (the
+    latents are the sum of the two words' patterns, a per-sample smooth variation and a little
+    noise, scaled to unit variance like SD's scaled VAE latents). The start and end rows are shared
+    by all prompts, as in CLIP; the end rows also carry a summary of the words (causal attention
+    makes CLIP's later tokens depend on the earlier ones). `uncond` is the empty prompt: start,
+    then end rows only."""
+    g = torch.Generator().manual_seed(seed)
+    d = EXAMPLE_SD2["cross_attention_dim"]
+    h = w = EXAMPLE_SD2["sample_size"]
+    s, vocab = EXAMPLE_DATA_TOKENS, EXAMPLE_DATA_WORDS
+    start, end = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    words = torch.randn(vocab, d, generator=g)
+    # a word's latent look: per channel, a cosine of 0..2 cycles across the latent in y and x
+    freq = torch.randint(0, 3, (vocab, 4, 2), generator=g).to(torch.float32)
+    phase = torch.rand(vocab, 4, generator=g) * (2 * np.pi)
+    amp = 0.5 + torch.rand(vocab, 4, generator=g)
+    yy, xx = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij")
+    looks = amp[..., None, None] * torch.cos(
+        2 * np.pi * (freq[..., 0, None, None] * yy + freq[..., 1, None, None] * xx) + phase[..., None, None])
+    chosen = torch.stack([torch.randperm(vocab, generator=g)[:2] for _ in range(n)])  # [n, 2]
+    variation = torch.nn.functional.interpolate(
+        torch.randn(n, 4, 4, 4, generator=g), size=(h, w), mode="bilinear", align_corners=False)
+    latents = looks[chosen[:, 0]] + looks[chosen[:, 1]] + 0.5 * variation + 0.1 * torch.randn(n, 4, h, w, generator=g)
+    latents = (latents - latents.mean()) / latents.std()
+    summary = words[chosen].mean(dim=1)  # [n, d]
+    endrow = end + 0.5 * summary
+    context = torch.stack([start.expand(n, d), words[chosen[:, 0]], words[chosen[:, 1]], endrow, endrow], dim=1)
+    context = context + 0.05 * torch.randn(n, s, d, generator=g)
+    uncond = torch.stack([start] + [end] * (s - 1)) + 0.05 * torch.randn(s, d, generator=g)
+    return {
+        "latents": latents.to(torch.float16).contiguous(),
+        "context": context.to(torch.float16).contiguous(),
+        "uncond": uncond.to(torch.float16).contiguous(),
+        "extra.words": chosen.to(torch.int64).contiguous(),
+    }
+
+
+def save_file_sorted_metadata(tensors, path, metadata):
+    """safetensors' save_file, with the __metadata__ keys in sorted order: the library writes them
+    in hash-map order, which changes from run to run, and the example files must be reproducible."""
+    blob = safetensors.torch.save(tensors, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= n, "re-serialised header is longer than the library's"
+    with open(path, "wb") as f:
+        f.write(blob[:8] + text + b" " * (n - len(text)) + blob[8 + n:])
+
+
+def make_example_data(out_dir):
+    """examples/sd21-tiny-data.safetensors: training data for the example model (fp16)."""
+    data = example_training_data()
+    metadata = {
+        "format": "alter.training-data",
+        "format_version": "1",
+        "vae_scaling_factor": "0.18215",
+        "source": "synthetic: scripts/make_fixtures.py --example (seed 3103); two-word prompts over a "
+                  "12-word vocabulary, smooth latent patterns per word; not real VAE or text-encoder output",
+    }
+    path = os.path.join(out_dir, "sd21-tiny-data.safetensors")
+    save_file_sorted_metadata(data, path, metadata)
+    print(f"example data: {data['latents'].shape[0]} samples, latents {list(data['latents'].shape)}, "
+          f"context {list(data['context'].shape)} -> {path}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check-alter", metavar="ALTER", help="check alter convert output against diffusers")
     ap.add_argument("--bench-models", metavar="DIR", help="write full-size random SD2.1 UNets to DIR")
-    ap.add_argument("--example", metavar="DIR", help="write the small example checkpoint to DIR (examples/)")
+    ap.add_argument("--example", metavar="DIR", help="write the small example checkpoint, its forward inputs and training data to DIR (examples/)")
     a = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
