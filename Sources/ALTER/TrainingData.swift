@@ -212,26 +212,44 @@ public struct TrainingData: Sendable {
         }
     }
 
-    /// Reads every value of `info` once, in blocks, and throws at the first non-finite one.
-    /// `perSample` elements make one sample (0: the tensor is not per sample).
+    /// Reads every value of `info` once and throws at the first non-finite one. `perSample`
+    /// elements make one sample (0: the tensor is not per sample).
     static func checkFinite(_ file: SafeTensorsFile, _ info: TensorInfo, perSample: Int) throws(TrainingDataError) {
         let bytes = file.rawBytes(info)
-        let total = info.elementCount
-        let block = 1 << 16
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block)
-        defer { scratch.deallocate() }
-        var start = 0
-        while start < total {
-            let n = min(block, total - start)
-            convertRows(bytes, info.dtype, from: start, count: n, into: scratch)
-            if let bad = firstNonFinite(UnsafeBufferPointer(start: scratch, count: n)) {
-                let index = start + bad.index
-                throw .nonFinite(file: file.path, tensor: info.name, sample: perSample == 0 ? nil : index / perSample, value: bad.value)
-            }
-            start += n
+        if let index = firstNonFiniteIndex(bytes, info.dtype) {
+            var value: Float = 0
+            convertRows(bytes, info.dtype, from: index, count: 1, into: &value)
+            throw .nonFinite(file: file.path, tensor: info.name, sample: perSample == 0 ? nil : index / perSample, value: value)
         }
         // A file larger than memory should not stay resident after the scan.
         if info.byteCount >= 64 << 20 { file.release(info) }
+    }
+
+    /// The index of the first NaN or infinity among raw little-endian F32, F16 or BF16 values:
+    /// an all-ones exponent. Eight bytes at a time (two or four values per word: a lane whose
+    /// exponent bits are all set becomes zero after the XOR; the borrow test finds zero lanes).
+    static func firstNonFiniteIndex(_ bytes: UnsafeRawBufferPointer, _ dtype: DType) -> Int? {
+        let size = dtype.byteSize
+        let exponent: UInt64, ones: UInt64, tops: UInt64
+        switch dtype {
+        case .f32: (exponent, ones, tops) = (0x7F80_0000_7F80_0000, 0x0000_0001_0000_0001, 0x8000_0000_8000_0000)
+        case .f16: (exponent, ones, tops) = (0x7C00_7C00_7C00_7C00, 0x0001_0001_0001_0001, 0x8000_8000_8000_8000)
+        default: (exponent, ones, tops) = (0x7F80_7F80_7F80_7F80, 0x0001_0001_0001_0001, 0x8000_8000_8000_8000)
+        }
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            let y = (UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) & exponent) ^ exponent
+            if (y &- ones) & ~y & tops != 0 { break }
+            offset += 8
+        }
+        let lane = UInt64(exponent & (size == 4 ? 0xFFFF_FFFF : 0xFFFF))
+        for i in (offset / size)..<(bytes.count / size) {
+            let bits = size == 4
+                ? UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+                : UInt64(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)))
+            if bits & lane == lane { return i }
+        }
+        return nil
     }
 
     static func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> (index: Int, value: Float)? {

@@ -280,6 +280,34 @@ final class TrainingDataTests: XCTestCase {
         XCTAssertThrowsError(try TrainingData(latents: Tensor(repeating: .infinity, shape: [1, 4, 8, 8]), context: Tensor(zeros: [1, 2, 16])))
     }
 
+    func testNonFiniteScanOfRawValues() {
+        // Every dtype, length, position, misalignment; large finite values, subnormals and -0 pass.
+        let finite: [Float] = [1, -0.0, 6e-8, -65504, 3.0e38, 1.1754944e-38, -2.5]
+        for dtype in [DType.f32, .f16, .bf16] {
+            for n in 1...11 {
+                for shift in 0..<2 {
+                    func scan(_ values: [Float]) -> Int? {
+                        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: n * dtype.byteSize + shift, alignment: 8)
+                        defer { raw.deallocate() }
+                        let out = UnsafeMutableRawBufferPointer(rebasing: raw[shift...])
+                        values.withUnsafeBytes { DTypeConversion.convert($0, from: .f32, to: dtype, into: out) }
+                        return TrainingData.firstNonFiniteIndex(UnsafeRawBufferPointer(out), dtype)
+                    }
+                    let base = (0..<n).map { finite[$0 % finite.count] }.map { dtype == .f32 ? $0 : max(-65504, min(65504, $0)) }
+                    XCTAssertNil(scan(base), "\(dtype) n=\(n)")
+                    for pos in 0..<n {
+                        for bad in [Float.nan, .infinity, -.infinity] {
+                            var v = base
+                            v[pos] = bad
+                            if pos + 1 < n { v[n - 1] = .nan }  // only the first is reported
+                            XCTAssertEqual(scan(v), pos, "\(dtype) n=\(n) pos=\(pos) shift=\(shift) \(bad)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testMetadata() throws {
         let version = try write("v2.safetensors", goodEntries(), metadata: ["format_version": "2"])
         XCTAssertEqual(loadError(version)?.description, "\(version): __metadata__ 'format_version' is '2'; expected '1' (this alter reads version 1)")
