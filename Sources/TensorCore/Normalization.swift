@@ -25,6 +25,115 @@ public enum GroupNorm {
             return y
         }
     }
+
+    /// x: [N, C, ...], weight/bias: [C], gradOutput: same shape as x. Returns dL/dx, and dL/dweight,
+    /// dL/dbias: [C] when `parameters`. The mean and 1/std are recomputed from x as in forward;
+    /// `silu` is the forward's fused SiLU (its derivative is taken at the normalised output).
+    ///
+    /// With x̂ = (x - mean) rstd and gy = dL/d(x̂ w + b), per (sample, group) of L elements:
+    /// dx = rstd (w gy - Σ(w gy) / L - x̂ Σ(w gy x̂) / L), the sums built from the per-channel
+    /// Σ gy and Σ gy x̂ (Double), which summed over the batch are dL/dbias and dL/dweight.
+    public static func backward(
+        _ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float, silu: Bool, gradOutput: Tensor, parameters: Bool
+    ) -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
+        Profiler.shared.measure("groupnorm.backward") {
+            let n = x.shape[0], c = x.shape[1]
+            precondition(c % groups == 0 && gradOutput.shape == x.shape && weight.count == c && bias.count == c,
+                         "GroupNorm.backward: input \(x.shape), gradient \(gradOutput.shape), \(groups) groups, weight \(weight.shape)")
+            let spatial = x.count / (n * c)
+            let cg = c / groups
+            let dx = Tensor(uninitialized: x.shape)
+            // Per (sample, channel): Σ gy, Σ gy x̂.
+            let sums = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(2 * n * c, 1))
+            defer { sums.deallocate() }
+            let sp = sums.baseAddress!
+            let xp = x.data, gp = gradOutput.data, dp = dx.data, wp = weight.data, bp = bias.data
+            Parallel.forRanges(n * groups) { r in
+                for ng in r {
+                    let bi = ng / groups, g = ng % groups
+                    let base = ng * cg * spatial
+                    let (mean, invStd) = meanInvStd(xp + base, cg * spatial, eps: eps)
+                    var weighted = 0.0, weightedXhat = 0.0
+                    for ci in 0..<cg {
+                        let ch = g * cg + ci, off = base + ci * spatial
+                        // With SiLU, gy is kept in dx for the second pass.
+                        let (sg, sgx) = channelSums(xp + off, gp + off, gyOut: silu ? dp + off : nil, spatial,
+                                                    mean: mean, invStd: invStd, weight: wp[ch], bias: bp[ch])
+                        sp[2 * (bi * c + ch)] = sg
+                        sp[2 * (bi * c + ch) + 1] = sgx
+                        weighted += Double(wp[ch]) * sg
+                        weightedXhat += Double(wp[ch]) * sgx
+                    }
+                    let len = Double(cg * spatial)
+                    // dx = (rstd w) gy - (rstd² Σ(w gy x̂)/L) (x - mean) - rstd Σ(w gy)/L
+                    let slope = F8(repeating: Float(Double(invStd) * Double(invStd) * weightedXhat / len))
+                    let shift = F8(repeating: Float(Double(invStd) * weighted / len))
+                    let m = F8(repeating: mean)
+                    for ci in 0..<cg {
+                        let ch = g * cg + ci, off = base + ci * spatial
+                        let a = F8(repeating: invStd * wp[ch])
+                        let gy = UnsafePointer(silu ? dp + off : gp + off)
+                        zipMap(gy, xp + off, dp + off, spatial) { a * $0 - slope * ($1 - m) - shift }
+                    }
+                }
+            }
+            guard parameters else { return (dx, nil, nil) }
+            let dw = Tensor(uninitialized: [c]), db = Tensor(uninitialized: [c])
+            for ch in 0..<c {
+                var sg = 0.0, sgx = 0.0
+                for bi in 0..<n {
+                    sg += sp[2 * (bi * c + ch)]
+                    sgx += sp[2 * (bi * c + ch) + 1]
+                }
+                db.data[ch] = Float(sg)
+                dw.data[ch] = Float(sgx)
+            }
+            return (dx, dw, db)
+        }
+    }
+
+    /// One channel's (Σ gy, Σ gy x̂) in Double, x̂ = (x - mean) invStd, where gy is g, or with
+    /// `gyOut` g silu'(x̂ w + b), which is then stored in gyOut.
+    @inline(__always)
+    static func channelSums(
+        _ x: UnsafePointer<Float>, _ g: UnsafePointer<Float>, gyOut: UnsafeMutablePointer<Float>?, _ n: Int,
+        mean: Float, invStd: Float, weight: Float, bias: Float
+    ) -> (Double, Double) {
+        let m = F8(repeating: mean), rs = F8(repeating: invStd), wv = F8(repeating: weight), bv = F8(repeating: bias)
+        var sg = SIMDSum(), sgx = SIMDSum()
+        var i = 0
+        if let gyOut {
+            while i + 8 <= n {
+                let xh = (load8(x, i) - m) * rs
+                let gy = load8(g, i) * SiLU.derivative(xh * wv + bv)
+                store8(gyOut, i, gy)
+                sg.add(gy)
+                sgx.add(gy * xh)
+                i += 8
+            }
+            if i < n {
+                // Zero-padded lanes have g = 0, so gy = 0 there.
+                let xh = (loadPartial(x + i, n - i) - m) * rs
+                let gy = loadPartial(g + i, n - i) * SiLU.derivative(xh * wv + bv)
+                storePartial(gyOut + i, n - i, gy)
+                sg.add(gy)
+                sgx.add(gy * xh)
+            }
+        } else {
+            while i + 8 <= n {
+                let gy = load8(g, i)
+                sg.add(gy)
+                sgx.add(gy * ((load8(x, i) - m) * rs))
+                i += 8
+            }
+            if i < n {
+                let gy = loadPartial(g + i, n - i)
+                sg.add(gy)
+                sgx.add(gy * ((loadPartial(x + i, n - i) - m) * rs))
+            }
+        }
+        return (sg.total, sgx.total)
+    }
 }
 
 /// Layer normalisation over the last axis.
@@ -57,6 +166,102 @@ public enum LayerNorm {
                 }
             }
             return y
+        }
+    }
+
+    /// x: [..., C], weight/bias: [C], gradOutput: same shape as x. Returns dL/dx, and dL/dweight,
+    /// dL/dbias: [C] when `parameters`.
+    ///
+    /// Per row, with x̂ = (x - mean) rstd recomputed from x: dx = rstd (w g - Σ(w g)/C - x̂ Σ(w g x̂)/C)
+    /// (row sums in Double); dweight = Σ_rows g x̂ and dbias = Σ_rows g, summed in float over at
+    /// most 64 rows and then in Double.
+    public static func backward(
+        _ x: Tensor, weight: Tensor, bias: Tensor, eps: Float, gradOutput: Tensor, parameters: Bool
+    ) -> (input: Tensor, weight: Tensor?, bias: Tensor?) {
+        Profiler.shared.measure("layernorm.backward") {
+            let c = x.shape.last!
+            precondition(gradOutput.shape == x.shape && weight.count == c && bias.count == c,
+                         "LayerNorm.backward: input \(x.shape), gradient \(gradOutput.shape), weight \(weight.shape)")
+            let rows = x.count / max(c, 1)
+            let dx = Tensor(uninitialized: x.shape)
+            let minChunk = max(16, (1 << 14) / max(c, 1))
+            let chunks = Parallel.chunks(rows, minChunk: minChunk)
+            // Per chunk: float block sums [2C] and Double totals [2C] of g x̂ and g.
+            let scratch = Tensor(uninitialized: [parameters ? max(chunks * 2 * c, 1) : 1])
+            let totals = UnsafeMutableBufferPointer<Double>.allocate(capacity: parameters ? max(chunks * 2 * c, 1) : 1)
+            defer { totals.deallocate() }
+            totals.initialize(repeating: 0)
+            let xp = x.data, gp = gradOutput.data, dp = dx.data, wp = weight.data
+            let sp = scratch.data, tp = totals.baseAddress!
+            let invC = 1 / Double(c)
+            Parallel.forChunks(rows, minChunk: minChunk) { chunk, r in
+                let sgx = sp + chunk * 2 * c, sg = sgx + c
+                let tgx = tp + chunk * 2 * c
+                var pending = 0
+                if parameters { sgx.initialize(repeating: 0, count: 2 * c) }
+                for i in r {
+                    let xi = xp + i * c, gi = gp + i * c, di = dp + i * c
+                    let (mean, invStd) = meanInvStd(xi, c, eps: eps)
+                    let m = F8(repeating: mean), rs = F8(repeating: invStd)
+                    var swg = SIMDSum(), swgx = SIMDSum()
+                    var j = 0
+                    while j + 8 <= c {
+                        let gv = load8(gi, j), xh = (load8(xi, j) - m) * rs
+                        let wg = gv * load8(wp, j)
+                        swg.add(wg)
+                        swgx.add(wg * xh)
+                        if parameters {
+                            store8(sgx, j, load8(sgx, j) + gv * xh)
+                            store8(sg, j, load8(sg, j) + gv)
+                        }
+                        j += 8
+                    }
+                    if j < c {
+                        let t = c - j
+                        let gv = loadPartial(gi + j, t), xh = (loadPartial(xi + j, t) - m) * rs
+                        let wg = gv * loadPartial(wp + j, t)
+                        swg.add(wg)
+                        swgx.add(wg * xh)
+                        if parameters {
+                            storePartial(sgx + j, t, loadPartial(sgx + j, t) + gv * xh)
+                            storePartial(sg + j, t, loadPartial(sg + j, t) + gv)
+                        }
+                    }
+                    let shift = F8(repeating: Float(Double(invStd) * swg.total * invC))
+                    let slope = F8(repeating: Float(Double(invStd) * Double(invStd) * swgx.total * invC))
+                    // dx = rstd w g - rstd² Σ(w g x̂)/C (x - mean) - rstd Σ(w g)/C
+                    j = 0
+                    while j + 8 <= c {
+                        store8(di, j, rs * load8(wp, j) * load8(gi, j) - slope * (load8(xi, j) - m) - shift)
+                        j += 8
+                    }
+                    if j < c {
+                        let t = c - j
+                        storePartial(di + j, t, rs * loadPartial(wp + j, t) * loadPartial(gi + j, t)
+                                     - slope * (loadPartial(xi + j, t) - m) - shift)
+                    }
+                    if parameters {
+                        pending += 1
+                        if pending == 64 || i == r.upperBound - 1 {
+                            for j in 0..<(2 * c) { tgx[j] += Double(sgx[j]) }
+                            sgx.update(repeating: 0, count: 2 * c)
+                            pending = 0
+                        }
+                    }
+                }
+            }
+            guard parameters else { return (dx, nil, nil) }
+            let dw = Tensor(uninitialized: [c]), db = Tensor(uninitialized: [c])
+            for j in 0..<c {
+                var a = 0.0, b = 0.0
+                for k in 0..<chunks {
+                    a += tp[k * 2 * c + j]
+                    b += tp[k * 2 * c + c + j]
+                }
+                dw.data[j] = Float(a)
+                db.data[j] = Float(b)
+            }
+            return (dx, dw, db)
         }
     }
 }

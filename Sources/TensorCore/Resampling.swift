@@ -23,6 +23,42 @@ public enum Upsample2x {
             return y
         }
     }
+
+    /// gradOutput: [N, C, 2H, 2W] -> [N, C, H, W]: each input pixel receives the sum of its 2x2 copies.
+    public static func backward(_ gradOutput: Tensor) -> Tensor {
+        Profiler.shared.measure("upsample.backward") {
+            let g = gradOutput
+            let (n, c, h2, w2) = (g.shape[0], g.shape[1], g.shape[2], g.shape[3])
+            precondition(g.rank == 4 && h2 % 2 == 0 && w2 % 2 == 0, "Upsample2x.backward: gradient \(g.shape)")
+            let h = h2 / 2, w = w2 / 2
+            let dx = Tensor(uninitialized: [n, c, h, w])
+            let gp = g.data, dp = dx.data
+            Parallel.forRanges(n * c, minChunk: max(1, (1 << 14) / max(h2 * w2, 1))) { r in
+                for plane in r {
+                    let src = gp + plane * h2 * w2, dst = dp + plane * h * w
+                    for iy in 0..<h {
+                        let r0 = UnsafeRawPointer(src + 2 * iy * w2), r1 = r0 + w2 * 4
+                        let d = dst + iy * w
+                        var ix = 0
+                        // 8 outputs from 16 floats of each of the two rows: add the rows, then
+                        // the even and odd lanes.
+                        while ix + 8 <= w {
+                            let s = r0.loadUnaligned(fromByteOffset: 8 * ix, as: SIMD16<Float>.self)
+                                + r1.loadUnaligned(fromByteOffset: 8 * ix, as: SIMD16<Float>.self)
+                            store8(d, ix, s.evenHalf + s.oddHalf)
+                            ix += 8
+                        }
+                        let a = src + 2 * iy * w2, b = a + w2
+                        while ix < w {
+                            d[ix] = (a[2 * ix] + a[2 * ix + 1]) + (b[2 * ix] + b[2 * ix + 1])
+                            ix += 1
+                        }
+                    }
+                }
+            }
+            return dx
+        }
+    }
 }
 
 /// Concatenation along the channel axis, NCHW.
@@ -41,6 +77,30 @@ public enum ConcatChannels {
                 (y.data + i * (sa + sb) + sa).update(from: b.data + i * sb, count: sb)
             }
             return y
+        }
+    }
+
+    /// gradOutput: [N, C1+C2, ...] -> ([N, C1, ...], [N, C2, ...]) with C1 = `leadingChannels`:
+    /// the gradients of forward's a and b.
+    public static func backward(_ gradOutput: Tensor, leadingChannels c1: Int) -> (Tensor, Tensor) {
+        Profiler.shared.measure("concat.backward") {
+            let g = gradOutput
+            let n = g.shape[0], c = g.shape[1]
+            precondition(g.rank >= 2 && c1 >= 0 && c1 <= c, "ConcatChannels.backward: gradient \(g.shape), leading \(c1)")
+            let per = g.count / max(n * c, 1)
+            var shapeA = g.shape, shapeB = g.shape
+            shapeA[1] = c1
+            shapeB[1] = c - c1
+            let da = Tensor(uninitialized: shapeA), db = Tensor(uninitialized: shapeB)
+            let sa = c1 * per, sb = (c - c1) * per
+            let gp = g.data, ap = da.data, bp = db.data
+            Parallel.forRanges(n, minChunk: max(1, (1 << 16) / max(sa + sb, 1))) { r in
+                for i in r {
+                    (ap + i * sa).update(from: gp + i * (sa + sb), count: sa)
+                    (bp + i * sb).update(from: gp + i * (sa + sb) + sa, count: sb)
+                }
+            }
+            return (da, db)
         }
     }
 
