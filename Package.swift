@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "StableDiffusion", targets: ["StableDiffusion"]),
+        .library(name: "ALTER", targets: ["ALTER"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,10 +36,11 @@ let package = Package(
             ]),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "StableDiffusion", dependencies: ["SafeTensors", "NN"]),
+        .target(name: "ALTER", dependencies: ["StableDiffusion", "SafeTensors"]),
         .executableTarget(
             name: "alter",
             dependencies: [
-                "SafeTensors", "StableDiffusion",
+                "SafeTensors", "StableDiffusion", "ALTER",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
@@ -46,5 +48,6 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(
             name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors"]),
+        .testTarget(name: "ALTERTests", dependencies: ["ALTER", "StableDiffusion", "SafeTensors"]),
     ]
 )

@@ -3,40 +3,43 @@ import TensorCore
 
 /// A fully connected layer, y = x W^T + b.
 public struct LinearLayer {
-    public var weight: Tensor
-    public var bias: Tensor?
+    public let weight: Parameter
+    public let bias: Parameter?
 
     public init(_ source: some ParameterSource, _ prefix: String, in inFeatures: Int, out outFeatures: Int, bias: Bool = true) throws {
-        weight = try source.tensor(prefix + ".weight", shape: [outFeatures, inFeatures])
-        self.bias = bias ? try source.tensor(prefix + ".bias", shape: [outFeatures]) : nil
+        weight = try source.parameter(prefix + ".weight", shape: [outFeatures, inFeatures])
+        self.bias = bias ? try source.parameter(prefix + ".bias", shape: [outFeatures]) : nil
     }
 
     public var inFeatures: Int { weight.shape[1] }
     public var outFeatures: Int { weight.shape[0] }
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
 
     /// x: [..., in] -> [..., out].
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        Linear.forward(x, weight: weight, bias: bias)
+    public func callAsFunction(_ x: Var, on tape: Tape) -> Var {
+        tape.linear(x, weight: tape.parameter(weight), bias: bias.map(tape.parameter))
     }
 }
 
 /// A square-kernel 2-D convolution, NCHW.
 public struct Conv2dLayer {
-    public let weight: Tensor
-    public var bias: Tensor?
-    public var stride: Int
-    public var padding: Int
-    /// Winograd-transformed weights, computed on first use (the weights of a layer do not change).
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: Int
+    public let padding: Int
+    /// Winograd-transformed weights, recomputed when the weight's version changes.
     private let winogradCache = WinogradCache()
 
     final class WinogradCache: @unchecked Sendable {
         private var u: Tensor?
+        private var version = -1
         private let lock = NSLock()
-        func get(_ weight: Tensor) -> Tensor {
+        func get(_ weight: Parameter) -> Tensor {
             lock.lock(); defer { lock.unlock() }
-            if let u { return u }
-            let t = Winograd3x3.transformedWeights(weight)
+            if let u, version == weight.version { return u }
+            let t = Winograd3x3.transformedWeights(weight.value)
             u = t
+            version = weight.version
             return t
         }
     }
@@ -45,54 +48,60 @@ public struct Conv2dLayer {
         _ source: some ParameterSource, _ prefix: String, in inChannels: Int, out outChannels: Int,
         kernel: Int, stride: Int = 1, padding: Int = 0
     ) throws {
-        weight = try source.tensor(prefix + ".weight", shape: [outChannels, inChannels, kernel, kernel])
-        bias = try source.tensor(prefix + ".bias", shape: [outChannels])
+        weight = try source.parameter(prefix + ".weight", shape: [outChannels, inChannels, kernel, kernel])
+        bias = try source.parameter(prefix + ".bias", shape: [outChannels])
         self.stride = stride
         self.padding = padding
     }
 
+    public var parameters: [Parameter] { [weight] + (bias.map { [$0] } ?? []) }
+
     /// x: [N, C, H, W] -> [N, O, Ho, Wo].
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        Conv2d.forward(x, weight: weight, bias: bias, stride: stride, padding: padding) { [winogradCache, weight] in
-            winogradCache.get(weight)
+    public func callAsFunction(_ x: Var, on tape: Tape) -> Var {
+        tape.conv2d(x, weight: tape.parameter(weight), bias: bias.map(tape.parameter), stride: stride, padding: padding) {
+            [winogradCache, weight] in winogradCache.get(weight)
         }
     }
 }
 
 /// Group normalisation with a learned affine transform.
 public struct GroupNormLayer {
-    public var weight: Tensor
-    public var bias: Tensor
-    public var groups: Int
-    public var eps: Float
+    public let weight: Parameter
+    public let bias: Parameter
+    public let groups: Int
+    public let eps: Float
 
     public init(_ source: some ParameterSource, _ prefix: String, channels: Int, groups: Int, eps: Float) throws {
-        weight = try source.tensor(prefix + ".weight", shape: [channels])
-        bias = try source.tensor(prefix + ".bias", shape: [channels])
+        weight = try source.parameter(prefix + ".weight", shape: [channels])
+        bias = try source.parameter(prefix + ".bias", shape: [channels])
         self.groups = groups
         self.eps = eps
     }
 
+    public var parameters: [Parameter] { [weight, bias] }
+
     /// x: [N, C, ...] -> same shape; with `silu`, followed by SiLU.
-    public func callAsFunction(_ x: Tensor, silu: Bool = false) -> Tensor {
-        GroupNorm.forward(x, groups: groups, weight: weight, bias: bias, eps: eps, silu: silu)
+    public func callAsFunction(_ x: Var, on tape: Tape, silu: Bool = false) -> Var {
+        tape.groupNorm(x, weight: tape.parameter(weight), bias: tape.parameter(bias), groups: groups, eps: eps, silu: silu)
     }
 }
 
 /// Layer normalisation over the last axis with a learned affine transform.
 public struct LayerNormLayer {
-    public var weight: Tensor
-    public var bias: Tensor
-    public var eps: Float
+    public let weight: Parameter
+    public let bias: Parameter
+    public let eps: Float
 
     public init(_ source: some ParameterSource, _ prefix: String, channels: Int, eps: Float) throws {
-        weight = try source.tensor(prefix + ".weight", shape: [channels])
-        bias = try source.tensor(prefix + ".bias", shape: [channels])
+        weight = try source.parameter(prefix + ".weight", shape: [channels])
+        bias = try source.parameter(prefix + ".bias", shape: [channels])
         self.eps = eps
     }
 
+    public var parameters: [Parameter] { [weight, bias] }
+
     /// x: [..., C] -> same shape.
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        LayerNorm.forward(x, weight: weight, bias: bias, eps: eps)
+    public func callAsFunction(_ x: Var, on tape: Tape) -> Var {
+        tape.layerNorm(x, weight: tape.parameter(weight), bias: tape.parameter(bias), eps: eps)
     }
 }

@@ -6,6 +6,13 @@ public protocol ParameterSource {
     func tensor(_ name: String, shape: [Int]) throws -> Tensor
 }
 
+extension ParameterSource {
+    /// The tensor called `name` as a trainable parameter of that name.
+    public func parameter(_ name: String, shape: [Int]) throws -> Parameter {
+        Parameter(name: name, value: try tensor(name, shape: shape))
+    }
+}
+
 /// Parameters held in memory by name.
 public struct ParameterDictionary: ParameterSource {
     public var tensors: [String: Tensor]

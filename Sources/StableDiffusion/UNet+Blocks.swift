@@ -18,13 +18,18 @@ struct ResnetBlock {
     }
 
     /// x: [N, Cin, H, W], tembSiLU: silu(temb) [N, T] -> [N, Cout, H, W].
-    func callAsFunction(_ x: Tensor, tembSiLU: Tensor) -> Tensor {
-        var h = conv1(norm1(x, silu: true))
-        h = Elementwise.addPerChannel(h, timeEmbProj(tembSiLU))
-        h = conv2(norm2(h, silu: true))
-        let residual = shortcut.map { $0(x) } ?? x
-        let y = Elementwise.add(residual, h)
-        return outputScale == 1 ? y : Elementwise.scale(y, 1 / outputScale)
+    func callAsFunction(_ x: Var, tembSiLU: Var, on tape: Tape) -> Var {
+        var h = conv1(norm1(x, on: tape, silu: true), on: tape)
+        h = tape.addPerChannel(h, timeEmbProj(tembSiLU, on: tape))
+        h = conv2(norm2(h, on: tape, silu: true), on: tape)
+        let residual = shortcut.map { $0(x, on: tape) } ?? x
+        let y = tape.add(residual, h)
+        return outputScale == 1 ? y : tape.scale(y, 1 / outputScale)
+    }
+
+    var parameters: [Parameter] {
+        norm1.parameters + conv1.parameters + timeEmbProj.parameters + norm2.parameters + conv2.parameters
+            + (shortcut?.parameters ?? [])
     }
 }
 
@@ -42,10 +47,12 @@ struct AttentionLayer {
     }
 
     /// x: [N, S, C], context: [N, M, D] -> [N, S, C].
-    func callAsFunction(_ x: Tensor, context: Tensor) -> Tensor {
-        let a = Attention.forward(q: toQ(x), k: toK(context), v: toV(context), heads: heads)
-        return toOut(a)
+    func callAsFunction(_ x: Var, context: Var, on tape: Tape) -> Var {
+        let a = tape.attention(q: toQ(x, on: tape), k: toK(context, on: tape), v: toV(context, on: tape), heads: heads)
+        return toOut(a, on: tape)
     }
+
+    var parameters: [Parameter] { toQ.parameters + toK.parameters + toV.parameters + toOut.parameters }
 }
 
 /// diffusers' `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward.
@@ -65,11 +72,16 @@ struct BasicTransformerBlock {
     }
 
     /// x: [N, S, C], context: [N, M, D] -> [N, S, C].
-    func callAsFunction(_ x: Tensor, context: Tensor) -> Tensor {
-        let n1 = norm1(x)
-        var h = Elementwise.add(attn1(n1, context: n1), x)
-        h = Elementwise.add(attn2(norm2(h), context: context), h)
-        return Elementwise.add(ffOut(GEGLU.forward(ffIn(norm3(h)))), h)
+    func callAsFunction(_ x: Var, context: Var, on tape: Tape) -> Var {
+        let n1 = norm1(x, on: tape)
+        var h = tape.add(attn1(n1, context: n1, on: tape), x)
+        h = tape.add(attn2(norm2(h, on: tape), context: context, on: tape), h)
+        return tape.add(ffOut(tape.geglu(ffIn(norm3(h, on: tape), on: tape)), on: tape), h)
+    }
+
+    var parameters: [Parameter] {
+        norm1.parameters + attn1.parameters + norm2.parameters + attn2.parameters + norm3.parameters
+            + ffIn.parameters + ffOut.parameters
     }
 }
 
@@ -100,38 +112,43 @@ struct Transformer2D {
     }
 
     /// x: [N, C, H, W] -> [N, C, H, W]. `gate` applies to the inner block (the unit).
-    func callAsFunction(_ x: Tensor, context: Tensor, gate: UnitGate) -> Tensor {
+    func callAsFunction(_ x: Var, context: Var, gate: UnitGate, on tape: Tape) -> Var {
         let (h, w) = (x.shape[2], x.shape[3])
-        let normed = norm(x)
-        var tokens: Tensor
+        let normed = norm(x, on: tape)
+        var tokens: Var
         if let projInConv {
-            tokens = Transpose.channelsLast(projInConv(normed))
+            tokens = tape.channelsLast(projInConv(normed, on: tape))
         } else {
-            tokens = projIn!(Transpose.channelsLast(normed))
+            tokens = projIn!(tape.channelsLast(normed), on: tape)
         }
         switch gate {
         case .skip: break
-        case .on: tokens = block(tokens, context: context)
-        case .blend(let m): tokens = Elementwise.blend(tokens, block(tokens, context: context), mix: m)
+        case .on: tokens = block(tokens, context: context, on: tape)
+        case .blend(let m): tokens = tape.blend(tokens, block(tokens, context: context, on: tape), mix: m)
         }
-        let out: Tensor
+        let out: Var
         if let projOutConv {
-            out = projOutConv(Transpose.channelsFirst(tokens, height: h, width: w))
+            out = projOutConv(tape.channelsFirst(tokens, height: h, width: w), on: tape)
         } else {
-            out = Transpose.channelsFirst(projOut!(tokens), height: h, width: w)
+            out = tape.channelsFirst(projOut!(tokens, on: tape), height: h, width: w)
         }
-        return Elementwise.add(out, x)
+        return tape.add(out, x)
+    }
+
+    var parameters: [Parameter] {
+        norm.parameters + (projIn?.parameters ?? []) + (projInConv?.parameters ?? []) + block.parameters
+            + (projOut?.parameters ?? []) + (projOutConv?.parameters ?? [])
     }
 }
 
 /// How a unit takes part in a forward pass.
-enum UnitGate: Equatable {
+enum UnitGate {
     /// Computed normally.
     case on
     /// Not computed: output = input.
     case skip
-    /// Blended per sample: (1 - m) * input + m * f(input).
-    case blend([Float])
+    /// Blended per sample: (1 - m) * input + m * f(input), m: [N].
+    case blend(Var)
 }
 
 /// A forward request that does not fit the model.

@@ -137,71 +137,106 @@ public final class UNet {
     /// The forward pass. sample: [N, inChannels, H, W] (H, W multiples of 2^(levels-1)),
     /// timesteps: N values, context: [N, S, crossAttentionDim].
     public func forward(sample: Tensor, timesteps: [Float], context: Tensor, options: UNetForwardOptions = UNetForwardOptions()) -> UNetOutput {
+        let tape = Tape(recording: false)
+        let gates = options.gates.mapValues { tape.constant(Tensor(shape: [$0.count], values: $0)) }
+        let out = forward(on: tape, sample: tape.constant(sample), timesteps: timesteps, context: tape.constant(context),
+                          gates: gates, skip: options.skip, tapFeatures: options.tapFeatures)
+        return UNetOutput(sample: out.sample.value, features: out.features.map { ($0.name, $0.value.value) })
+    }
+
+    /// The forward pass on a tape, differentiable with respect to the sample, the context, the
+    /// gates (unit name -> [N] values in [0, 1]) and the trainable parameters. With
+    /// `checkpointing`, each resnet and each transformer is recomputed during `backward` instead of
+    /// keeping its activations.
+    public func forward(
+        on tape: Tape, sample: Var, timesteps: [Float], context: Var, gates: [String: Var] = [:], skip: Set<String> = [],
+        tapFeatures: Bool = false, checkpointing: Bool = true
+    ) -> (sample: Var, features: [(name: String, value: Var)]) {
         let n = sample.shape[0]
         precondition(timesteps.count == n && context.shape[0] == n, "UNet.forward: batch sizes differ")
-        var features: [(name: String, tensor: Tensor)] = []
+        var features: [(name: String, value: Var)] = []
         func gate(_ unit: String) -> UnitGate {
-            if options.skip.contains(unit) { return .skip }
-            if let m = options.gates[unit] { return .blend(m) }
+            if skip.contains(unit) { return .skip }
+            if let m = gates[unit] { return .blend(m) }
             return .on
         }
-        let x0 = config.centerInputSample ? Elementwise.addScalar(Elementwise.scale(sample, 2), -1) : sample
+        func segment(_ inputs: [Var], _ body: @escaping (Tape, [Var]) -> Var) -> Var {
+            checkpointing ? tape.checkpoint(inputs, body) : body(tape, inputs)
+        }
+        func resnet(_ r: ResnetBlock, _ name: String, main: Var, extra: Var?, tembSiLU: Var) -> Var {
+            let g = gate(name)
+            if case .skip = g { return main }
+            let input = extra.map { tape.concatChannels(main, $0) } ?? main
+            let y = segment([input, tembSiLU]) { t, v in r(v[0], tembSiLU: v[1], on: t) }
+            if case .blend(let m) = g { return tape.blend(main, y, mix: m) }
+            return y
+        }
+        func transformer(_ t2d: Transformer2D, _ x: Var) -> Var {
+            switch gate(t2d.blockName) {
+            case .blend(let m):
+                return segment([x, context, m]) { t, v in t2d(v[0], context: v[1], gate: .blend(v[2]), on: t) }
+            case let g:
+                return segment([x, context]) { t, v in t2d(v[0], context: v[1], gate: g, on: t) }
+            }
+        }
+
+        var x0 = sample
+        if config.centerInputSample { x0 = tape.addScalar(tape.scale(sample, 2), -1) }
         let tEmb = TimestepEmbedding.sinusoidal(timesteps, dim: config.blockOutChannels[0], flipSinToCos: config.flipSinToCos,
                                                 freqShift: Float(config.freqShift))
-        let temb = timeLinear2(SiLU.forward(timeLinear1(tEmb)))
-        let tembSiLU = SiLU.forward(temb)
+        let temb = timeLinear2(tape.silu(timeLinear1(tape.constant(tEmb), on: tape)), on: tape)
+        let tembSiLU = tape.silu(temb)
 
-        var h = convIn(x0)
-        var stack: [Tensor] = [h]
+        var h = convIn(x0, on: tape)
+        var stack: [Var] = [h]
         for (i, block) in down.enumerated() {
             for j in block.resnets.indices {
-                h = runResnet(block.resnets[j], name: "down_blocks.\(i).resnets.\(j)", main: h, input: h, tembSiLU: tembSiLU, gate: gate)
-                if !block.attentions.isEmpty {
-                    let t = block.attentions[j]
-                    h = t(h, context: context, gate: gate(t.blockName))
-                }
+                h = resnet(block.resnets[j], "down_blocks.\(i).resnets.\(j)", main: h, extra: nil, tembSiLU: tembSiLU)
+                if !block.attentions.isEmpty { h = transformer(block.attentions[j], h) }
                 stack.append(h)
             }
             if let ds = block.downsampler {
-                h = ds(h)
+                h = ds(h, on: tape)
                 stack.append(h)
             }
-            if options.tapFeatures { features.append(("down_blocks.\(i)", h)) }
+            if tapFeatures { features.append(("down_blocks.\(i)", h)) }
         }
-        h = runResnet(midResnet0, name: "mid_block.resnets.0", main: h, input: h, tembSiLU: tembSiLU, gate: gate)
-        h = midAttention(h, context: context, gate: gate(midAttention.blockName))
-        h = runResnet(midResnet1, name: "mid_block.resnets.1", main: h, input: h, tembSiLU: tembSiLU, gate: gate)
-        if options.tapFeatures { features.append(("mid_block", h)) }
+        h = resnet(midResnet0, "mid_block.resnets.0", main: h, extra: nil, tembSiLU: tembSiLU)
+        h = transformer(midAttention, h)
+        h = resnet(midResnet1, "mid_block.resnets.1", main: h, extra: nil, tembSiLU: tembSiLU)
+        if tapFeatures { features.append(("mid_block", h)) }
         for (i, block) in up.enumerated() {
             for j in block.resnets.indices {
-                let skip = stack.removeLast()
-                let name = "up_blocks.\(i).resnets.\(j)"
-                let g = gate(name)
                 // The skip is popped either way; a skipped unit never concatenates it.
-                let input: Tensor
-                if case .skip = g { input = h } else { input = ConcatChannels.forward(h, skip) }
-                h = runResnet(block.resnets[j], name: name, main: h, input: input, tembSiLU: tembSiLU, gate: { _ in g })
-                if !block.attentions.isEmpty {
-                    let t = block.attentions[j]
-                    h = t(h, context: context, gate: gate(t.blockName))
-                }
+                let skipConnection = stack.removeLast()
+                h = resnet(block.resnets[j], "up_blocks.\(i).resnets.\(j)", main: h, extra: skipConnection, tembSiLU: tembSiLU)
+                if !block.attentions.isEmpty { h = transformer(block.attentions[j], h) }
             }
-            if let us = block.upsampler { h = us(Upsample2x.forward(h)) }
-            if options.tapFeatures { features.append(("up_blocks.\(i)", h)) }
+            if let us = block.upsampler { h = us(tape.upsample2x(h), on: tape) }
+            if tapFeatures { features.append(("up_blocks.\(i)", h)) }
         }
-        let out = convOut(normOut(h, silu: true))
-        return UNetOutput(sample: out, features: features)
+        let out = convOut(normOut(h, on: tape, silu: true), on: tape)
+        return (out, features)
     }
 
-    /// Runs a resnet with its gate. `main` is the unit's input (before any skip concat),
-    /// `input` what the resnet itself takes. Only units can be skipped or blended.
-    private func runResnet(
-        _ r: ResnetBlock, name: String, main: Tensor, input: Tensor, tembSiLU: Tensor, gate: (String) -> UnitGate
-    ) -> Tensor {
-        switch gate(name) {
-        case .on: return r(input, tembSiLU: tembSiLU)
-        case .skip: return main
-        case .blend(let m): return Elementwise.blend(main, r(input, tembSiLU: tembSiLU), mix: m)
+    /// Every parameter, in module order, named as in diffusers.
+    public var parameters: [Parameter] {
+        var ps = convIn.parameters + timeLinear1.parameters + timeLinear2.parameters
+        for b in down {
+            for j in b.resnets.indices {
+                ps += b.resnets[j].parameters
+                if !b.attentions.isEmpty { ps += b.attentions[j].parameters }
+            }
+            ps += b.downsampler?.parameters ?? []
         }
+        ps += midResnet0.parameters + midAttention.parameters + midResnet1.parameters
+        for b in up {
+            for j in b.resnets.indices {
+                ps += b.resnets[j].parameters
+                if !b.attentions.isEmpty { ps += b.attentions[j].parameters }
+            }
+            ps += b.upsampler?.parameters ?? []
+        }
+        return ps + normOut.parameters + convOut.parameters
     }
 }

@@ -1,0 +1,47 @@
+/// The hyperparameters of an ALTER run. Defaults are the paper's (ALTER.md sections 4 to 6).
+public struct ALTERSettings: Codable, Sendable, Equatable {
+    /// How timesteps are assigned to experts.
+    public enum Routing: String, Codable, Sendable, CaseIterable {
+        /// A learned router over the timestep embedding (ALTER).
+        case learned
+        /// Equal, fixed timestep intervals, one per expert.
+        case intervals
+        /// One mask for every timestep (a single expert).
+        case `static`
+    }
+
+    /// Number of temporal experts N_e.
+    public var experts = 10
+    /// Target kept fraction of total UNet MACs, averaged over the training timesteps.
+    public var keep = 0.65
+    public var routing = Routing.learned
+    /// Width of the expert generator's input rows.
+    public var embeddingWidth = 64
+    /// Hidden width of the expert generator's MLP.
+    public var generatorHidden = 256
+    /// Hidden width of the router's MLP.
+    public var routerHidden = 64
+    /// Gumbel temperature of unit decisions and of routing.
+    public var temperature = 0.4
+    /// Offset b added to unit logits (so every unit starts kept).
+    public var offset = 4.0
+    /// Loss weights of the UNet objective.
+    public var denoiseWeight = 1e-4
+    public var outputKDWeight = 1.0
+    public var featureKDWeight = 1.0
+    /// Loss weights of the hypernetwork objective.
+    public var ratioWeight = 5.0
+    public var balanceWeight = 1.0
+    /// AdamW, two parameter groups.
+    public var learningRateUNet = 1e-5
+    public var learningRateHypernet = 7e-5
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    public var adamEpsilon = 1e-8
+    public var weightDecay = 1e-2
+    public var warmupSteps = 250
+    /// Global gradient-norm clip per group (0 disables).
+    public var gradientClip = 1.0
+
+    public init() {}
+}

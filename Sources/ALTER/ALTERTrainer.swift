@@ -1,0 +1,302 @@
+import Foundation
+import StableDiffusion
+import TensorCore
+
+/// One ALTER training run (ALTER.md section 6): each iteration takes a UNet step with the current
+/// hard mask table, then, during the hypernetwork phase, a hypernetwork step with the UNet frozen,
+/// and refreshes the table; after the phase the noise-free decisions are frozen.
+public final class ALTERTrainer {
+    public let config: CompressionConfig
+    public let student: UNet
+    public let teacher: UNet
+    public let data: TrainingData
+    public let hypernet: Hypernetwork
+    public let budget: UnitBudget
+    public let schedule = NoiseSchedule.scaledLinear()
+    public let unetOptimizer: AdamW
+    public let hypernetOptimizer: AdamW
+    /// Iterations completed.
+    public private(set) var step = 0
+    /// The hard decisions the next UNet step uses.
+    public private(set) var decisions: ExpertDecisions
+    var dataRNG: SeededGenerator
+    var noiseRNG: SeededGenerator
+    /// MAC fraction the units must keep on average (the ratio loss's p').
+    public let unitTarget: Double
+
+    /// Prepares a run. `student` and `teacher` must be separate instances of the same model.
+    /// Throws, before any training, when the data or the settings do not fit the model.
+    public init(config: CompressionConfig, student: UNet, teacher: UNet, data: TrainingData) throws(CompressionError) {
+        try config.validate()
+        precondition(student !== teacher, "ALTERTrainer: the student and the teacher must not share weights")
+        do { try data.validate(for: student.config) } catch let e { throw .data(e.description) }
+        self.config = config
+        self.student = student
+        self.teacher = teacher
+        self.data = data
+        let (h, w, s) = (data.latentHeight, data.latentWidth, data.contextLength)
+        budget = UnitBudget(cost: CostModel(config: student.config, latentHeight: h, latentWidth: w, contextLength: s))
+        guard config.settings.keep > budget.fixedShare else {
+            throw .keepBelowFixed(keep: config.settings.keep, fixed: budget.fixedShare)
+        }
+        unitTarget = config.settings.keep - budget.fixedShare
+        do {
+            hypernet = try Hypernetwork(config: student.config, settings: config.settings, seed: config.seed ^ 0x4859_5045_524E_4554)
+        } catch { preconditionFailure("Hypernetwork: \(error)") }
+        var root = SeededGenerator(seed: config.seed)
+        dataRNG = root.split()
+        noiseRNG = root.split()
+        for p in teacher.parameters { p.trainable = false }
+        let st = config.settings
+        var unetSettings = AdamW.Settings(learningRate: st.learningRateUNet)
+        var hyperSettings = AdamW.Settings(learningRate: st.learningRateHypernet)
+        for s in [\AdamW.Settings.beta1: st.beta1, \AdamW.Settings.beta2: st.beta2, \AdamW.Settings.eps: st.adamEpsilon,
+                  \AdamW.Settings.weightDecay: st.weightDecay, \AdamW.Settings.clipNorm: st.gradientClip] {
+            unetSettings[keyPath: s.key] = s.value
+            hyperSettings[keyPath: s.key] = s.value
+        }
+        unetSettings.warmupSteps = st.warmupSteps
+        hyperSettings.warmupSteps = st.warmupSteps
+        unetOptimizer = AdamW(parameters: student.parameters, settings: unetSettings)
+        hypernetOptimizer = AdamW(parameters: hypernet.parameters, settings: hyperSettings)
+        if config.hypernetSteps > 0 {
+            let tape = Tape(recording: false)
+            decisions = hypernet.sample(on: tape, settings: st, rng: &noiseRNG).hard
+        } else {
+            decisions = hypernet.finalDecisions(settings: st)
+        }
+    }
+
+    /// Whether the hypernetwork phase is over (masks frozen).
+    public var masksFrozen: Bool { step >= config.hypernetSteps }
+
+    /// The decisions to export: the frozen ones after the phase, else the current noise-free ones.
+    public var finalDecisions: ExpertDecisions { masksFrozen ? decisions : hypernet.finalDecisions(settings: config.settings) }
+
+    /// One training iteration.
+    public func trainStep() -> StepMetrics {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let st = config.settings
+        let batch = drawBatch()
+        let teacherOut = teacher.forward(sample: batch.noisy, timesteps: batch.timesteps, context: batch.context,
+                                         options: { var o = UNetForwardOptions(); o.tapFeatures = st.featureKDWeight != 0; return o }())
+        let usedDecisions = decisions
+
+        // (1) UNet step with the hard mask table.
+        for p in student.parameters { p.trainable = true }
+        let unetLR = unetOptimizer.currentLearningRate
+        var skip = Set<String>(), gates: [String: [Float]] = [:]
+        let t = batch.timesteps.map { Int($0) }
+        for (l, name) in decisions.units.enumerated() {
+            let m = t.map { decisions.kept[decisions.route[$0]][l] ? Float(1) : 0 }
+            if m.allSatisfy({ $0 == 0 }) { skip.insert(name) } else if !m.allSatisfy({ $0 == 1 }) { gates[name] = m }
+        }
+        let tape = Tape()
+        let out = student.forward(on: tape, sample: tape.constant(batch.noisy), timesteps: batch.timesteps,
+                                  context: tape.constant(batch.context),
+                                  gates: gates.mapValues { tape.constant(Tensor(shape: [$0.count], values: $0)) },
+                                  skip: skip, tapFeatures: st.featureKDWeight != 0)
+        let u = objective(tape, out, teacher: teacherOut, target: batch.target)
+        tape.backward(u.total)
+        let unetNorm = unetOptimizer.update()
+
+        // (2) Hypernetwork step with the UNet frozen, (3) table refresh.
+        var metrics = StepMetrics(step: step + 1, loss: Double(u.total.value.data[0]), outputKD: u.outputKD, featureKD: u.featureKD,
+                                  denoise: u.denoise, keptFraction: budget.keptFraction(usedDecisions),
+                                  expertShares: usedDecisions.expertShares, learningRateUNet: unetLR,
+                                  gradientNormUNet: unetNorm, seconds: 0)
+        if step < config.hypernetSteps {
+            for p in student.parameters { p.trainable = false }
+            let hyperLR = hypernetOptimizer.currentLearningRate
+            let tape = Tape()
+            let relaxed = hypernet.sample(on: tape, settings: st, rng: &noiseRNG)
+            let rows = tape.selectRows(relaxed.maskTable, t)
+            var hGates: [String: Var] = [:]
+            for (l, name) in hypernet.units.enumerated() { hGates[name] = tape.column(rows, l) }
+            let out = student.forward(on: tape, sample: tape.constant(batch.noisy), timesteps: batch.timesteps,
+                                      context: tape.constant(batch.context), gates: hGates, tapFeatures: st.featureKDWeight != 0)
+            let perf = objective(tape, out, teacher: teacherOut, target: batch.target)
+            let ratio = ratioLoss(tape, relaxed.maskTable)
+            var total = tape.add(perf.total, tape.scale(ratio, Float(st.ratioWeight)))
+            var balanceValue: Double?
+            if let logits = relaxed.routerLogits, st.balanceWeight != 0 {
+                let balance = balanceLoss(tape, logits)
+                balanceValue = Double(balance.value.data[0])
+                total = tape.add(total, tape.scale(balance, Float(st.balanceWeight)))
+            }
+            tape.backward(total)
+            for p in student.parameters { p.zeroGrad() }
+            metrics.gradientNormHypernet = hypernetOptimizer.update()
+            metrics.hypernetLoss = Double(total.value.data[0])
+            metrics.performance = Double(perf.total.value.data[0])
+            metrics.ratio = Double(ratio.value.data[0])
+            metrics.balance = balanceValue
+            metrics.learningRateHypernet = hyperLR
+            for p in student.parameters { p.trainable = true }
+            if step + 1 < config.hypernetSteps {
+                decisions = hypernet.sample(on: Tape(recording: false), settings: st, rng: &noiseRNG).hard
+            } else {
+                decisions = hypernet.finalDecisions(settings: st)
+            }
+        }
+        step += 1
+        metrics.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return metrics
+    }
+
+    /// A training batch: noisy latents at uniform timesteps, their context and the denoising target.
+    struct Batch {
+        var noisy: Tensor, context: Tensor, target: Tensor, timesteps: [Float]
+    }
+
+    func drawBatch() -> Batch {
+        let b = config.batch
+        let indices = (0..<b).map { _ in dataRNG.index(data.count) }
+        let timesteps = (0..<b).map { _ in dataRNG.index(schedule.trainSteps) }
+        let (x0, context) = data.batch(indices: indices)
+        let per = x0.count / b
+        let noise = dataRNG.normals(x0.count)
+        let noisy = Tensor(uninitialized: x0.shape), target = Tensor(uninitialized: x0.shape)
+        for i in 0..<b {
+            let (a, s) = schedule.coefficients(timesteps[i])
+            for j in (i * per)..<((i + 1) * per) {
+                let x = x0.data[j], e = noise[j]
+                noisy.data[j] = a * x + s * e
+                target.data[j] = config.predictionType == .epsilon ? e : a * e - s * x
+            }
+        }
+        return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init))
+    }
+
+    struct Objective {
+        var total: Var
+        var outputKD: Double, featureKD: Double, denoise: Double
+    }
+
+    /// L_U = w_denoise * L_denoise + w_out * L_outKD + w_feat * L_featKD (ALTER.md 5).
+    func objective(_ tape: Tape, _ out: (sample: Var, features: [(name: String, value: Var)]), teacher: UNetOutput, target: Tensor) -> Objective {
+        let st = config.settings
+        let outKD = tape.mseLoss(out.sample, tape.constant(teacher.sample))
+        var total = tape.scale(outKD, Float(st.outputKDWeight))
+        var featValue = 0.0, denoiseValue = 0.0
+        if st.featureKDWeight != 0, !out.features.isEmpty {
+            var feat = tape.mseLoss(out.features[0].value, tape.constant(teacher.features[0].tensor))
+            for i in 1..<out.features.count {
+                feat = tape.add(feat, tape.mseLoss(out.features[i].value, tape.constant(teacher.features[i].tensor)))
+            }
+            feat = tape.scale(feat, 1 / Float(out.features.count))
+            featValue = Double(feat.value.data[0])
+            total = tape.add(total, tape.scale(feat, Float(st.featureKDWeight)))
+        }
+        if st.denoiseWeight != 0 {
+            let d = tape.mseLoss(out.sample, tape.constant(target))
+            denoiseValue = Double(d.value.data[0])
+            total = tape.add(total, tape.scale(d, Float(st.denoiseWeight)))
+        }
+        return Objective(total: total, outputKD: Double(outKD.value.data[0]), featureKD: featValue, denoise: denoiseValue)
+    }
+
+    /// L_ratio = |log S - log p'|, S = sum_l cbar_l * mean_t m[t, l] (ALTER.md 5, target converted
+    /// from the kept fraction of total MACs).
+    func ratioLoss(_ tape: Tape, _ table: Var) -> Var {
+        let shares = tape.constant(Tensor(shape: [budget.share.count], values: budget.share.map(Float.init)))
+        let s = tape.sum(tape.multiply(tape.meanRows(table), shares))
+        return tape.abs(tape.addScalar(tape.log(s), -Float(Foundation.log(unitTarget))))
+    }
+
+    /// L_balance = N_e * sum_i F_i * P_i over all training timesteps: F_i the share of (noise-free)
+    /// argmax assignments to expert i, P_i its mean router probability.
+    func balanceLoss(_ tape: Tape, _ logits: Var) -> Var {
+        let probs = tape.softmax(logits)
+        let counts = Hypernetwork.argmaxRows(logits.value).reduce(into: [Float](repeating: 0, count: hypernet.experts)) { $0[$1] += 1 }
+        let f = tape.constant(Tensor(shape: [hypernet.experts], values: counts.map { $0 / Float(hypernet.trainSteps) }))
+        return tape.scale(tape.sum(tape.multiply(tape.meanRows(probs), f)), Float(hypernet.experts))
+    }
+}
+
+/// The trainer's state besides its tensors (saved in a checkpoint's `state.json`).
+public struct TrainerState: Codable, Sendable, Equatable {
+    public var step: Int
+    public var dataRNG: SeededGenerator
+    public var noiseRNG: SeededGenerator
+    public var decisions: ExpertDecisions
+    public var unetOptimizerStep: Int
+    public var hypernetOptimizerStep: Int
+}
+
+extension ALTERTrainer {
+    public var state: TrainerState {
+        TrainerState(step: step, dataRNG: dataRNG, noiseRNG: noiseRNG, decisions: decisions,
+                     unetOptimizerStep: unetOptimizer.step, hypernetOptimizerStep: hypernetOptimizer.step)
+    }
+
+    /// Takes over a saved state (the tensors are restored by `RunDirectory`).
+    public func restore(_ s: TrainerState) throws(CompressionError) {
+        guard s.decisions.units == hypernet.units, s.decisions.experts == hypernet.experts,
+              s.decisions.route.count == hypernet.trainSteps, s.step >= 0, s.step <= config.steps else {
+            throw .runDirectory("the saved state does not match this model and configuration")
+        }
+        step = s.step
+        dataRNG = s.dataRNG
+        noiseRNG = s.noiseRNG
+        decisions = s.decisions
+    }
+}
+
+/// How `ALTERTrainer.run` ended.
+public enum CompressionOutcome: Equatable, Sendable {
+    /// Every step ran; `final/` is written.
+    case finished
+    /// Stopped on request after `step` steps; the checkpoint holds them.
+    case interrupted(step: Int)
+}
+
+extension ALTERTrainer {
+    /// Trains until `config.steps`, appending metrics to `dir`, writing a checkpoint every
+    /// `config.checkpointEvery` steps, at the end, and when `shouldStop` turns true (checked
+    /// after each step); at the end writes `final/`.
+    public func run(in dir: RunDirectory, progress: (StepMetrics) -> Void = { _ in },
+                    shouldStop: () -> Bool = { false }) throws(CompressionError) -> CompressionOutcome {
+        while step < config.steps {
+            let m = trainStep()
+            try dir.append(m)
+            progress(m)
+            if step < config.steps {
+                if shouldStop() {
+                    try dir.writeCheckpoint(self)
+                    return .interrupted(step: step)
+                }
+                if config.checkpointEvery > 0, step % config.checkpointEvery == 0 { try dir.writeCheckpoint(self) }
+            }
+        }
+        try dir.writeCheckpoint(self)
+        try dir.writeFinal(self)
+        return .finished
+    }
+}
+
+extension ALTERTrainer {
+    /// Output distillation loss of the routed, pruned student against the dense teacher on
+    /// `count` samples drawn from `data` with a generator seeded by `seed` (independent of the
+    /// training stream): each sample's timestep picks its expert by `decisions`, whose skipped units
+    /// are not computed. Returns the mean squared error over all output elements.
+    public func evaluate(on data: TrainingData, decisions: ExpertDecisions, count: Int, seed: UInt64) -> Double {
+        var rng = SeededGenerator(seed: seed)
+        var total = 0.0, elements = 0
+        for i in 0..<count {
+            let index = rng.index(data.count), t = (i * schedule.trainSteps + schedule.trainSteps / 2) / count
+            let (x0, context) = data.batch(indices: [index])
+            let noise = rng.normals(x0.count)
+            let (a, s) = schedule.coefficients(t)
+            let noisy = Tensor(shape: x0.shape, values: (0..<x0.count).map { a * x0.data[$0] + s * noise[$0] })
+            let expert = decisions.route[t]
+            var options = UNetForwardOptions()
+            options.skip = Set(decisions.units.indices.filter { !decisions.kept[expert][$0] }.map { decisions.units[$0] })
+            let y = student.forward(sample: noisy, timesteps: [Float(t)], context: context, options: options).sample
+            let ref = teacher.forward(sample: noisy, timesteps: [Float(t)], context: context).sample
+            for j in 0..<y.count { let d = Double(y.data[j] - ref.data[j]); total += d * d }
+            elements += y.count
+        }
+        return total / Double(max(elements, 1))
+    }
+}

@@ -1,0 +1,267 @@
+import Foundation
+import SafeTensors
+import StableDiffusion
+import TensorCore
+
+/// The directory of an ALTER run:
+///
+/// - `config.json`: the resolved `CompressionConfig`;
+/// - `metrics.jsonl`: one `StepMetrics` line per completed step;
+/// - `checkpoint/`: `state.json`, `unet.safetensors` (student weights), `unet-adamw.safetensors`,
+///   `hypernet.safetensors` (weights and AdamW moments); replaced as a whole (written beside,
+///   then renamed), so a crash leaves the previous checkpoint;
+/// - `final/`: `unet/` (a diffusers UNet folder of the fine-tuned weights) and `decisions.json`
+///   (the noise-free mask table: kept units per expert, expert per timestep, kept MACs).
+public struct RunDirectory: Sendable {
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    public var configPath: String { path + "/config.json" }
+    public var metricsPath: String { path + "/metrics.jsonl" }
+    public var checkpointPath: String { path + "/checkpoint" }
+    public var finalPath: String { path + "/final" }
+    public var decisionsPath: String { finalPath + "/decisions.json" }
+
+    /// Creates the directory for a new run and writes its configuration. Refuses a directory
+    /// that exists and is not empty.
+    public func create(config: CompressionConfig) throws(CompressionError) {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: path, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw .runDirectory("\(path) exists and is not a directory") }
+            let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            guard contents.isEmpty else {
+                throw .runDirectory("\(path) already holds a run; pass --resume \(path) to continue it, or choose another -o")
+            }
+        }
+        do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+            throw .runDirectory("cannot create \(path): \(error.localizedDescription)")
+        }
+        try writeJSON(config, to: configPath)
+    }
+
+    /// The configuration of an existing run.
+    public func readConfig() throws(CompressionError) -> CompressionConfig {
+        guard let data = FileManager.default.contents(atPath: configPath) else {
+            throw .runDirectory("\(configPath) not found: \(path) is not an alter run directory")
+        }
+        do { return try JSONDecoder().decode(CompressionConfig.self, from: data) } catch {
+            throw .runDirectory("\(configPath) is not a valid run configuration: \(error)")
+        }
+    }
+
+    /// Appends one metrics line (flushed, so the file is readable while the run goes on).
+    public func append(_ m: StepMetrics) throws(CompressionError) {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        guard var line = try? enc.encode(m) else { throw .runDirectory("cannot encode metrics of step \(m.step)") }
+        line.append(0x0A)
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: metricsPath) { fm.createFile(atPath: metricsPath, contents: nil) }
+        guard let h = FileHandle(forWritingAtPath: metricsPath) else { throw .runDirectory("cannot open \(metricsPath)") }
+        defer { try? h.close() }
+        do {
+            try h.seekToEnd()
+            try h.write(contentsOf: line)
+        } catch { throw .runDirectory("cannot write \(metricsPath): \(error.localizedDescription)") }
+    }
+
+    /// Drops metrics lines of steps after `step` (those of an interrupted run past its last checkpoint).
+    public func truncateMetrics(after step: Int) throws(CompressionError) {
+        guard let data = FileManager.default.contents(atPath: metricsPath) else { return }
+        let lines = data.split(separator: 0x0A, omittingEmptySubsequences: true)
+        var kept = Data()
+        for line in lines {
+            guard let m = try? JSONDecoder().decode(StepMetrics.self, from: Data(line)), m.step <= step else { continue }
+            kept.append(contentsOf: line)
+            kept.append(0x0A)
+        }
+        try writeAtomically(kept, to: metricsPath)
+    }
+
+    // MARK: checkpoints
+
+    /// Writes the trainer's complete state as the run's checkpoint.
+    public func writeCheckpoint(_ trainer: ALTERTrainer) throws(CompressionError) {
+        let partial = path + "/checkpoint.partial", old = path + "/checkpoint.old"
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: partial)
+        do { try fm.createDirectory(atPath: partial, withIntermediateDirectories: false) } catch {
+            throw .runDirectory("cannot create \(partial): \(error.localizedDescription)")
+        }
+        TemporaryPaths.shared.add(partial)
+        try writeTensors(trainer.student.parameters.map { ($0.name, $0.value) }, to: partial + "/unet.safetensors")
+        try writeTensors(Self.optimizerTensors(trainer.unetOptimizer), to: partial + "/unet-adamw.safetensors")
+        try writeTensors(trainer.hypernet.parameters.map { ($0.name, $0.value) } + Self.optimizerTensors(trainer.hypernetOptimizer),
+                         to: partial + "/hypernet.safetensors")
+        try writeJSON(trainer.state, to: partial + "/state.json")
+        syncDirectory(of: partial + "/state.json")
+        if fm.fileExists(atPath: checkpointPath) {
+            try? fm.removeItem(atPath: old)
+            guard rename(checkpointPath, old) == 0 else { throw .runDirectory("cannot move \(checkpointPath) aside: \(String(cString: strerror(errno)))") }
+        }
+        guard rename(partial, checkpointPath) == 0 else { throw .runDirectory("cannot rename \(partial): \(String(cString: strerror(errno)))") }
+        _ = TemporaryPaths.shared.remove(partial)
+        syncDirectory(of: checkpointPath)
+        try? fm.removeItem(atPath: old)
+    }
+
+    /// Restores the trainer from the run's checkpoint (or the previous one, if a crash interrupted
+    /// the replacement). Returns the step it holds.
+    public func restoreCheckpoint(into trainer: ALTERTrainer) throws(CompressionError) -> Int {
+        let fm = FileManager.default
+        var dir = checkpointPath
+        if !fm.fileExists(atPath: dir + "/state.json") {
+            dir = path + "/checkpoint.old"
+            guard fm.fileExists(atPath: dir + "/state.json") else { throw .runDirectory("\(path) has no checkpoint to resume from") }
+        }
+        guard let stateData = fm.contents(atPath: dir + "/state.json"),
+              let state = try? JSONDecoder().decode(TrainerState.self, from: stateData) else {
+            throw .runDirectory("\(dir)/state.json is missing or not a valid trainer state")
+        }
+        try readTensors(into: trainer.student.parameters.map { ($0.name, $0.value) }, from: dir + "/unet.safetensors")
+        let unetState = Self.optimizerTensors(trainer.unetOptimizer, fresh: true)
+        try readTensors(into: unetState, from: dir + "/unet-adamw.safetensors")
+        let hyperState = Self.optimizerTensors(trainer.hypernetOptimizer, fresh: true)
+        try readTensors(into: trainer.hypernet.parameters.map { ($0.name, $0.value) } + hyperState, from: dir + "/hypernet.safetensors")
+        for p in trainer.student.parameters + trainer.hypernet.parameters { p.markUpdated() }
+        let half = { (s: [(String, Tensor)]) in (Array(s.prefix(s.count / 2)).map(\.1), Array(s.suffix(s.count / 2)).map(\.1)) }
+        let (um, uv) = half(unetState), (hm, hv) = half(hyperState)
+        trainer.unetOptimizer.restore(step: state.unetOptimizerStep, m: um, v: uv)
+        trainer.hypernetOptimizer.restore(step: state.hypernetOptimizerStep, m: hm, v: hv)
+        do { try trainer.restore(state) } catch let e { throw .runDirectory("\(dir)/state.json: \(e.description)") }
+        return state.step
+    }
+
+    /// Writes `final/`: the fine-tuned UNet as a diffusers folder and the noise-free decisions.
+    public func writeFinal(_ trainer: ALTERTrainer) throws(CompressionError) {
+        let partial = path + "/final.partial", old = path + "/final.old"
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: partial)
+        do { try fm.createDirectory(atPath: partial + "/unet", withIntermediateDirectories: true) } catch {
+            throw .runDirectory("cannot create \(partial): \(error.localizedDescription)")
+        }
+        TemporaryPaths.shared.add(partial)
+        try writeAtomically(trainer.student.config.diffusersJSON(), to: partial + "/unet/config.json")
+        try writeTensors(trainer.student.parameters.map { ($0.name, $0.value) },
+                         to: partial + "/unet/diffusion_pytorch_model.safetensors")
+        try writeJSON(FinalDecisions(trainer), to: partial + "/decisions.json")
+        if fm.fileExists(atPath: finalPath) {
+            try? fm.removeItem(atPath: old)
+            guard rename(finalPath, old) == 0 else { throw .runDirectory("cannot move \(finalPath) aside") }
+        }
+        guard rename(partial, finalPath) == 0 else { throw .runDirectory("cannot rename \(partial): \(String(cString: strerror(errno)))") }
+        _ = TemporaryPaths.shared.remove(partial)
+        syncDirectory(of: finalPath)
+        try? fm.removeItem(atPath: old)
+    }
+
+    /// The decisions of a finished run.
+    public func readDecisions() throws(CompressionError) -> FinalDecisions {
+        guard let data = FileManager.default.contents(atPath: decisionsPath),
+              let d = try? JSONDecoder().decode(FinalDecisions.self, from: data) else {
+            throw .runDirectory("\(decisionsPath) is missing or invalid (has the run finished?)")
+        }
+        return d
+    }
+
+    // MARK: files
+
+    static func optimizerTensors(_ o: AdamW, fresh: Bool = false) -> [(String, Tensor)] {
+        let ms = o.parameters.indices.map { ("adamw.m." + o.parameters[$0].name, fresh ? Tensor(zeros: o.parameters[$0].shape) : o.m[$0]) }
+        let vs = o.parameters.indices.map { ("adamw.v." + o.parameters[$0].name, fresh ? Tensor(zeros: o.parameters[$0].shape) : o.v[$0]) }
+        return ms + vs
+    }
+
+    func writeTensors(_ tensors: [(String, Tensor)], to file: String) throws(CompressionError) {
+        do {
+            let w = try SafeTensorsWriter(path: file, tensors: tensors.map { TensorSpec(name: $0.0, dtype: .f32, shape: $0.1.shape) })
+            let byName = Dictionary(tensors, uniquingKeysWith: { a, _ in a })
+            do {
+                for spec in w.order {
+                    let t = byName[spec.name]!
+                    try w.write(spec.name, bytes: UnsafeRawBufferPointer(start: t.data, count: t.count * 4))
+                }
+                try w.finish()
+            } catch {
+                w.abort()
+                throw error
+            }
+        } catch let e { throw .runDirectory("\(e)") }
+    }
+
+    func readTensors(into tensors: [(String, Tensor)], from file: String) throws(CompressionError) {
+        do {
+            let f = try SafeTensorsFile(path: file)
+            let expected = Set(tensors.map(\.0))
+            if let extra = f.names.first(where: { !expected.contains($0) }) {
+                throw CompressionError.runDirectory("\(file): unexpected tensor '\(extra)' (the checkpoint is from another model or run)")
+            }
+            for (name, t) in tensors {
+                let info = try f.require(name)
+                guard info.dtype == .f32, info.shape == t.shape else {
+                    throw CompressionError.runDirectory("\(file): tensor '\(name)' is \(info.dtype) \(info.shape), expected F32 \(t.shape)")
+                }
+                let src = f.rawBytes(info)
+                UnsafeMutableRawPointer(t.data).copyMemory(from: src.baseAddress!, byteCount: info.byteCount)
+            }
+        } catch let e as CompressionError {
+            throw e
+        } catch let e as SafeTensorsError {
+            throw .runDirectory(e.description)
+        } catch {
+            throw .runDirectory("\(file): \(error)")
+        }
+    }
+
+    public func writeJSON(_ value: some Encodable, to file: String) throws(CompressionError) {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        guard let data = try? enc.encode(value) else { throw .runDirectory("cannot encode \(file)") }
+        try writeAtomically(data, to: file)
+    }
+
+    func writeAtomically(_ data: Data, to file: String) throws(CompressionError) {
+        do {
+            let f = try AtomicFile(destination: file)
+            do {
+                try f.write([UInt8](data))
+                try f.commit()
+            } catch {
+                f.discard()
+                throw error
+            }
+        } catch let e { throw .runDirectory("\(e)") }
+    }
+}
+
+/// `final/decisions.json`: the exported mask table and its measured MACs.
+public struct FinalDecisions: Codable, Sendable, Equatable {
+    public var decisions: ExpertDecisions
+    /// Kept fraction of total UNet MACs over all training timesteps.
+    public var keptFraction: Double
+    /// Kept fraction of each expert.
+    public var expertKeptFractions: [Double]
+    public var expertShares: [Double]
+    /// The latent size and context length the MACs are counted at, and the dense total.
+    public var latentHeight: Int, latentWidth: Int, contextLength: Int
+    public var denseMACs: Int
+
+    init(_ t: ALTERTrainer) {
+        decisions = t.finalDecisions
+        keptFraction = t.budget.keptFraction(decisions)
+        expertKeptFractions = decisions.kept.map { t.budget.keptFraction(expert: $0) }
+        expertShares = decisions.expertShares
+        latentHeight = t.data.latentHeight
+        latentWidth = t.data.latentWidth
+        contextLength = t.data.contextLength
+        denseMACs = t.budget.totalMACs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case decisions, keptFraction = "kept_mac_fraction", expertKeptFractions = "expert_kept_mac_fractions"
+        case expertShares = "expert_shares", latentHeight = "latent_height", latentWidth = "latent_width"
+        case contextLength = "context_length", denseMACs = "dense_macs"
+    }
+}

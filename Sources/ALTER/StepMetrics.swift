@@ -1,0 +1,32 @@
+/// What one training iteration measured; one line of `metrics.jsonl`.
+public struct StepMetrics: Codable, Sendable, Equatable {
+    /// 1-based iteration number.
+    public var step: Int
+    /// UNet objective and its terms (with the hard mask table).
+    public var loss: Double
+    public var outputKD: Double
+    public var featureKD: Double
+    public var denoise: Double
+    /// Hypernetwork objective and its terms (nil after the hypernetwork phase).
+    public var hypernetLoss: Double?
+    public var performance: Double?
+    public var ratio: Double?
+    public var balance: Double?
+    /// Kept fraction of total MACs of the mask table used in this step, over all training timesteps.
+    public var keptFraction: Double
+    /// Share of training timesteps per expert.
+    public var expertShares: [Double]
+    public var learningRateUNet: Double
+    public var learningRateHypernet: Double?
+    public var gradientNormUNet: Double
+    public var gradientNormHypernet: Double?
+    public var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case step, loss, outputKD = "output_kd", featureKD = "feature_kd", denoise
+        case hypernetLoss = "hypernet_loss", performance, ratio, balance
+        case keptFraction = "kept_mac_fraction", expertShares = "expert_shares"
+        case learningRateUNet = "lr_unet", learningRateHypernet = "lr_hypernet"
+        case gradientNormUNet = "grad_norm_unet", gradientNormHypernet = "grad_norm_hypernet", seconds
+    }
+}
