@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's main job: build alter (release) and run it on the small example checkpoint.
+# The README's main job: build alter (release) and run it on the small example checkpoint:
+# inspect and convert it, run the UNet once, then compress it with ALTER (a few hundred steps).
 # On a fresh Debian machine, as root, it first installs the system libraries alter links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +42,9 @@ echo "== forward: one UNet call on examples/sd21-tiny-inputs.safetensors, dense 
 "$ALTER" forward "$CKPT" --config "$CONFIG" --inputs examples/sd21-tiny-inputs.safetensors -o "$OUT/forward-skip.safetensors" \
   --skip down_blocks.0.resnets.1,down_blocks.0.attentions.1.transformer_blocks.0,mid_block.resnets.1,up_blocks.3.resnets.2
 echo "wrote $OUT/forward.safetensors and $OUT/forward-skip.safetensors"
+
+echo "== compress: ALTER on the example (4 experts, keep 0.70 of the MACs, 300 steps: 90 with the hypernetwork)"
+rm -rf "$OUT/run"
+"$ALTER" compress "$CKPT" --config "$CONFIG" --data examples/sd21-tiny-data.safetensors \
+  --experts 4 --keep 0.7 --steps 300 --batch 2 --lr-unet 1e-4 --lr-hypernet 1e-2 --seed 1 -o "$OUT/run"
+echo "wrote $OUT/run (config.json, metrics.jsonl, checkpoint/, final/unet, final/decisions.json)"

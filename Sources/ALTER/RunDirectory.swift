@@ -58,7 +58,7 @@ public struct RunDirectory: Sendable {
         guard var line = try? enc.encode(m) else { throw .runDirectory("cannot encode metrics of step \(m.step)") }
         line.append(0x0A)
         let fm = FileManager.default
-        if !fm.fileExists(atPath: metricsPath) { fm.createFile(atPath: metricsPath, contents: nil) }
+        if !fm.fileExists(atPath: metricsPath) { _ = fm.createFile(atPath: metricsPath, contents: nil) }
         guard let h = FileHandle(forWritingAtPath: metricsPath) else { throw .runDirectory("cannot open \(metricsPath)") }
         defer { try? h.close() }
         do {

@@ -147,7 +147,6 @@ struct Compress: ParsableCommand {
             trainer = try ALTERTrainer(config: config, student: student, teacher: teacher, data: trainingData)
         } catch { throw CommandFailure("\(error)") }
 
-        Interrupts.installCleanupHandler()
         let stop = StopRequest.install()
         do {
             if resume != nil {
