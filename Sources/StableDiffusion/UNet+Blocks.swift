@@ -89,12 +89,14 @@ struct BasicTransformerBlock {
 struct Transformer2D {
     let norm: GroupNormLayer
     let projIn: LinearLayer?, projInConv: Conv2dLayer?
-    let block: BasicTransformerBlock
+    /// The unit; nil when built without its parameters (it must then be skipped).
+    let block: BasicTransformerBlock?
     let projOut: LinearLayer?, projOutConv: Conv2dLayer?
     /// Unit name of the inner block.
     let blockName: String
 
-    init(_ s: some ParameterSource, _ p: String, channels c: Int, contextDim: Int, heads: Int, groups: Int, linear: Bool, eps: Float) throws {
+    init(_ s: some ParameterSource, _ p: String, channels c: Int, contextDim: Int, heads: Int, groups: Int, linear: Bool, eps: Float,
+         blockAbsent: Bool = false) throws {
         norm = try GroupNormLayer(s, p + ".norm", channels: c, groups: groups, eps: 1e-6)
         if linear {
             projIn = try LinearLayer(s, p + ".proj_in", in: c, out: c)
@@ -108,7 +110,7 @@ struct Transformer2D {
             projOut = nil
         }
         blockName = p + ".transformer_blocks.0"
-        block = try BasicTransformerBlock(s, blockName, dim: c, contextDim: contextDim, heads: heads, eps: eps)
+        block = blockAbsent ? nil : try BasicTransformerBlock(s, blockName, dim: c, contextDim: contextDim, heads: heads, eps: eps)
     }
 
     /// x: [N, C, H, W] -> [N, C, H, W]. `gate` applies to the inner block (the unit).
@@ -121,10 +123,11 @@ struct Transformer2D {
         } else {
             tokens = projIn!(tape.channelsLast(normed), on: tape)
         }
-        switch gate {
-        case .skip: break
-        case .on: tokens = block(tokens, context: context, on: tape)
-        case .blend(let m): tokens = tape.blend(tokens, block(tokens, context: context, on: tape), mix: m)
+        switch (gate, block) {
+        case (.skip, _): break
+        case (.on, let block?): tokens = block(tokens, context: context, on: tape)
+        case (.blend(let m), let block?): tokens = tape.blend(tokens, block(tokens, context: context, on: tape), mix: m)
+        case (_, nil): preconditionFailure("Transformer2D: \(blockName) has no parameters and must be skipped")
         }
         let out: Var
         if let projOutConv {
@@ -136,7 +139,7 @@ struct Transformer2D {
     }
 
     var parameters: [Parameter] {
-        norm.parameters + (projIn?.parameters ?? []) + (projInConv?.parameters ?? []) + block.parameters
+        norm.parameters + (projIn?.parameters ?? []) + (projInConv?.parameters ?? []) + (block?.parameters ?? [])
             + (projOut?.parameters ?? []) + (projOutConv?.parameters ?? [])
     }
 }
@@ -157,6 +160,7 @@ public enum UNetError: Error, CustomStringConvertible, Equatable {
     case gateCount(unit: String, expected: Int, actual: Int)
     case gateRange(unit: String)
     case shape(String, expected: String, actual: [Int])
+    case absentUnit(String)
 
     public var description: String {
         switch self {
@@ -164,6 +168,7 @@ public enum UNetError: Error, CustomStringConvertible, Equatable {
         case .gateCount(let u, let e, let a): return "gate '\(u)' has \(a) values for a batch of \(e)"
         case .gateRange(let u): return "gate '\(u)' has values outside [0, 1]"
         case .shape(let n, let e, let a): return "\(n) has shape \(a), expected \(e)"
+        case .absentUnit(let u): return "unit '\(u)' is not stored in this model (every expert skips it) and must be skipped"
         }
     }
 }

@@ -25,31 +25,37 @@ public final class UNet {
     public let config: UNetConfig
     /// The prunable units in execution order.
     public let units: [UNetConfig.Unit]
+    /// Units built without parameters (not stored in a bundle): every forward must skip them.
+    public let absentUnits: Set<String>
 
     let convIn: Conv2dLayer
     let timeLinear1: LinearLayer, timeLinear2: LinearLayer
     let down: [DownBlock]
-    let midResnet0: ResnetBlock, midAttention: Transformer2D, midResnet1: ResnetBlock
+    let midResnet0: ResnetBlock?, midAttention: Transformer2D, midResnet1: ResnetBlock?
     let up: [UpBlock]
     let normOut: GroupNormLayer, convOut: Conv2dLayer
 
     struct DownBlock {
-        var resnets: [ResnetBlock]
+        var resnets: [ResnetBlock?]
         var attentions: [Transformer2D]
         var downsampler: Conv2dLayer?
     }
 
     struct UpBlock {
-        var resnets: [ResnetBlock]
+        var resnets: [ResnetBlock?]
         var attentions: [Transformer2D]
         var upsampler: Conv2dLayer?
     }
 
     /// Builds the UNet for `config` with parameters from `source` (canonical names), module by
     /// module in the order of `UNetConfig.modules()`, which holds the channel arithmetic.
-    public init(config: UNetConfig, parameters source: some ParameterSource) throws {
+    /// The parameters of `absentUnits` are not requested; forwards must skip those units.
+    public init(config: UNetConfig, parameters source: some ParameterSource, absentUnits: Set<String> = []) throws {
         self.config = config
         units = config.units()
+        let unitNames = Set(units.map(\.name))
+        if let bad = absentUnits.sorted().first(where: { !unitNames.contains($0) }) { throw UNetError.notAUnit(bad) }
+        self.absentUnits = absentUnits
         let groups = config.normNumGroups
         let eps = Float(config.normEps)
         let temb = 4 * config.blockOutChannels[0]
@@ -57,7 +63,7 @@ public final class UNet {
         var time: (LinearLayer, LinearLayer)?
         var down = Array(repeating: DownBlock(resnets: [], attentions: [], downsampler: nil), count: config.levels)
         var up = Array(repeating: UpBlock(resnets: [], attentions: [], upsampler: nil), count: config.levels)
-        var midResnets: [ResnetBlock] = [], midAttention: Transformer2D?
+        var midResnets: [ResnetBlock?] = [], midAttention: Transformer2D?
         for m in config.modules() {
             let parts = m.name.split(separator: ".")
             let block = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
@@ -69,12 +75,14 @@ public final class UNet {
                         try LinearLayer(source, m.name + ".linear_2", in: d, out: d))
             case .resnet(let i, let o, _):
                 let isMid = parts[0] == "mid_block"
-                let r = try ResnetBlock(source, m.name, in: i, out: o, temb: temb, groups: groups, eps: eps,
-                                        outputScale: isMid ? Float(config.midBlockScaleFactor) : 1)
+                let r = absentUnits.contains(m.name) ? nil : try ResnetBlock(
+                    source, m.name, in: i, out: o, temb: temb, groups: groups, eps: eps,
+                    outputScale: isMid ? Float(config.midBlockScaleFactor) : 1)
                 if isMid { midResnets.append(r) } else if parts[0] == "down_blocks" { down[block].resnets.append(r) } else { up[block].resnets.append(r) }
             case .transformer(let c, let heads):
                 let t = try Transformer2D(source, m.name, channels: c, contextDim: config.crossAttentionDim, heads: heads,
-                                          groups: groups, linear: config.useLinearProjection, eps: 1e-5)
+                                          groups: groups, linear: config.useLinearProjection, eps: 1e-5,
+                                          blockAbsent: absentUnits.contains(m.name + ".transformer_blocks.0"))
                 if parts[0] == "mid_block" { midAttention = t } else if parts[0] == "down_blocks" { down[block].attentions.append(t) } else { up[block].attentions.append(t) }
             case .downsampler(let c):
                 down[block].downsampler = try Conv2dLayer(source, m.name + ".conv", in: c, out: c, kernel: 3, stride: 2,
@@ -112,6 +120,9 @@ public final class UNet {
         let names = Set(units.map(\.name))
         for name in options.skip.union(options.gates.keys).sorted() where !names.contains(name) {
             throw .notAUnit(name)
+        }
+        for name in absentUnits.sorted() where !options.skip.contains(name) {
+            throw .absentUnit(name)
         }
         for (name, m) in options.gates.sorted(by: { $0.key < $1.key }) {
             guard m.count == batch else { throw .gateCount(unit: name, expected: batch, actual: m.count) }
@@ -157,15 +168,17 @@ public final class UNet {
         var features: [(name: String, value: Var)] = []
         func gate(_ unit: String) -> UnitGate {
             if skip.contains(unit) { return .skip }
+            precondition(!absentUnits.contains(unit), "UNet.forward: unit \(unit) has no parameters here and must be skipped")
             if let m = gates[unit] { return .blend(m) }
             return .on
         }
         func segment(_ inputs: [Var], _ body: @escaping (Tape, [Var]) -> Var) -> Var {
             checkpointing ? tape.checkpoint(inputs, body) : body(tape, inputs)
         }
-        func resnet(_ r: ResnetBlock, _ name: String, main: Var, extra: Var?, tembSiLU: Var) -> Var {
+        func resnet(_ r: ResnetBlock?, _ name: String, main: Var, extra: Var?, tembSiLU: Var) -> Var {
             let g = gate(name)
             if case .skip = g { return main }
+            guard let r else { preconditionFailure("UNet.forward: resnet \(name) has no parameters") }
             let input = extra.map { tape.concatChannels(main, $0) } ?? main
             let y = segment([input, tembSiLU]) { t, v in r(v[0], tembSiLU: v[1], on: t) }
             if case .blend(let m) = g { return tape.blend(main, y, mix: m) }
@@ -224,15 +237,15 @@ public final class UNet {
         var ps = convIn.parameters + timeLinear1.parameters + timeLinear2.parameters
         for b in down {
             for j in b.resnets.indices {
-                ps += b.resnets[j].parameters
+                ps += b.resnets[j]?.parameters ?? []
                 if !b.attentions.isEmpty { ps += b.attentions[j].parameters }
             }
             ps += b.downsampler?.parameters ?? []
         }
-        ps += midResnet0.parameters + midAttention.parameters + midResnet1.parameters
+        ps += (midResnet0?.parameters ?? []) + midAttention.parameters + (midResnet1?.parameters ?? [])
         for b in up {
             for j in b.resnets.indices {
-                ps += b.resnets[j].parameters
+                ps += b.resnets[j]?.parameters ?? []
                 if !b.attentions.isEmpty { ps += b.attentions[j].parameters }
             }
             ps += b.upsampler?.parameters ?? []
