@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "StableDiffusion", targets: ["StableDiffusion"]),
         .library(name: "ALTER", targets: ["ALTER"]),
+        .library(name: "ExpertBundle", targets: ["ExpertBundle"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,7 +26,10 @@ let package = Package(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .target(name: "CFileCopy"),
-        .target(name: "SafeTensors", dependencies: ["CJSON", "CFileCopy"]),
+        .target(
+            name: "SafeTensors", dependencies: ["CJSON", "CFileCopy"],
+            // Optimised in debug builds too: tests hash and convert megabytes.
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(
             name: "TensorCore", dependencies: ["COpenBLAS"],
             // Kernels are optimised in debug builds too, so that `swift test` runs them at speed.
@@ -37,10 +41,11 @@ let package = Package(
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "StableDiffusion", dependencies: ["SafeTensors", "NN"]),
         .target(name: "ALTER", dependencies: ["StableDiffusion", "SafeTensors"]),
+        .target(name: "ExpertBundle", dependencies: ["ALTER", "StableDiffusion", "SafeTensors"]),
         .executableTarget(
             name: "alter",
             dependencies: [
-                "SafeTensors", "StableDiffusion", "ALTER",
+                "SafeTensors", "StableDiffusion", "ALTER", "ExpertBundle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
@@ -49,5 +54,6 @@ let package = Package(
         .testTarget(
             name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors"]),
         .testTarget(name: "ALTERTests", dependencies: ["ALTER", "StableDiffusion", "SafeTensors"]),
+        .testTarget(name: "ExpertBundleTests", dependencies: ["ExpertBundle", "ALTER", "StableDiffusion", "SafeTensors"]),
     ]
 )

@@ -8,6 +8,10 @@ public struct CostModel: Sendable {
         public var convLinear: Int = 0
         public var attention: Int = 0
         public var total: Int { convLinear + attention }
+        public init(convLinear: Int = 0, attention: Int = 0) {
+            self.convLinear = convLinear
+            self.attention = attention
+        }
         public static func + (a: Cost, b: Cost) -> Cost {
             Cost(convLinear: a.convLinear + b.convLinear, attention: a.attention + b.attention)
         }

@@ -109,7 +109,10 @@ struct Compress: ParsableCommand {
                 config.steps = steps
             }
         } else {
-            config = CompressionConfig(model: model!, data: data!, steps: steps!, hypernetSteps: hypernetSteps ?? Int((Double(steps!) * 0.3).rounded()))
+            // Paths are stored absolute, so --resume and export work from any directory.
+            func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.path }
+            config = CompressionConfig(model: absolute(model!), data: absolute(data!), steps: steps!,
+                                       hypernetSteps: hypernetSteps ?? Int((Double(steps!) * 0.3).rounded()))
             var s = ALTERSettings()
             s.experts = experts
             s.keep = keep
@@ -129,7 +132,7 @@ struct Compress: ParsableCommand {
             config.predictionType = predictionType == .epsilon ? .epsilon : .vPrediction
             config.ema = modelOptions.ema
             config.variant = modelOptions.variant
-            config.configPath = modelOptions.config
+            config.configPath = modelOptions.config.map(absolute)
             dir = RunDirectory(path: output!)
         }
         do { try config.validate() } catch { throw CommandFailure("\(error)") }

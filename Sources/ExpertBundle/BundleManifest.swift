@@ -1,0 +1,137 @@
+import Foundation
+
+/// `bundle.json` (formats/bundle.md).
+public struct BundleManifest: Codable, Equatable, Sendable {
+    public static let formatName = "alter.bundle"
+    public static let formatVersion = 1
+
+    public struct Source: Codable, Equatable, Sendable {
+        public var model: String
+        public var files: [FileDigest]
+    }
+
+    public struct FileDigest: Codable, Equatable, Sendable {
+        public var path: String
+        public var bytes: Int
+        public var sha256: String
+    }
+
+    public struct ExpertEntry: Codable, Equatable, Sendable {
+        public var index: Int
+        public var manifest: String
+        public var sha256: String
+    }
+
+    public struct MACs: Codable, Equatable, Sendable {
+        public var latentHeight: Int
+        public var latentWidth: Int
+        public var contextLength: Int
+        public var dense: Int
+        public var denseConvLinear: Int
+        public var experts: [Int]
+        public var meanOverTrainTimesteps: Double
+        public var keptFraction: Double
+
+        enum CodingKeys: String, CodingKey {
+            case latentHeight = "latent_height", latentWidth = "latent_width", contextLength = "context_length"
+            case dense, denseConvLinear = "dense_conv_linear", experts
+            case meanOverTrainTimesteps = "mean_over_train_timesteps", keptFraction = "kept_fraction"
+        }
+    }
+
+    public var format = BundleManifest.formatName
+    public var formatVersion = BundleManifest.formatVersion
+    public var architecture: JSONValue
+    public var predictionType: String
+    public var scheduler: JSONValue
+    public var source: Source
+    public var trainTimesteps: Int
+    public var routing: [Int]
+    public var units: [String]
+    public var experts: [ExpertEntry]
+    public var files: [FileDigest]
+    public var macs: MACs
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case format, formatVersion = "format_version", architecture, predictionType = "prediction_type", scheduler, source
+        case trainTimesteps = "train_timesteps", routing, units, experts, files, macs
+    }
+}
+
+/// `experts/expert-<i>.json` (formats/bundle.md).
+public struct ExpertManifest: Codable, Equatable, Sendable {
+    public static let formatName = "alter.bundle.expert"
+    public static let formatVersion = 1
+
+    public struct TensorEntry: Codable, Equatable, Sendable {
+        public var name: String
+        public var file: String
+        public var dtype: String
+        public var shape: [Int]
+        public var sha256: String
+    }
+
+    public var format = ExpertManifest.formatName
+    public var formatVersion = ExpertManifest.formatVersion
+    public var expert: Int
+    public var keptUnits: [String]
+    public var skippedUnits: [String]
+    public var macs: Int
+    public var macsConvLinear: Int
+    public var keptFraction: Double
+    /// Inclusive ranges [first, last] of the training timesteps routed here.
+    public var timesteps: [[Int]]
+    public var timestepCount: Int
+    public var tensors: [TensorEntry]
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case format, formatVersion = "format_version", expert, keptUnits = "kept_units", skippedUnits = "skipped_units"
+        case macs, macsConvLinear = "macs_conv_linear", keptFraction = "kept_fraction", timesteps
+        case timestepCount = "timestep_count", tensors
+    }
+
+    /// Timesteps as inclusive ranges (sorted input).
+    public static func ranges(_ timesteps: [Int]) -> [[Int]] {
+        var out: [[Int]] = []
+        for t in timesteps {
+            if let last = out.last, last[1] + 1 == t { out[out.count - 1][1] = t } else { out.append([t, t]) }
+        }
+        return out
+    }
+}
+
+enum ManifestCoding {
+    /// Decodes `T` from `data`, refusing unknown top-level keys and unknown format versions.
+    static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String, format: String, version: Int,
+                                     keys: [String]) throws(BundleError) -> T {
+        let any: Any
+        do { any = try JSONSerialization.jsonObject(with: data) } catch {
+            throw BundleError(path, "not valid JSON (\(error.localizedDescription))")
+        }
+        guard let object = any as? [String: Any] else { throw BundleError(path, "not a JSON object") }
+        guard let f = object["format"] as? String, f == format else {
+            throw BundleError(path, "format is \(object["format"].map { "\($0)" } ?? "missing"), expected \"\(format)\"")
+        }
+        guard let v = object["format_version"] as? Int else { throw BundleError(path, "format_version is missing or not an integer") }
+        guard v == version else {
+            throw BundleError(path, "format_version \(v) is not supported (this alter reads version \(version))")
+        }
+        let known = Set(keys)
+        if let extra = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw BundleError(path, "unknown key \"\(extra)\"")
+        }
+        do { return try JSONDecoder().decode(T.self, from: data) } catch let DecodingError.keyNotFound(k, _) {
+            throw BundleError(path, "missing key \"\(k.stringValue)\"")
+        } catch let DecodingError.typeMismatch(_, ctx) {
+            throw BundleError(path, "wrong type at \(ctx.codingPath.map(\.stringValue).joined(separator: "."))")
+        } catch {
+            throw BundleError(path, "invalid: \(error)")
+        }
+    }
+
+    static func encode(_ value: some Encodable) -> Data {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return (try? enc.encode(value)) ?? Data()
+    }
+}

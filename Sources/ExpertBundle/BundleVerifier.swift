@@ -1,0 +1,181 @@
+import ALTER
+import Foundation
+import SafeTensors
+import StableDiffusion
+import TensorCore
+
+/// What `verify` found (formats/bundle.md, "What alter verify checks").
+public struct VerificationReport: Encodable, Sendable {
+    /// Each check by name, with what was examined; failures name the file, tensor, expert or entry.
+    public struct Check: Encodable, Sendable {
+        public var name: String
+        public var passed: Bool
+        public var detail: String
+    }
+
+    /// Fidelity of one expert on probe inputs.
+    public struct Fidelity: Encodable, Sendable {
+        public var expert: Int
+        public var timestep: Int
+        /// max |bundle - reference masked| / max |reference masked| (the parity check).
+        public var parityError: Double
+        public var parityTolerance: Double
+        /// PSNR of the expert's output against the reference's dense output, in dB.
+        public var psnrToDense: Double
+    }
+
+    public var checks: [Check] = []
+    public var fidelity: [Fidelity] = []
+    public var failures: [String] { checks.filter { !$0.passed }.map { "\($0.name): \($0.detail)" } }
+    public var passed: Bool { checks.allSatisfy(\.passed) }
+}
+
+extension ExpertBundle {
+    /// Checks checksums, routing, tensor coverage and MACs; with `reference`, also each expert's
+    /// output against the reference model's forward with the same units skipped, on `probes`
+    /// seeded inputs per expert at the bundle's MAC latent size (or `probeLatent`).
+    public func verify(reference: UNet? = nil, probeLatent: Int? = nil, seed: UInt64 = 0) -> VerificationReport {
+        var report = VerificationReport()
+        func check(_ name: String, _ failures: [String], ok: String) {
+            report.checks.append(.init(name: name, passed: failures.isEmpty,
+                                       detail: failures.isEmpty ? ok : failures.prefix(20).joined(separator: "; ")
+                                           + (failures.count > 20 ? "; and \(failures.count - 20) more" : "")))
+        }
+        let fm = FileManager.default
+
+        // Checksums of files and expert manifests.
+        var bad: [String] = []
+        for f in manifest.files {
+            do {
+                let full = try Self.resolve(f.path, in: path, what: "files")
+                guard fm.fileExists(atPath: full) else { bad.append("\(f.path) is missing"); continue }
+                let size = (try? fm.attributesOfItem(atPath: full)[.size] as? Int) ?? -1
+                if size != f.bytes { bad.append("\(f.path) has \(size) bytes, the manifest says \(f.bytes)") }
+                let digest = try SHA256.hex(file: full)
+                if digest != f.sha256 { bad.append("\(f.path) has SHA-256 \(digest), the manifest says \(f.sha256)") }
+            } catch { bad.append("\(error)") }
+        }
+        for e in manifest.experts {
+            if let d = fm.contents(atPath: path + "/" + e.manifest) {
+                let digest = d.withUnsafeBytes { SHA256.hex($0) }
+                if digest != e.sha256 { bad.append("\(e.manifest) has SHA-256 \(digest), bundle.json says \(e.sha256)") }
+            }
+        }
+        check("checksums", bad, ok: "\(manifest.files.count) weight files and \(manifest.experts.count) expert manifests match their SHA-256")
+
+        // Routing.
+        bad = []
+        let units = config.units().map(\.name)
+        if manifest.units != units { bad.append("units differ from the architecture's \(units.count) units") }
+        if manifest.routing.count != manifest.trainTimesteps { bad.append("routing has \(manifest.routing.count) entries for \(manifest.trainTimesteps) timesteps") }
+        for (t, e) in manifest.routing.enumerated() where e < 0 || e >= experts.count {
+            bad.append("routing[\(t)] = \(e) is not an expert (0..<\(experts.count))")
+        }
+        for m in experts {
+            let served = manifest.routing.indices.filter { manifest.routing[$0] == m.expert }
+            if ExpertManifest.ranges(served) != m.timesteps || served.count != m.timestepCount {
+                bad.append("expert \(m.expert): timesteps \(m.timesteps) (\(m.timestepCount)) differ from the routing table's")
+            }
+            let kept = Set(m.keptUnits), skipped = Set(m.skippedUnits)
+            if kept.union(skipped) != Set(units) || !kept.isDisjoint(with: skipped) || m.keptUnits.count + m.skippedUnits.count != units.count {
+                bad.append("expert \(m.expert): kept_units and skipped_units do not partition the \(units.count) units")
+            }
+        }
+        check("routing", bad, ok: "all \(manifest.routing.count) timesteps routed to one of \(experts.count) experts; every expert's timesteps and units consistent")
+
+        // Tensor coverage, shapes, dtypes and per-tensor digests.
+        bad = []
+        let params = config.parameters()
+        func unit(of name: String) -> String? { units.first { name.hasPrefix($0 + ".") } }
+        var listedPerFile: [String: Set<String>] = [:]
+        var checkedTensors = Set<String>()
+        for m in experts {
+            let kept = Set(m.keptUnits)
+            let listed = Dictionary(m.tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            for p in params where unit(of: p.name).map({ kept.contains($0) }) ?? true {
+                guard let entry = listed[p.name] else { bad.append("expert \(m.expert) needs '\(p.name)', its manifest does not list it"); continue }
+                if entry.shape != p.shape { bad.append("expert \(m.expert): '\(p.name)' is listed as \(entry.shape), the architecture needs \(p.shape)") }
+            }
+            for entry in m.tensors {
+                listedPerFile[entry.file, default: []].insert(entry.name)
+                guard checkedTensors.insert(entry.file + "\u{0}" + entry.name).inserted else { continue }
+                do {
+                    let f = try file(entry.file)
+                    guard let info = f.info(entry.name) else { bad.append("\(entry.file): tensor '\(entry.name)' is missing"); continue }
+                    if info.dtype.rawValue != entry.dtype || info.shape != entry.shape {
+                        bad.append("\(entry.file): '\(entry.name)' is \(info.dtype.rawValue) \(info.shape), the manifest says \(entry.dtype) \(entry.shape)")
+                        continue
+                    }
+                    let digest = SHA256.hex(f.rawBytes(info))
+                    if digest != entry.sha256 { bad.append("\(entry.file): tensor '\(entry.name)' has SHA-256 \(digest), the manifest says \(entry.sha256)") }
+                } catch { bad.append("\(error)") }
+            }
+        }
+        for f in manifest.files {
+            guard let file = try? file(f.path) else { continue }
+            for name in file.names where !(listedPerFile[f.path]?.contains(name) ?? false) {
+                bad.append("\(f.path): tensor '\(name)' is not listed by any expert manifest")
+            }
+        }
+        check("tensors", bad, ok: "\(checkedTensors.count) tensors present with the listed dtype, shape and SHA-256")
+
+        // MACs.
+        bad = []
+        let macs = manifest.macs
+        let cost = CostModel(config: config, latentHeight: macs.latentHeight, latentWidth: macs.latentWidth, contextLength: macs.contextLength)
+        if cost.total.total != macs.dense { bad.append("dense MACs \(macs.dense), the cost model gives \(cost.total.total)") }
+        let unitCost = Dictionary(uniqueKeysWithValues: cost.units.map { ($0.name, $0.cost.total) })
+        var perExpert: [Int] = []
+        for m in experts {
+            let expected = cost.total.total - m.skippedUnits.reduce(0) { $0 + (unitCost[$1] ?? 0) }
+            perExpert.append(expected)
+            if m.macs != expected { bad.append("expert \(m.expert): MACs \(m.macs), the cost model gives \(expected)") }
+            if macs.experts.count == experts.count, macs.experts[m.expert] != expected { bad.append("bundle.json macs.experts[\(m.expert)] is \(macs.experts[m.expert]), expected \(expected)") }
+        }
+        if bad.isEmpty, manifest.routing.allSatisfy({ $0 >= 0 && $0 < perExpert.count }) {
+            let mean = manifest.routing.reduce(0.0) { $0 + Double(perExpert[$1]) } / Double(max(manifest.routing.count, 1))
+            if Swift.abs(mean - macs.meanOverTrainTimesteps) > 0.5 { bad.append("mean MACs \(macs.meanOverTrainTimesteps), expected \(mean)") }
+        }
+        check("macs", bad, ok: String(format: "dense %@ MACs per call at %dx%d, %d tokens; routed mean %.4f of dense", "\(macs.dense)",
+                                      macs.latentHeight, macs.latentWidth, macs.contextLength, macs.keptFraction))
+
+        // Numeric parity and fidelity against a reference model.
+        if let reference, report.passed {
+            bad = []
+            let h = probeLatent ?? macs.latentHeight, w = probeLatent ?? macs.latentWidth
+            var rng = SeededGenerator(seed: seed)
+            for m in experts {
+                let t = m.timesteps.first.map { ($0[0] + $0[1]) / 2 } ?? 500
+                let sample = Tensor(shape: [1, config.inChannels, h, w], values: rng.normals(config.inChannels * h * w))
+                let context = Tensor(shape: [1, macs.contextLength, config.crossAttentionDim], values: rng.normals(macs.contextLength * config.crossAttentionDim))
+                let expertUNet: UNet
+                do { expertUNet = try unet(expert: m.expert) } catch { bad.append("expert \(m.expert): \(error)"); continue }
+                var options = UNetForwardOptions()
+                options.skip = Set(m.skippedUnits)
+                let got = expertUNet.forward(sample: sample, timesteps: [Float(t)], context: context, options: options).sample
+                let masked = reference.forward(sample: sample, timesteps: [Float(t)], context: context, options: options).sample
+                let dense = reference.forward(sample: sample, timesteps: [Float(t)], context: context).sample
+                var maxDiff = 0.0, maxRef = 0.0, mse = 0.0, peak = 0.0
+                for i in 0..<got.count {
+                    maxDiff = max(maxDiff, Double(Swift.abs(got.data[i] - masked.data[i])))
+                    maxRef = max(maxRef, Double(Swift.abs(masked.data[i])))
+                    let d = Double(got.data[i] - dense.data[i])
+                    mse += d * d
+                    peak = max(peak, Double(Swift.abs(dense.data[i])))
+                }
+                mse /= Double(got.count)
+                let dtype = m.tensors.first?.dtype ?? "F32"
+                let tolerance = dtype == "F32" ? 1e-5 : dtype == "F16" ? 5e-3 : 5e-2
+                let parity = maxDiff / max(maxRef, 1e-30)
+                let psnr = mse == 0 ? Double.infinity : 20 * log10(max(peak, 1e-30)) - 10 * log10(mse)
+                report.fidelity.append(.init(expert: m.expert, timestep: t, parityError: parity, parityTolerance: tolerance, psnrToDense: psnr))
+                if parity > tolerance {
+                    bad.append(String(format: "expert %d at t=%d: output differs from the reference's masked forward by %.3g (max relative), tolerance %.1g for %@ storage",
+                                      m.expert, t, parity, tolerance, dtype))
+                }
+            }
+            check("parity", bad, ok: "every expert's output equals the reference's masked forward on a probe input")
+        }
+        return report
+    }
+}

@@ -1,0 +1,26 @@
+import Foundation
+
+extension ExpertBundle {
+    /// A short description of a bundle manifest.
+    public struct Summary: Encodable, Sendable {
+        public var experts: Int
+        public var units: Int
+        public var weightBytes: Int
+        public var denseMACs: Int
+        public var expertMACs: [Int]
+        public var keptFraction: Double
+        public var latent: [Int]
+        public var contextLength: Int
+
+        public init(_ m: BundleManifest) {
+            experts = m.experts.count
+            units = m.units.count
+            weightBytes = m.files.reduce(0) { $0 + $1.bytes }
+            denseMACs = m.macs.dense
+            expertMACs = m.macs.experts
+            keptFraction = m.macs.keptFraction
+            latent = [m.macs.latentHeight, m.macs.latentWidth]
+            contextLength = m.macs.contextLength
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import NN
+import SafeTensors
+import StableDiffusion
+import TensorCore
+
+/// A multi-expert bundle on disk (formats/bundle.md), read lazily: manifests at once, tensors
+/// when a UNet is built, and then only those of the experts asked for.
+public final class ExpertBundle: @unchecked Sendable {
+    public let path: String
+    public let manifest: BundleManifest
+    /// Expert manifests, by index.
+    public let experts: [ExpertManifest]
+    public let config: UNetConfig
+    public let predictionType: NoiseSchedule.PredictionType
+    private var files: [String: SafeTensorsFile] = [:]
+    private let lock = NSLock()
+
+    /// Whether `path` is a bundle directory (holds `bundle.json`).
+    public static func isBundle(_ path: String) -> Bool {
+        var dir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && dir.boolValue
+            && FileManager.default.fileExists(atPath: path + "/bundle.json")
+    }
+
+    /// Reads and checks the manifests (schema, versions, references between them). Checksums and
+    /// tensor contents are checked by `verify`.
+    public init(path: String) throws(BundleError) {
+        self.path = path
+        let manifestPath = path + "/bundle.json"
+        guard let data = FileManager.default.contents(atPath: manifestPath) else {
+            throw BundleError(path, "not a bundle: bundle.json not found")
+        }
+        manifest = try ManifestCoding.decode(BundleManifest.self, from: data, path: manifestPath, format: BundleManifest.formatName,
+                                             version: BundleManifest.formatVersion, keys: BundleManifest.CodingKeys.allCases.map(\.rawValue))
+        do { config = try UNetConfig(diffusersJSON: manifest.architecture.data(), source: manifestPath + " (architecture)") } catch {
+            throw BundleError(manifestPath, "architecture: \(error)")
+        }
+        guard let p = NoiseSchedule.PredictionType(rawValue: manifest.predictionType) else {
+            throw BundleError(manifestPath, "prediction_type \"\(manifest.predictionType)\" is neither epsilon nor v_prediction")
+        }
+        predictionType = p
+        var experts: [ExpertManifest] = []
+        for (i, entry) in manifest.experts.enumerated() {
+            guard entry.index == i else { throw BundleError(manifestPath, "experts[\(i)] has index \(entry.index)") }
+            let file = try Self.resolve(entry.manifest, in: path, what: "experts[\(i)].manifest")
+            guard let d = FileManager.default.contents(atPath: file) else { throw BundleError(file, "expert manifest not found") }
+            let m = try ManifestCoding.decode(ExpertManifest.self, from: d, path: file, format: ExpertManifest.formatName,
+                                              version: ExpertManifest.formatVersion, keys: ExpertManifest.CodingKeys.allCases.map(\.rawValue))
+            guard m.expert == i else { throw BundleError(file, "expert is \(m.expert), expected \(i)") }
+            experts.append(m)
+        }
+        self.experts = experts
+        guard !experts.isEmpty else { throw BundleError(manifestPath, "no experts") }
+        guard !manifest.routing.isEmpty else { throw BundleError(manifestPath, "the routing table is empty") }
+    }
+
+    /// A path inside the bundle from a manifest's relative path (no absolute paths, no `..`).
+    static func resolve(_ relative: String, in bundle: String, what: String) throws(BundleError) -> String {
+        let parts = relative.split(separator: "/")
+        guard !relative.hasPrefix("/"), !parts.isEmpty, !parts.contains(".."), !parts.contains(".") else {
+            throw BundleError(bundle + "/bundle.json", "\(what) \"\(relative)\" is not a path inside the bundle")
+        }
+        return bundle + "/" + relative
+    }
+
+    /// The expert that serves training timestep `t` (clamped to 0 ..< train_timesteps), or an
+    /// error when the routing table names an expert that does not exist (see `verify`).
+    public func expert(forTimestep t: Int) throws(BundleError) -> Int {
+        let e = manifest.routing[min(max(t, 0), manifest.routing.count - 1)]
+        guard e >= 0 && e < experts.count else { throw BundleError(path + "/bundle.json", "routing[\(t)] = \(e) is not an expert") }
+        return e
+    }
+
+    /// Units expert `e` skips.
+    public func skippedUnits(expert e: Int) -> Set<String> { Set(experts[e].skippedUnits) }
+
+    /// Units no expert keeps (not stored).
+    public var absentUnits: Set<String> {
+        experts.dropFirst().reduce(Set(experts[0].skippedUnits)) { $0.intersection($1.skippedUnits) }
+    }
+
+    /// The UNet of one expert: only its tensors are read; the units it skips have no parameters.
+    public func unet(expert e: Int) throws(BundleError) -> UNet {
+        try build(entries: experts[e].tensors, absent: skippedUnits(expert: e))
+    }
+
+    /// The UNet holding every stored tensor, for sampling with all experts (units every expert
+    /// skips have no parameters).
+    public func unet() throws(BundleError) -> UNet {
+        var seen = Set<String>(), entries: [ExpertManifest.TensorEntry] = []
+        for m in experts { for t in m.tensors where seen.insert(t.name).inserted { entries.append(t) } }
+        return try build(entries: entries, absent: absentUnits)
+    }
+
+    private func build(entries: [ExpertManifest.TensorEntry], absent: Set<String>) throws(BundleError) -> UNet {
+        let source = Source(bundle: self, entries: Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }))
+        do { return try UNet(config: config, parameters: source, absentUnits: absent) } catch let e as BundleError {
+            throw e
+        } catch { throw BundleError(path, "\(error)") }
+    }
+
+    /// The weight file at a manifest's relative path, opened once.
+    func file(_ relative: String) throws(BundleError) -> SafeTensorsFile {
+        let full = try Self.resolve(relative, in: path, what: "file")
+        lock.lock(); defer { lock.unlock() }
+        if let f = files[relative] { return f }
+        do {
+            let f = try SafeTensorsFile(path: full)
+            files[relative] = f
+            return f
+        } catch { throw BundleError(full, "\(error)") }
+    }
+
+    /// Tensors listed by manifests, converted to Float32 on request.
+    struct Source: ParameterSource {
+        let bundle: ExpertBundle
+        let entries: [String: ExpertManifest.TensorEntry]
+
+        func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+            guard let e = entries[name] else { throw BundleError(bundle.path, "tensor '\(name)' is not listed by the expert manifests") }
+            guard e.shape == shape else { throw BundleError(bundle.path, "tensor '\(name)' is listed with shape \(e.shape), the architecture needs \(shape)") }
+            let f = try bundle.file(e.file)
+            let info = try f.require(name)
+            guard info.shape == shape else { throw BundleError(f.path, "tensor '\(name)' has shape \(info.shape), expected \(shape)") }
+            guard info.dtype.rawValue == e.dtype else { throw BundleError(f.path, "tensor '\(name)' is \(info.dtype.rawValue), the manifest says \(e.dtype)") }
+            return Tensor(shape: shape, values: try f.floats(name))
+        }
+    }
+}
