@@ -53,6 +53,9 @@ public final class ExpertBundle: @unchecked Sendable {
         self.experts = experts
         guard !experts.isEmpty else { throw BundleError(manifestPath, "no experts") }
         guard !manifest.routing.isEmpty else { throw BundleError(manifestPath, "the routing table is empty") }
+        guard manifest.macs.experts.count == experts.count else {
+            throw BundleError(manifestPath, "macs.experts has \(manifest.macs.experts.count) entries for \(experts.count) experts")
+        }
     }
 
     /// A path inside the bundle from a manifest's relative path (no absolute paths, no `..`).
