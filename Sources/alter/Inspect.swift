@@ -1,4 +1,5 @@
 import ArgumentParser
+import ExpertBundle
 import Foundation
 import StableDiffusion
 
@@ -11,7 +12,7 @@ struct Inspect: ParsableCommand {
             and make the exit status 1.
             """)
 
-    @Argument(help: "A diffusers UNet or pipeline folder, or a .safetensors checkpoint.")
+    @Argument(help: "A diffusers UNet or pipeline folder, a .safetensors checkpoint, or a bundle (NAME.alter).")
     var path: String
 
     @Flag(help: "Print JSON instead of text.")
@@ -32,9 +33,17 @@ struct Inspect: ParsableCommand {
     @Option(help: "Context length (text tokens) for --units.")
     var context = 77
 
+    @Option(help: "For a bundle: show this expert's kept and skipped units and tensors.")
+    var expert: Int?
+
+    @Option(help: "For a bundle: a sampler schedule (pndm:20, ddim:50, euler:30): the expert and MACs of each UNet call, and the total against the dense model.")
+    var schedule: String?
+
     @OptionGroup var model: ModelOptions
 
     func run() throws {
+        if ExpertBundle.isBundle(path) { return try BundleInspection(path: path, expert: expert, schedule: schedule, json: json).run() }
+        if expert != nil || schedule != nil { throw ValidationError("--expert and --schedule apply to bundles (NAME.alter); \(path) is not one") }
         if units { return try runUnits() }
         var info: CheckpointInspection
         do {
