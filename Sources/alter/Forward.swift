@@ -1,4 +1,5 @@
 import ArgumentParser
+import ExpertBundle
 import Foundation
 import StableDiffusion
 
@@ -13,8 +14,11 @@ struct Forward: ParsableCommand {
             and, with --features, `feature.<block>` for every down block, the mid block and every up block.
             """)
 
-    @Argument(help: "The checkpoint (folder or .safetensors).")
+    @Argument(help: "The checkpoint (folder or .safetensors), or a bundle (NAME.alter) with --expert.")
     var model: String
+
+    @Option(help: "For a bundle: the expert to run (its skipped units are not computed, their tensors not read).")
+    var expert: Int?
 
     @Option(help: "Input tensors: sample, timestep, context.")
     var inputs: String
@@ -36,16 +40,26 @@ struct Forward: ParsableCommand {
     func run() throws {
         let start = Date()
         let unet: UNet
-        do {
-            unet = try UNet(checkpoint: UNetCheckpoint(path: model, options: modelOptions.loadOptions))
-        } catch { throw CommandFailure("\(error)") }
         var options = UNetForwardOptions()
+        do {
+            if ExpertBundle.isBundle(model) {
+                let bundle = try ExpertBundle(path: model)
+                guard let expert, (0..<bundle.experts.count).contains(expert) else {
+                    throw ValidationError("\(model) is a bundle: choose an expert with --expert (0..<\(bundle.experts.count))")
+                }
+                unet = try bundle.unet(expert: expert)
+                options.skip = bundle.skippedUnits(expert: expert)
+            } else {
+                guard expert == nil else { throw ValidationError("--expert applies to bundles; \(model) is not one") }
+                unet = try UNet(checkpoint: UNetCheckpoint(path: model, options: modelOptions.loadOptions))
+            }
+        } catch let e as ValidationError { throw e } catch { throw CommandFailure("\(error)") }
         options.tapFeatures = features
         do {
             let x = try ForwardFiles.readInputs(inputs, for: unet)
             if let gates { options.gates = try ForwardFiles.readGates(gates, for: unet, batch: x.sample.shape[0]) }
             if let skip {
-                options.skip = Set(skip.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+                options.skip.formUnion(skip.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
             }
             try unet.check(options, batch: x.sample.shape[0])
             let loaded = Date()
