@@ -1,0 +1,178 @@
+import ALTER
+import Foundation
+import StableDiffusion
+import TensorCore
+
+/// Classifier-free-guided sampling (`Sampler`) with temporal experts: at each scheduler timestep
+/// the expert that the routing table gives for it runs, with the units it skips not computed at
+/// all; the unconditional and conditional halves of the guidance batch share that expert
+/// (ALTER.md section 7). With a plain model every call is dense.
+///
+/// ```swift
+/// let sampler = try RoutedSampler(bundle: ExpertBundle(path: "model.alter"))
+/// var options = RoutedSampler.Options(scheduler: try SchedulerKind(.pndm, steps: 20))
+/// options.seed = 1
+/// let result = try sampler.sample(context: context, uncond: uncond, options: options)
+/// // result.latents [B, 4, h, w]; result.calls: timestep, expert, seconds, MACs of each UNet call
+/// ```
+public final class RoutedSampler {
+    /// Where the experts come from.
+    public enum Experts {
+        /// A plain model: every call dense.
+        case dense
+        /// A bundle's experts and routing table.
+        case bundle(ExpertBundle)
+        /// In-memory decisions (what a bundle exported from them would do).
+        case decisions(ExpertDecisions)
+    }
+
+    /// The sampling settings of one run.
+    public struct Options: Sendable {
+        /// The sampler and its step count.
+        public var scheduler: SchedulerKind
+        /// The guidance scale g (1: no unconditional half).
+        public var guidance: Float = 7.5
+        /// Seed of the initial Gaussian noise.
+        public var seed: UInt64 = 0
+        /// Latent height and width; nil: the bundle's MAC latent size, or the model's sample_size.
+        public var latentHeight: Int?
+        public var latentWidth: Int?
+        public init(scheduler: SchedulerKind) { self.scheduler = scheduler }
+    }
+
+    /// The UNet that runs every call (for a bundle: all stored tensors).
+    public let unet: UNet
+    public let experts: Experts
+    /// The noise schedule and prediction type the schedulers are built with.
+    public let schedulerConfig: SchedulerConfig
+    /// Remarks for the user (for example a bundle whose scheduler config names another prediction
+    /// type than the bundle's); the library never prints.
+    public let notes: [String]
+    /// Skipped units per expert.
+    private let skipSets: [Set<String>]
+
+    /// Samples with a bundle's experts: loads every stored tensor (`bundle.unet()`, unless `unet`
+    /// is given: it must have the bundle's architecture and hold every unit some expert keeps) and
+    /// builds the schedulers from `bundle.schedulerConfig()` with the bundle's `prediction_type`
+    /// (the one its model was trained with; a differing `prediction_type` in the scheduler config is
+    /// overridden and reported in `notes`).
+    public init(bundle: ExpertBundle, unet: UNet? = nil) throws(BundleError) {
+        if let unet { self.unet = unet } else { self.unet = try bundle.unet() }
+        guard self.unet.config.units() == bundle.config.units() else {
+            throw BundleError(bundle.path, "the UNet given has another architecture than the bundle")
+        }
+        var config = try bundle.schedulerConfig()
+        var notes: [String] = []
+        if config.predictionType != bundle.predictionType {
+            notes.append("\(bundle.path)/bundle.json: the scheduler config says prediction_type \(config.predictionType.rawValue), "
+                         + "the bundle's model predicts \(bundle.predictionType.rawValue); sampling with \(bundle.predictionType.rawValue)")
+            config.predictionType = bundle.predictionType
+        }
+        schedulerConfig = config
+        self.notes = notes
+        experts = .bundle(bundle)
+        skipSets = bundle.experts.indices.map { bundle.skippedUnits(expert: $0) }
+    }
+
+    /// Samples with a plain model, every call dense.
+    public init(unet: UNet, schedulerConfig: SchedulerConfig) {
+        self.unet = unet
+        self.schedulerConfig = schedulerConfig
+        experts = .dense
+        notes = []
+        skipSets = []
+    }
+
+    /// Samples with `unet` and in-memory decisions, routed as a bundle exported from them would be
+    /// (nearest training timestep, clamped).
+    public init(unet: UNet, decisions: ExpertDecisions, schedulerConfig: SchedulerConfig) throws(SamplingError) {
+        guard decisions.units == unet.config.units().map(\.name) else {
+            throw .routing("the decisions' units do not match the UNet's architecture")
+        }
+        guard !decisions.route.isEmpty, decisions.route.allSatisfy({ $0 >= 0 && $0 < decisions.experts }) else {
+            throw .routing("the decisions' routing table is empty or names an expert that does not exist")
+        }
+        self.unet = unet
+        self.schedulerConfig = schedulerConfig
+        experts = .decisions(decisions)
+        notes = []
+        skipSets = decisions.kept.map { k in Set(decisions.units.indices.filter { !k[$0] }.map { decisions.units[$0] }) }
+    }
+
+    /// The default latent size: the bundle's MAC latent size, else the model's sample_size.
+    public var defaultLatentSize: (height: Int, width: Int) {
+        if case .bundle(let b) = experts { return (b.manifest.macs.latentHeight, b.manifest.macs.latentWidth) }
+        return (unet.config.sampleSize, unet.config.sampleSize)
+    }
+
+    /// The expert and skip set for a sampler timestep (dense for a plain model).
+    public func route(forSamplerTimestep t: Float) throws(SamplingError) -> Sampler.Route {
+        switch experts {
+        case .dense:
+            return .dense
+        case .bundle(let b):
+            let e: Int
+            do { e = try b.expert(forSamplerTimestep: t) } catch { throw .routing(error.description) }
+            return Sampler.Route(expert: e, skip: skipSets[e])
+        case .decisions(let d):
+            let e = d.route[min(max(Int(t.rounded()), 0), d.route.count - 1)]
+            return Sampler.Route(expert: e, skip: skipSets[e])
+        }
+    }
+
+    /// A fresh scheduler of `kind` with this sampler's config.
+    public func makeScheduler(_ kind: SchedulerKind) throws(SamplingError) -> any Scheduler {
+        do { return try kind.makeScheduler(config: schedulerConfig) } catch { throw .scheduler(error) }
+    }
+
+    /// Standard normal noise of `shape` from `seed` (SplitMix64, Box-Muller; the same values on
+    /// every machine, not those of torch.randn).
+    public static func noise(seed: UInt64, shape: [Int]) -> Tensor {
+        var rng = SeededGenerator(seed: seed)
+        return Tensor(shape: shape, values: rng.normals(Tensor.count(of: shape)))
+    }
+
+    /// One sampling run: noise [B, C, h, w] from `options.seed`, then `Sampler.sample` with this
+    /// sampler's routing. `context` is [B, S, D]; `uncond` is [S, D] or [B, S, D] (nil: zeros).
+    public func sample(context: Tensor, uncond: Tensor?, options: Options,
+                       progress: (Sampler.Call, Int) -> Void = { _, _ in }) throws(SamplingError) -> Sampler.Result {
+        let (dh, dw) = defaultLatentSize
+        let h = options.latentHeight ?? dh, w = options.latentWidth ?? dw
+        guard context.rank == 3 else {
+            throw .input(file: "", tensor: "context", "has shape \(context.shape), expected [B, S, \(unet.config.crossAttentionDim)]")
+        }
+        let noise = Self.noise(seed: options.seed, shape: [context.shape[0], unet.config.inChannels, h, w])
+        let scheduler = try makeScheduler(options.scheduler)
+        return try Sampler.sample(unet: unet, scheduler: scheduler, noise: noise, context: context, uncond: uncond,
+                                  guidance: options.guidance, route: { (t: Float) throws(SamplingError) -> Sampler.Route in try self.route(forSamplerTimestep: t) },
+                                  progress: progress)
+    }
+
+    /// Synthetic decisions for benchmarks: `experts` experts serving equal intervals of `trainTimesteps`
+    /// timesteps (expert 0 the lowest), whose kept fractions of the dense MACs (at `cost`'s size)
+    /// rise linearly from keep - spread to keep + spread (mean over the timesteps: about `keep`).
+    /// Each expert skips units in a seeded random order, each taken while its skipped MACs stay
+    /// within its target, so it keeps a little more than its target.
+    public static func syntheticDecisions(cost: CostModel, experts: Int, keep: Double, spread: Double = 0.1,
+                                          trainTimesteps: Int = 1000, seed: UInt64 = 1) -> ExpertDecisions {
+        precondition(experts >= 1 && trainTimesteps >= experts, "syntheticDecisions: experts")
+        let units = cost.units
+        let total = Double(cost.total.total)
+        var rng = SeededGenerator(seed: seed)
+        var kept: [[Bool]] = []
+        for e in 0..<experts {
+            let target = experts == 1 ? keep : keep - spread + 2 * spread * Double(e) / Double(experts - 1)
+            let budget = (1 - target) * total
+            var order = Array(units.indices)
+            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.index(i + 1)) }
+            var k = [Bool](repeating: true, count: units.count), skipped = 0.0
+            for l in order where skipped + Double(units[l].cost.total) <= budget {
+                k[l] = false
+                skipped += Double(units[l].cost.total)
+            }
+            kept.append(k)
+        }
+        let route = (0..<trainTimesteps).map { min($0 * experts / trainTimesteps, experts - 1) }
+        return ExpertDecisions(units: units.map(\.name), kept: kept, route: route)
+    }
+}

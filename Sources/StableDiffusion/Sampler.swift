@@ -1,0 +1,192 @@
+import Dispatch
+import TensorCore
+
+/// Something that keeps a sampling run from starting or going on: a bad input shape, a scheduler
+/// misuse, a routing table that names no expert, a skip set the UNet cannot run.
+public enum SamplingError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// An input tensor that does not fit the model: the file (or "" for an in-memory tensor),
+    /// the tensor's name and what is wrong.
+    case input(file: String, tensor: String, String)
+    /// The scheduler refused a setting or a step.
+    case scheduler(SchedulerError)
+    /// The routing could not give an expert for a timestep, or the UNet cannot run its skip set.
+    case routing(String)
+
+    public var description: String {
+        switch self {
+        case .input(let f, let t, let s): return f.isEmpty ? "\(t): \(s)" : "\(f): tensor '\(t)': \(s)"
+        case .scheduler(let e): return "\(e)"
+        case .routing(let s): return s
+        }
+    }
+}
+
+/// The denoising loop of diffusers' `StableDiffusionPipeline` with classifier-free guidance, for a
+/// dense UNet or for temporal experts (a skip set per timestep).
+///
+/// At every scheduler timestep t: x_in = scaleModelInput(x, t); one UNet call on the batch
+/// [x_in, x_in] (2B samples) with the contexts [uncond x B, context] (unconditional half first, as
+/// diffusers concatenates them), both halves at t and with the same skip set; the output is split
+/// into u (first B) and c (last B) and guided = u + g * (c - u) element by element in Float32; then
+/// x = step(guided, t, x). With guidance 1 the unconditional half is not computed at all (one call
+/// on B samples with the context). The prediction type (epsilon or v) is the scheduler's: it reads
+/// the guided output as its config says.
+public enum Sampler {
+    /// Which expert runs at a timestep and the units it skips (not computed at all).
+    public struct Route: Sendable, Equatable {
+        /// The expert's index, or nil for the dense model.
+        public var expert: Int?
+        public var skip: Set<String>
+        public init(expert: Int? = nil, skip: Set<String> = []) {
+            self.expert = expert
+            self.skip = skip
+        }
+        /// Every unit computed.
+        public static let dense = Route()
+    }
+
+    /// One UNet call of a run.
+    public struct Call: Sendable, Encodable, Equatable {
+        /// Position in the run (0 ..< scheduler.timesteps.count).
+        public var index: Int
+        /// The timestep the UNet received.
+        public var timestep: Float
+        /// The expert that ran (nil: dense).
+        public var expert: Int?
+        /// Units not computed.
+        public var skippedUnits: Int
+        /// Samples in the UNet call (2B with guidance, B without).
+        public var batch: Int
+        /// MACs of the UNet call per sample at the sampled latent size and context length.
+        public var macsPerSample: Int
+        /// MACs of the whole call (macsPerSample x batch).
+        public var macs: Int
+        /// Wall time of the step: input scaling, UNet call, guidance and scheduler step.
+        public var seconds: Double
+    }
+
+    /// The result of a run.
+    public struct Result: Sendable {
+        /// The final latents [B, C, h, w].
+        public var latents: Tensor
+        /// Every UNet call, in order.
+        public var calls: [Call]
+        /// MACs of one dense UNet call per sample at the sampled size.
+        public var denseMACsPerSample: Int
+        /// Total wall time of the loop.
+        public var seconds: Double { calls.reduce(0) { $0 + $1.seconds } }
+        /// Total MACs of every UNet call.
+        public var macs: Int { calls.reduce(0) { $0 + $1.macs } }
+        /// The experts per call (nil entries for dense calls).
+        public var experts: [Int?] { calls.map(\.expert) }
+    }
+
+    /// Checks `context` [B, S, D], `uncond` ([S, D] or [B, S, D]) and `noise` [B, C, h, w] against
+    /// `config`; returns B. `file` names where they came from in errors ("" for in-memory tensors).
+    public static func check(config: UNetConfig, noise: Tensor, context: Tensor, uncond: Tensor?, file: String = "") throws(SamplingError) {
+        let d = config.crossAttentionDim
+        guard context.rank == 3, context.shape.allSatisfy({ $0 > 0 }) else {
+            throw .input(file: file, tensor: "context", "has shape \(context.shape), expected [B, S, \(d)]")
+        }
+        guard context.shape[2] == d else {
+            throw .input(file: file, tensor: "context", "has width \(context.shape[2]) (shape \(context.shape)), the model's cross_attention_dim is \(d)")
+        }
+        let b = context.shape[0], s = context.shape[1]
+        if let u = uncond {
+            guard u.shape == [s, d] || u.shape == [b, s, d] else {
+                throw .input(file: file, tensor: "uncond", "has shape \(u.shape), expected [\(s), \(d)] or [\(b), \(s), \(d)] (the context's tokens and width)")
+            }
+        }
+        let mult = 1 << (config.levels - 1)
+        guard noise.rank == 4, noise.shape[0] == b, noise.shape[1] == config.inChannels else {
+            throw .input(file: file, tensor: "noise", "has shape \(noise.shape), expected [\(b), \(config.inChannels), h, w]")
+        }
+        guard noise.shape[2] > 0, noise.shape[3] > 0, noise.shape[2] % mult == 0, noise.shape[3] % mult == 0 else {
+            throw .input(file: file, tensor: "noise", "latent size \(noise.shape[2])x\(noise.shape[3]): height and width must be positive multiples of \(mult)")
+        }
+    }
+
+    /// Samples from `noise` (standard normal, [B, C, h, w]; the initial latent is
+    /// `scheduler.initialLatent(noise:)`) with `context` [B, S, D], `uncond` ([S, D] for every
+    /// sample, or [B, S, D]; nil: zeros), guidance scale `guidance`, and the route of each
+    /// timestep (default: dense). `scheduler` must be fresh (no step made). `progress` receives each
+    /// call when it is done and the number of calls of the run.
+    public static func sample(
+        unet: UNet, scheduler: any Scheduler, noise: Tensor, context: Tensor, uncond: Tensor? = nil, guidance: Float,
+        route: (Float) throws(SamplingError) -> Route = { _ in .dense },
+        progress: (Call, Int) -> Void = { _, _ in }
+    ) throws(SamplingError) -> Result {
+        let config = unet.config
+        try check(config: config, noise: noise, context: context, uncond: uncond)
+        guard guidance.isFinite else { throw .input(file: "", tensor: "guidance", "must be finite, not \(guidance)") }
+        guard scheduler.stepIndex == 0 else {
+            throw .scheduler(.unsupported("a scheduler that has already made \(scheduler.stepIndex) steps (pass a fresh one)"))
+        }
+        let b = context.shape[0], s = context.shape[1], d = context.shape[2]
+        let (h, w) = (noise.shape[2], noise.shape[3])
+        let guided = guidance != 1
+        let batch = guided ? 2 * b : b
+        let modelContext = guided ? concatBatch(broadcast(uncond ?? Tensor(zeros: [s, d]), batch: b), context) : context
+        let cost = CostModel(config: config, latentHeight: h, latentWidth: w, contextLength: s)
+        let unitCost = Dictionary(cost.units.map { ($0.name, $0.cost.total) }, uniquingKeysWith: { a, _ in a })
+        var checked: [Set<String>: Int] = [:]  // skip set -> MACs per sample
+
+        var scheduler = scheduler
+        var latent = scheduler.initialLatent(noise: noise)
+        let total = scheduler.timesteps.count
+        var calls: [Call] = []
+        for (i, t) in scheduler.timesteps.enumerated() {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let r = try route(t)
+            var options = UNetForwardOptions()
+            options.skip = r.skip
+            let macs: Int
+            if let m = checked[r.skip] { macs = m } else {
+                do { try unet.check(options, batch: batch) } catch {
+                    throw .routing("timestep \(t)\(r.expert.map { " (expert \($0))" } ?? ""): \(error)")
+                }
+                macs = cost.total.total - r.skip.reduce(0) { $0 + (unitCost[$1] ?? 0) }
+                checked[r.skip] = macs
+            }
+            let input: Tensor
+            do { input = try scheduler.scaleModelInput(latent, timestep: t) } catch { throw .scheduler(error) }
+            let modelInput = guided ? concatBatch(input, input) : input
+            let out = unet.forward(sample: modelInput, timesteps: Array(repeating: t, count: batch), context: modelContext, options: options).sample
+            let eps = guided ? guide(out, guidance) : out
+            do { latent = try scheduler.step(modelOutput: eps, timestep: t, sample: latent) } catch { throw .scheduler(error) }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            let call = Call(index: i, timestep: t, expert: r.expert, skippedUnits: r.skip.count, batch: batch,
+                            macsPerSample: macs, macs: macs * batch, seconds: seconds)
+            calls.append(call)
+            progress(call, total)
+        }
+        return Result(latents: latent, calls: calls, denseMACsPerSample: cost.total.total)
+    }
+
+    /// [a; b] along the batch axis (same trailing shape).
+    public static func concatBatch(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(Array(a.shape.dropFirst()) == Array(b.shape.dropFirst()), "concatBatch \(a.shape) \(b.shape)")
+        let y = Tensor(uninitialized: [a.shape[0] + b.shape[0]] + a.shape.dropFirst())
+        y.data.update(from: a.data, count: a.count)
+        (y.data + a.count).update(from: b.data, count: b.count)
+        return y
+    }
+
+    /// `x` [S, D] repeated `batch` times as [batch, S, D]; a [batch, S, D] tensor as it is.
+    static func broadcast(_ x: Tensor, batch: Int) -> Tensor {
+        if x.rank == 3 { return x }
+        let y = Tensor(uninitialized: [batch] + x.shape)
+        for i in 0..<batch { (y.data + i * x.count).update(from: x.data, count: x.count) }
+        return y
+    }
+
+    /// u + g * (c - u) for the halves u = out[0 ..< N/2], c = out[N/2 ..< N], in Float32.
+    public static func guide(_ out: Tensor, _ g: Float) -> Tensor {
+        let half = out.shape[0] / 2
+        let y = Tensor(uninitialized: [half] + out.shape.dropFirst())
+        let n = y.count
+        let u = out.data, c = out.data + n, yp = y.data
+        for i in 0..<n { yp[i] = u[i] + g * (c[i] - u[i]) }
+        return y
+    }
+}

@@ -1,0 +1,279 @@
+import ALTER
+import ExpertBundle
+import Foundation
+import SafeTensors
+import StableDiffusion
+import TensorCore
+import XCTest
+
+/// The sampling loop against hand-written loops (same scheduler steps, same UNet calls, bit for
+/// bit), with a plain model and with a bundle exported from a short run on the example.
+final class RoutedSamplerTests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("alter-sampler-tests-\(getpid())").path
+    static let modelPath = root.appendingPathComponent("examples/sd21-tiny.safetensors").path
+    static let configPath = root.appendingPathComponent("examples/sd21-tiny.config.json").path
+    static let dataPath = root.appendingPathComponent("examples/sd21-tiny-data.safetensors").path
+    nonisolated(unsafe) static var runPath: String?
+    nonisolated(unsafe) static var bundlePath: String?
+
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: scratch)
+        super.tearDown()
+    }
+
+    func exampleModel() throws -> UNet {
+        var o = LoadOptions()
+        o.configPath = Self.configPath
+        return try UNet(checkpoint: UNetCheckpoint(path: Self.modelPath, options: o))
+    }
+
+    /// Two contexts of the example data and its uncond.
+    func exampleContexts() throws -> (context: Tensor, uncond: Tensor) {
+        let data = try SafeTensorsFile(path: Self.dataPath)
+        let all = try data.floats("context"), shape = try data.require("context").shape
+        let per = shape[1] * shape[2]
+        let context = Tensor(shape: [2, shape[1], shape[2]], values: Array(all[per * 3 ..< per * 5]))
+        return (context, Tensor(shape: try data.require("uncond").shape, values: try data.floats("uncond")))
+    }
+
+    /// A finished 12-step run on the example, 3 experts, and its F32 bundle (made once).
+    func exampleBundle() throws -> (run: RunDirectory, bundle: String) {
+        if let r = Self.runPath, let b = Self.bundlePath { return (RunDirectory(path: r), b) }
+        var config = CompressionConfig(model: Self.modelPath, data: Self.dataPath, steps: 12, hypernetSteps: 8)
+        config.configPath = Self.configPath
+        config.settings.experts = 3
+        config.settings.keep = 0.6
+        config.settings.learningRateHypernet = 5e-2
+        config.settings.warmupSteps = 2
+        config.batch = 2
+        var o = LoadOptions()
+        o.configPath = Self.configPath
+        let ckpt = try UNetCheckpoint(path: Self.modelPath, options: o)
+        let trainer = try ALTERTrainer(config: config, student: try UNet(checkpoint: ckpt), teacher: try UNet(checkpoint: ckpt),
+                                       data: try TrainingData(contentsOf: URL(fileURLWithPath: Self.dataPath)))
+        try? FileManager.default.removeItem(atPath: Self.scratch)
+        let dir = RunDirectory(path: Self.scratch + "/run")
+        try dir.create(config: config)
+        XCTAssertEqual(try trainer.run(in: dir), .finished)
+        let bundle = Self.scratch + "/example.alter"
+        try BundleExporter.export(run: dir, to: bundle)
+        Self.runPath = dir.path
+        Self.bundlePath = bundle
+        return (dir, bundle)
+    }
+
+    // MARK: the hand-written loop
+
+    static func concat(_ a: Tensor, _ b: Tensor) -> Tensor {
+        Tensor(shape: [a.shape[0] + b.shape[0]] + a.shape.dropFirst(), values: a.scalars + b.scalars)
+    }
+
+    /// diffusers' denoising loop, written out: cat([x] * 2), one call, chunk(2), u + g (c - u), step.
+    func handLoop(unet: UNet, scheduler: any Scheduler, noise: Tensor, context: Tensor, uncond: Tensor, guidance: Float?,
+                  skip: (Float) throws -> Set<String> = { _ in [] }) throws -> Tensor {
+        var s = scheduler
+        var x = s.initialLatent(noise: noise)
+        let b = context.shape[0]
+        var uncondBatch = Tensor(shape: [0] + uncond.shape, values: [])
+        for _ in 0..<b { uncondBatch = Self.concat(uncondBatch, uncond.reshaped([1] + uncond.shape)) }
+        for t in s.timesteps {
+            var options = UNetForwardOptions()
+            options.skip = try skip(t)
+            let input = try s.scaleModelInput(x, timestep: t)
+            let output: Tensor
+            if let g = guidance {
+                let out = unet.forward(sample: Self.concat(input, input), timesteps: Array(repeating: t, count: 2 * b),
+                                       context: Self.concat(uncondBatch, context), options: options).sample
+                let v = out.scalars, n = v.count / 2
+                output = Tensor(shape: x.shape, values: (0..<n).map { v[$0] + g * (v[n + $0] - v[$0]) })
+            } else {
+                output = unet.forward(sample: input, timesteps: Array(repeating: t, count: b), context: context, options: options).sample
+            }
+            x = try s.step(modelOutput: output, timestep: t, sample: x)
+        }
+        return x
+    }
+
+    func noise(seed: UInt64, _ shape: [Int]) -> Tensor {
+        var rng = SeededGenerator(seed: seed)
+        return Tensor(shape: shape, values: rng.normals(shape.reduce(1, *)))
+    }
+
+    // MARK: (a) plain model
+
+    func testDenseDDIMEqualsTheHandWrittenLoop() throws {
+        let unet = try exampleModel()
+        let (context, uncond) = try exampleContexts()
+        var config = SchedulerConfig.sd21
+        config.predictionType = .epsilon
+        let sampler = RoutedSampler(unet: unet, schedulerConfig: config)
+        var options = RoutedSampler.Options(scheduler: try SchedulerKind(.ddim, steps: 8))
+        options.seed = 42
+        options.guidance = 7.5
+        var seen: [Int] = []
+        let result = try sampler.sample(context: context, uncond: uncond, options: options) { call, total in
+            XCTAssertEqual(total, 8)
+            seen.append(call.index)
+        }
+        XCTAssertEqual(seen, Array(0..<8))
+        let expected = try handLoop(unet: unet, scheduler: try DDIMScheduler(config: config, steps: 8), noise: noise(seed: 42, [2, 4, 16, 16]),
+                                    context: context, uncond: uncond, guidance: 7.5)
+        XCTAssertEqual(result.latents.shape, [2, 4, 16, 16])
+        XCTAssertEqual(result.latents.scalars, expected.scalars)
+        XCTAssertTrue(result.latents.scalars.allSatisfy(\.isFinite))
+        // Every call dense, batch 2B, at the scheduler's timesteps.
+        XCTAssertEqual(result.calls.map(\.timestep), try DDIMScheduler(config: config, steps: 8).timesteps)
+        XCTAssertTrue(result.calls.allSatisfy { $0.expert == nil && $0.batch == 4 && $0.macsPerSample == result.denseMACsPerSample && $0.macs == 4 * $0.macsPerSample })
+        XCTAssertEqual(result.denseMACsPerSample, CostModel(config: unet.config, latentHeight: 16, latentWidth: 16, contextLength: 5).total.total)
+
+        // Deterministic for a seed; another seed, other latents.
+        XCTAssertEqual(try sampler.sample(context: context, uncond: uncond, options: options).latents.scalars, result.latents.scalars)
+        options.seed = 43
+        XCTAssertNotEqual(try sampler.sample(context: context, uncond: uncond, options: options).latents.scalars, result.latents.scalars)
+
+        // Guidance 1: the conditional-only loop (batch B, no unconditional half).
+        options.seed = 42
+        options.guidance = 1
+        let cond = try sampler.sample(context: context, uncond: uncond, options: options)
+        let condExpected = try handLoop(unet: unet, scheduler: try DDIMScheduler(config: config, steps: 8), noise: noise(seed: 42, [2, 4, 16, 16]),
+                                        context: context, uncond: uncond, guidance: nil)
+        XCTAssertEqual(cond.latents.scalars, condExpected.scalars)
+        XCTAssertTrue(cond.calls.allSatisfy { $0.batch == 2 })
+        XCTAssertNotEqual(cond.latents.scalars, result.latents.scalars)
+    }
+
+    func testMissingUncondIsZerosAndShapesAreChecked() throws {
+        let unet = try exampleModel()
+        let (context, _) = try exampleContexts()
+        var config = SchedulerConfig.sd21
+        config.predictionType = .epsilon
+        let sampler = RoutedSampler(unet: unet, schedulerConfig: config)
+        var options = RoutedSampler.Options(scheduler: try SchedulerKind(.euler, steps: 3))
+        options.seed = 5
+        let zeros = try sampler.sample(context: context, uncond: Tensor(zeros: [5, 32]), options: options)
+        XCTAssertEqual(try sampler.sample(context: context, uncond: nil, options: options).latents.scalars, zeros.latents.scalars)
+
+        func assertInputError(_ tensor: String, _ body: () throws -> Void, line: UInt = #line) {
+            XCTAssertThrowsError(try body(), line: line) { e in
+                guard case SamplingError.input(_, let t, _) = e else { return XCTFail("\(e)", line: line) }
+                XCTAssertEqual(t, tensor, line: line)
+            }
+        }
+        assertInputError("context") { _ = try sampler.sample(context: Tensor(zeros: [2, 5, 16]), uncond: nil, options: options) }
+        assertInputError("uncond") { _ = try sampler.sample(context: context, uncond: Tensor(zeros: [4, 32]), options: options) }
+        options.latentHeight = 12
+        assertInputError("noise") { _ = try sampler.sample(context: context, uncond: nil, options: options) }
+    }
+
+    // MARK: (b) bundle
+
+    func testBundleSamplingEqualsTheRunsUNetWithTheSameSkipSets() throws {
+        let (run, path) = try exampleBundle()
+        let bundle = try ExpertBundle(path: path)
+        let sampler = try RoutedSampler(bundle: bundle)
+        XCTAssertEqual(sampler.schedulerConfig.predictionType, .epsilon)
+        XCTAssertTrue(sampler.notes.isEmpty)
+        let reference = try UNet(checkpoint: UNetCheckpoint(path: run.finalPath + "/unet"))
+        let (context, uncond) = try exampleContexts()
+        for kind in [try SchedulerKind(.pndm, steps: 10), try SchedulerKind(.euler, steps: 6)] {
+            var options = RoutedSampler.Options(scheduler: kind)
+            options.seed = 7
+            let result = try sampler.sample(context: context, uncond: uncond, options: options)
+            let schedule = try bundle.schedule(kind)
+            XCTAssertEqual(result.calls.count, kind.modelCalls)
+            XCTAssertEqual(result.experts, schedule.map(\.expert), "\(kind)")
+            XCTAssertEqual(result.calls.map(\.timestep), schedule.map(\.timestep))
+            // MACs at the bundle's size (its MAC latent size is the example's 16x16, 5 tokens).
+            XCTAssertEqual(result.calls.map(\.macsPerSample), schedule.map(\.macs))
+            XCTAssertEqual(result.denseMACsPerSample, bundle.manifest.macs.dense)
+            XCTAssertTrue(result.calls.contains { $0.skippedUnits > 0 }, "no expert skips anything: the test proves little")
+
+            let expected = try handLoop(unet: reference, scheduler: try kind.makeScheduler(config: try bundle.schedulerConfig()),
+                                        noise: noise(seed: 7, [2, 4, 16, 16]), context: context, uncond: uncond, guidance: 7.5) { t in
+                bundle.skippedUnits(expert: try bundle.expert(forSamplerTimestep: t))
+            }
+            XCTAssertEqual(result.latents.scalars, expected.scalars, "\(kind)")
+
+            // In-memory decisions route as the bundle does.
+            let decided = try RoutedSampler(unet: reference, decisions: try run.readDecisions().decisions, schedulerConfig: try bundle.schedulerConfig())
+            let same = try decided.sample(context: context, uncond: uncond, options: options)
+            XCTAssertEqual(same.experts, result.experts)
+            XCTAssertEqual(same.latents.scalars, result.latents.scalars)
+        }
+    }
+
+    // MARK: (c) v-prediction
+
+    func testVPredictionBundleAndModel() throws {
+        let (run, path) = try exampleBundle()
+        let vPath = Self.scratch + "/v.alter"
+        try? FileManager.default.removeItem(atPath: vPath)
+        try FileManager.default.copyItem(atPath: path, toPath: vPath)
+        func edit(_ body: (inout [String: Any]) -> Void) throws {
+            let file = URL(fileURLWithPath: vPath + "/bundle.json")
+            var o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+            body(&o)
+            try JSONSerialization.data(withJSONObject: o).write(to: file)
+        }
+        try edit { o in
+            o["prediction_type"] = "v_prediction"
+            var s = o["scheduler"] as! [String: Any]
+            s["prediction_type"] = "v_prediction"
+            o["scheduler"] = s
+        }
+        let bundle = try ExpertBundle(path: vPath)
+        XCTAssertEqual(bundle.predictionType, .vPrediction)
+        let sampler = try RoutedSampler(bundle: bundle)
+        XCTAssertEqual(sampler.schedulerConfig.predictionType, .vPrediction)
+        XCTAssertTrue(sampler.notes.isEmpty)
+        let reference = try UNet(checkpoint: UNetCheckpoint(path: run.finalPath + "/unet"))
+        let (context, uncond) = try exampleContexts()
+        let kind = try SchedulerKind(.ddim, steps: 6)
+        var options = RoutedSampler.Options(scheduler: kind)
+        options.seed = 11
+        let v = try sampler.sample(context: context, uncond: uncond, options: options)
+        var vConfig = try ExpertBundle(path: path).schedulerConfig()
+        vConfig.predictionType = .vPrediction
+        let expected = try handLoop(unet: reference, scheduler: try DDIMScheduler(config: vConfig, steps: 6),
+                                    noise: noise(seed: 11, [2, 4, 16, 16]), context: context, uncond: uncond, guidance: 7.5) { t in
+            bundle.skippedUnits(expert: try bundle.expert(forSamplerTimestep: t))
+        }
+        XCTAssertEqual(v.latents.scalars, expected.scalars)
+        let epsilon = try RoutedSampler(bundle: ExpertBundle(path: path)).sample(context: context, uncond: uncond, options: options)
+        XCTAssertNotEqual(v.latents.scalars, epsilon.latents.scalars)
+
+        // The bundle's prediction type wins over a scheduler config that disagrees, with a note.
+        try edit { o in
+            var s = o["scheduler"] as! [String: Any]
+            s["prediction_type"] = "epsilon"
+            o["scheduler"] = s
+        }
+        let overridden = try RoutedSampler(bundle: ExpertBundle(path: vPath))
+        XCTAssertEqual(overridden.schedulerConfig.predictionType, .vPrediction)
+        XCTAssertEqual(overridden.notes.count, 1)
+        XCTAssertEqual(try overridden.sample(context: context, uncond: uncond, options: options).latents.scalars, v.latents.scalars)
+
+        // A plain model with a v-prediction config: the hand-written v loop.
+        let unet = try exampleModel()
+        var config = SchedulerConfig.sd21
+        config.predictionType = .vPrediction
+        let plain = try RoutedSampler(unet: unet, schedulerConfig: config).sample(context: context, uncond: uncond, options: options)
+        let plainExpected = try handLoop(unet: unet, scheduler: try DDIMScheduler(config: config, steps: 6), noise: noise(seed: 11, [2, 4, 16, 16]),
+                                         context: context, uncond: uncond, guidance: 7.5)
+        XCTAssertEqual(plain.latents.scalars, plainExpected.scalars)
+    }
+
+    func testSyntheticDecisionsHitTheirTargets() throws {
+        let cost = CostModel(config: .sd21, latentHeight: 64, latentWidth: 64, contextLength: 77)
+        let d = RoutedSampler.syntheticDecisions(cost: cost, experts: 4, keep: 0.65)
+        XCTAssertEqual(d.units, UNetConfig.sd21.units().map(\.name))
+        XCTAssertEqual(d.route.count, 1000)
+        XCTAssertEqual(d.expertShares, [0.25, 0.25, 0.25, 0.25])
+        let budget = UnitBudget(cost: cost)
+        for (e, target) in [0.55, 0.6167, 0.6833, 0.75].enumerated() {
+            XCTAssertEqual(budget.keptFraction(expert: d.kept[e]), target, accuracy: 0.02, "expert \(e)")
+        }
+        XCTAssertEqual(budget.keptFraction(d), 0.65, accuracy: 0.01)
+    }
+}
