@@ -96,15 +96,22 @@ public struct RunDirectory: Sendable {
         try writeTensors(trainer.hypernet.parameters.map { ($0.name, $0.value) } + Self.optimizerTensors(trainer.hypernetOptimizer),
                          to: partial + "/hypernet.safetensors")
         try writeJSON(trainer.state, to: partial + "/state.json")
-        syncDirectory(of: partial + "/state.json")
-        if fm.fileExists(atPath: checkpointPath) {
-            try? fm.removeItem(atPath: old)
-            guard rename(checkpointPath, old) == 0 else { throw .runDirectory("cannot move \(checkpointPath) aside: \(String(cString: strerror(errno)))") }
+        try replace(checkpointPath, with: partial, aside: old)
+    }
+
+    /// Puts the complete directory `partial` in place of `target`: the old one is renamed to
+    /// `aside` first and removed after, so a crash leaves one of the two complete.
+    func replace(_ target: String, with partial: String, aside: String) throws(CompressionError) {
+        let fm = FileManager.default
+        syncDirectory(of: partial + "/.")
+        if fm.fileExists(atPath: target) {
+            try? fm.removeItem(atPath: aside)
+            guard rename(target, aside) == 0 else { throw .runDirectory("cannot move \(target) aside: \(String(cString: strerror(errno)))") }
         }
-        guard rename(partial, checkpointPath) == 0 else { throw .runDirectory("cannot rename \(partial): \(String(cString: strerror(errno)))") }
+        guard rename(partial, target) == 0 else { throw .runDirectory("cannot rename \(partial) to \(target): \(String(cString: strerror(errno)))") }
         _ = TemporaryPaths.shared.remove(partial)
-        syncDirectory(of: checkpointPath)
-        try? fm.removeItem(atPath: old)
+        syncDirectory(of: target)
+        try? fm.removeItem(atPath: aside)
     }
 
     /// Restores the trainer from the run's checkpoint (or the previous one, if a crash interrupted
@@ -147,14 +154,7 @@ public struct RunDirectory: Sendable {
         try writeTensors(trainer.student.parameters.map { ($0.name, $0.value) },
                          to: partial + "/unet/diffusion_pytorch_model.safetensors")
         try writeJSON(FinalDecisions(trainer), to: partial + "/decisions.json")
-        if fm.fileExists(atPath: finalPath) {
-            try? fm.removeItem(atPath: old)
-            guard rename(finalPath, old) == 0 else { throw .runDirectory("cannot move \(finalPath) aside") }
-        }
-        guard rename(partial, finalPath) == 0 else { throw .runDirectory("cannot rename \(partial): \(String(cString: strerror(errno)))") }
-        _ = TemporaryPaths.shared.remove(partial)
-        syncDirectory(of: finalPath)
-        try? fm.removeItem(atPath: old)
+        try replace(finalPath, with: partial, aside: old)
     }
 
     /// The decisions of a finished run.
@@ -223,16 +223,7 @@ public struct RunDirectory: Sendable {
     }
 
     func writeAtomically(_ data: Data, to file: String) throws(CompressionError) {
-        do {
-            let f = try AtomicFile(destination: file)
-            do {
-                try f.write([UInt8](data))
-                try f.commit()
-            } catch {
-                f.discard()
-                throw error
-            }
-        } catch let e { throw .runDirectory("\(e)") }
+        do { try AtomicFile.write(data, to: file) } catch { throw .runDirectory(error.description) }
     }
 }
 

@@ -157,16 +157,7 @@ public enum BundleExporter {
     }
 
     static func writeFile(_ data: Data, to path: String) throws(BundleError) {
-        do {
-            let f = try AtomicFile(destination: path)
-            do {
-                try f.write([UInt8](data))
-                try f.commit()
-            } catch {
-                f.discard()
-                throw error
-            }
-        } catch { throw BundleError(path, "\(error)") }
+        do { try AtomicFile.write(data, to: path) } catch { throw BundleError(path, error.description) }
     }
 
     /// SHA-256 of every weight file of the run's source model.

@@ -138,6 +138,18 @@ public final class AtomicFile {
         syncDirectory(of: destination)
     }
 
+    /// Writes `data` to `path` atomically (temporary file, fsync, rename).
+    public static func write(_ data: Data, to path: String) throws(SafeTensorsError) {
+        let f = try AtomicFile(destination: path)
+        do {
+            try f.write([UInt8](data))
+            try f.commit()
+        } catch {
+            f.discard()
+            throw error
+        }
+    }
+
     /// Closes and removes the temporary file (no effect after `commit()`).
     public func discard() {
         if fd >= 0 {
