@@ -154,17 +154,9 @@ public final class ALTERTrainer {
         let indices = (0..<b).map { _ in dataRNG.index(data.count) }
         let timesteps = (0..<b).map { _ in dataRNG.index(schedule.trainSteps) }
         let (x0, context) = data.batch(indices: indices)
-        let per = x0.count / b
-        let noise = dataRNG.normals(x0.count)
-        let noisy = Tensor(uninitialized: x0.shape), target = Tensor(uninitialized: x0.shape)
-        for i in 0..<b {
-            let (a, s) = schedule.coefficients(timesteps[i])
-            for j in (i * per)..<((i + 1) * per) {
-                let x = x0.data[j], e = noise[j]
-                noisy.data[j] = a * x + s * e
-                target.data[j] = config.predictionType == .epsilon ? e : a * e - s * x
-            }
-        }
+        let noise = Tensor(shape: x0.shape, values: dataRNG.normals(x0.count))
+        let noisy = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
+        let target = schedule.target(config.predictionType, x0: x0, noise: noise, timesteps: timesteps)
         return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init))
     }
 
