@@ -26,7 +26,7 @@ struct Alter: ParsableCommand {
             an original single-file checkpoint (model.diffusion_model.* beside VAE and text encoder), or a \
             bare diffusers-named safetensors file; F32, F16 and BF16.
             """,
-        subcommands: [Inspect.self, Convert.self, Forward.self, Compress.self, Export.self, Verify.self, Bench.self])
+        subcommands: [Inspect.self, Convert.self, Forward.self, Compress.self, Export.self, Verify.self, Diff.self, Bench.self])
 }
 
 /// Options shared by commands that read a UNet.
