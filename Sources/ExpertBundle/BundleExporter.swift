@@ -185,6 +185,7 @@ public enum BundleExporter {
             "_class_name": .string("DDIMScheduler"), "beta_start": .number(0.00085), "beta_end": .number(0.012),
             "beta_schedule": .string("scaled_linear"), "num_train_timesteps": .number(1000), "steps_offset": .number(1),
             "set_alpha_to_one": .bool(false), "clip_sample": .bool(false), "timestep_spacing": .string("leading"),
+            "skip_prk_steps": .bool(true),
             "prediction_type": .string(config.predictionType.rawValue),
         ])
     }
