@@ -48,3 +48,8 @@ rm -rf "$OUT/run"
 "$ALTER" compress "$CKPT" --config "$CONFIG" --data examples/sd21-tiny-data.safetensors \
   --experts 4 --keep 0.7 --steps 300 --batch 2 --lr-unet 1e-4 --lr-hypernet 1e-2 --seed 1 -o "$OUT/run"
 echo "wrote $OUT/run (config.json, metrics.jsonl, checkpoint/, final/unet, final/decisions.json)"
+
+echo "== export: the run as a multi-expert bundle, then inspect and verify it"
+"$ALTER" export "$OUT/run" -o "$OUT/sd21-tiny.alter" --force
+"$ALTER" inspect "$OUT/sd21-tiny.alter" --schedule pndm:20
+"$ALTER" verify "$OUT/sd21-tiny.alter" --deep --reference "$OUT/run/final/unet"
