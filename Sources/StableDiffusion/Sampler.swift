@@ -1,4 +1,5 @@
 import Dispatch
+import SafeTensors
 import TensorCore
 
 /// Something that keeps a sampling run from starting or going on: a bad input shape, a scheduler
@@ -188,5 +189,99 @@ public enum Sampler {
         let u = out.data, c = out.data + n, yp = y.data
         for i in 0..<n { yp[i] = u[i] + g * (c[i] - u[i]) }
         return y
+    }
+}
+
+/// The conditioning of a sampling run, read from safetensors files (`alter sample --context
+/// [--uncond]`): `context` [B, S, D] or [S, D], and optionally `uncond` [S, D] (or [1, S, D], or
+/// one per context row [N, S, D]). A training-data file (formats/training-data.md) is such a file.
+public struct SamplingInputs: Sendable {
+    /// [B, S, D].
+    public var context: Tensor
+    /// [S, D] for every sample or [B, S, D]; nil: zeros (see `Sampler.sample`).
+    public var uncond: Tensor?
+    /// Where `uncond` came from: "FILE" or nil (zeros).
+    public var uncondFile: String?
+
+    public init(context: Tensor, uncond: Tensor?, uncondFile: String? = nil) {
+        self.context = context
+        self.uncond = uncond
+        self.uncondFile = uncondFile
+    }
+
+    /// Reads `context` from `contextPath` (only the rows `rows` of a [N, S, D] tensor, if given) and
+    /// `uncond` from `uncondPath`, or else from the context file if it holds one. Checks shapes
+    /// against `config` (D = cross_attention_dim) and that every value is finite.
+    /// - Throws: `SamplingError.input` naming the file and the tensor.
+    public static func read(context contextPath: String, uncond uncondPath: String? = nil, rows: [Int]? = nil,
+                            config: UNetConfig) throws(SamplingError) -> SamplingInputs {
+        let d = config.crossAttentionDim
+        let file = try open(contextPath)
+        guard let info = file.info("context") else {
+            throw .input(file: contextPath, tensor: "context", "not found (the file holds \(file.names.sorted().joined(separator: ", ")))")
+        }
+        guard info.dtype.isFloatConvertible else { throw .input(file: contextPath, tensor: "context", "is \(info.dtype.rawValue), expected F32, F16 or BF16") }
+        let shape3: [Int]
+        switch info.shape.count {
+        case 2: shape3 = [1] + info.shape
+        case 3: shape3 = info.shape
+        default: throw .input(file: contextPath, tensor: "context", "has shape \(info.shape), expected [B, S, \(d)] or [S, \(d)]")
+        }
+        guard shape3.allSatisfy({ $0 > 0 }) else { throw .input(file: contextPath, tensor: "context", "has shape \(info.shape): no dimension may be 0") }
+        guard shape3[2] == d else {
+            throw .input(file: contextPath, tensor: "context", "has width \(shape3[2]) (shape \(info.shape)); the model's cross_attention_dim is \(d)")
+        }
+        let (n, s) = (shape3[0], shape3[1])
+        let selected = rows ?? Array(0..<n)
+        guard !selected.isEmpty else { throw .input(file: contextPath, tensor: "context", "no rows selected") }
+        if let bad = selected.first(where: { $0 < 0 || $0 >= n }) {
+            throw .input(file: contextPath, tensor: "context", "row \(bad) selected, the tensor has \(n) (0..<\(n))")
+        }
+        let context = Tensor(shape: [selected.count, s, d], values: try Self.rows(file, info, selected, rowSize: s * d, path: contextPath))
+
+        var uncond: Tensor?, uncondFile: String?
+        let source: (file: SafeTensorsFile, path: String)?
+        if let uncondPath {
+            let f = try open(uncondPath)
+            guard f.info("uncond") != nil else {
+                throw .input(file: uncondPath, tensor: "uncond", "not found (the file holds \(f.names.sorted().joined(separator: ", ")))")
+            }
+            source = (f, uncondPath)
+        } else {
+            source = file.info("uncond") != nil ? (file, contextPath) : nil
+        }
+        if let (f, path) = source, let u = f.info("uncond") {
+            guard u.dtype.isFloatConvertible else { throw .input(file: path, tensor: "uncond", "is \(u.dtype.rawValue), expected F32, F16 or BF16") }
+            if u.shape == [s, d] || u.shape == [1, s, d] {
+                uncond = Tensor(shape: [s, d], values: try Self.rows(f, u, [0], rowSize: s * d, path: path))
+            } else if u.shape == [n, s, d] && n > 1 {
+                uncond = Tensor(shape: [selected.count, s, d], values: try Self.rows(f, u, selected, rowSize: s * d, path: path))
+            } else {
+                throw .input(file: path, tensor: "uncond", "has shape \(u.shape), expected [\(s), \(d)] (the context's tokens and width)"
+                             + (n > 1 ? " or [\(n), \(s), \(d)] (one per context row)" : ""))
+            }
+            uncondFile = path
+        }
+        return SamplingInputs(context: context, uncond: uncond, uncondFile: uncondFile)
+    }
+
+    static func open(_ path: String) throws(SamplingError) -> SafeTensorsFile {
+        do { return try SafeTensorsFile(path: path) } catch { throw .input(file: path, tensor: "", "\(error)") }
+    }
+
+    /// Rows `rows` (each `rowSize` elements) of a float tensor, converted to Float32 and checked finite.
+    static func rows(_ file: SafeTensorsFile, _ info: TensorInfo, _ rows: [Int], rowSize: Int, path: String) throws(SamplingError) -> [Float] {
+        let bytes = file.rawBytes(info), width = info.dtype.byteSize
+        var out = [Float](repeating: 0, count: rows.count * rowSize)
+        out.withUnsafeMutableBytes { dst in
+            for (k, r) in rows.enumerated() {
+                let src = UnsafeRawBufferPointer(rebasing: bytes[(r * rowSize * width)..<((r + 1) * rowSize * width)])
+                DTypeConversion.convert(src, from: info.dtype, to: .f32, into: UnsafeMutableRawBufferPointer(rebasing: dst[(k * rowSize * 4)..<((k + 1) * rowSize * 4)]))
+            }
+        }
+        if let i = out.firstIndex(where: { !$0.isFinite }) {
+            throw .input(file: path, tensor: info.name, "holds a non-finite value (\(out[i])) in row \(rows[i / rowSize])")
+        }
+        return out
     }
 }

@@ -7,7 +7,7 @@ import TensorCore
 @main
 enum Main {
     /// Subcommands that do heavy matrix work (the rest never call OpenBLAS).
-    static let computeCommands: Set<String> = ["forward", "bench", "compress"]
+    static let computeCommands: Set<String> = ["forward", "bench", "compress", "sample"]
 
     static func main() {
         if CommandLine.arguments.count > 1, computeCommands.contains(CommandLine.arguments[1]) {
@@ -26,7 +26,7 @@ struct Alter: ParsableCommand {
             an original single-file checkpoint (model.diffusion_model.* beside VAE and text encoder), or a \
             bare diffusers-named safetensors file; F32, F16 and BF16.
             """,
-        subcommands: [Inspect.self, Convert.self, Forward.self, Compress.self, Export.self, Verify.self, Diff.self, Bench.self])
+        subcommands: [Inspect.self, Convert.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Diff.self, Bench.self])
 }
 
 /// Options shared by commands that read a UNet.

@@ -276,4 +276,55 @@ final class RoutedSamplerTests: XCTestCase {
         }
         XCTAssertEqual(budget.keptFraction(d), 0.65, accuracy: 0.01)
     }
+
+    // MARK: input files
+
+    func testSamplingInputsFromTrainingDataAndErrorsNameFileAndTensor() throws {
+        let config = try exampleModel().config
+        let data = try SafeTensorsFile(path: Self.dataPath)
+        let all = try data.floats("context")
+        let inputs = try SamplingInputs.read(context: Self.dataPath, rows: [3, 4], config: config)
+        XCTAssertEqual(inputs.context.shape, [2, 5, 32])
+        XCTAssertEqual(inputs.context.scalars, Array(all[(3 * 160)..<(5 * 160)]))
+        XCTAssertEqual(inputs.uncond?.shape, [5, 32])
+        XCTAssertEqual(inputs.uncond?.scalars, try data.floats("uncond"))
+        XCTAssertEqual(inputs.uncondFile, Self.dataPath)
+        XCTAssertEqual(try SamplingInputs.read(context: Self.dataPath, config: config).context.shape, [32, 5, 32])
+
+        try FileManager.default.createDirectory(atPath: Self.scratch, withIntermediateDirectories: true)
+        func write(_ name: String, _ tensors: [(String, [Int])]) throws -> String {
+            let path = Self.scratch + "/" + name
+            let w = try SafeTensorsWriter(path: path, tensors: tensors.map { TensorSpec(name: $0.0, dtype: .f32, shape: $0.1) })
+            for spec in w.order { try w.write(spec.name, floats: [Float](repeating: 0.5, count: spec.elementCount)) }
+            try w.finish()
+            return path
+        }
+        let single = try write("single.safetensors", [("context", [5, 32])])
+        let one = try SamplingInputs.read(context: single, config: config)
+        XCTAssertEqual(one.context.shape, [1, 5, 32])
+        XCTAssertNil(one.uncond)
+        XCTAssertNil(one.uncondFile)
+        let withUncond = try SamplingInputs.read(context: single, uncond: Self.dataPath, config: config)
+        XCTAssertEqual(withUncond.uncondFile, Self.dataPath)
+
+        func assertError(_ file: String, _ tensor: String, _ words: String, _ body: () throws -> Void, line: UInt = #line) {
+            XCTAssertThrowsError(try body(), line: line) { e in
+                guard case SamplingError.input(let f, let t, let m) = e else { return XCTFail("\(e)", line: line) }
+                XCTAssertEqual(f, file, line: line)
+                XCTAssertEqual(t, tensor, line: line)
+                XCTAssertTrue(m.contains(words), m, line: line)
+                XCTAssertTrue("\(e)".contains(file) && "\(e)".contains(tensor), line: line)
+            }
+        }
+        let wide = try write("wide.safetensors", [("context", [2, 5, 16])])
+        assertError(wide, "context", "cross_attention_dim is 32") { _ = try SamplingInputs.read(context: wide, config: config) }
+        let flat = try write("flat.safetensors", [("context", [160])])
+        assertError(flat, "context", "expected [B, S, 32]") { _ = try SamplingInputs.read(context: flat, config: config) }
+        let none = try write("none.safetensors", [("prompt", [5, 32])])
+        assertError(none, "context", "not found") { _ = try SamplingInputs.read(context: none, config: config) }
+        let badUncond = try write("bad-uncond.safetensors", [("context", [2, 5, 32]), ("uncond", [4, 32])])
+        assertError(badUncond, "uncond", "expected [5, 32]") { _ = try SamplingInputs.read(context: badUncond, config: config) }
+        assertError(Self.dataPath, "context", "row 32 selected") { _ = try SamplingInputs.read(context: Self.dataPath, rows: [32], config: config) }
+        assertError(single, "uncond", "not found") { _ = try SamplingInputs.read(context: Self.dataPath, uncond: single, config: config) }
+    }
 }

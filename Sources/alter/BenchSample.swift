@@ -1,0 +1,366 @@
+import ALTER
+import ArgumentParser
+import ExpertBundle
+import Foundation
+import NN
+import StableDiffusion
+import TensorCore
+
+struct BenchSample: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sample",
+        abstract: "Time dense sampling against routed expert sampling (alter sample's loop), with MAC ratios beside the times.",
+        discussion: """
+            Two parts (--parts):
+
+            example: a bundle of the example (examples/sd21-tiny*, run from the package root): a short ALTER \
+            run (--example-steps, --experts, --keep) is trained into a temporary directory and exported, and \
+            the run's final UNet is the dense model. With --bundle PATH, that bundle instead, with --dense \
+            MODEL as the dense model (default: random weights of the bundle's architecture: the time of a \
+            forward does not depend on the weights).
+
+            full: a full-size SD2.1 UNet (865,910,724 parameters) at deterministic random init, with synthetic \
+            experts (RoutedSampler.syntheticDecisions): --experts experts over equal timestep intervals whose kept \
+            fractions of the dense MACs rise linearly from keep - spread to keep + spread (mean over the training \
+            timesteps about --keep), each skipping seeded random units; the routed run uses that UNet with each \
+            expert's skip set, which is what a bundle expert computes. Needs about 5 GB; a UNet call at batch 2 \
+            takes about 10 s on 2 cores, so the whole part takes about 12 minutes (--dense-calls shortens it).
+
+            Both parts sample one prompt with classifier-free guidance (UNet batch 2; random context and uncond) \
+            at the same latent size: dense --dense-schedule (default ddim:50) against routed --routed-schedule \
+            (default pndm:20, 21 UNet calls). After a warm-up call per expert (weight transforms are cached per \
+            layer), both runs are timed in full (example: alternately --repeats times, totals their medians; \
+            full: once), except the dense run of the full part with --dense-calls N: then N dense calls are \
+            timed and the dense total is stated as calls x their median. Reported: total \
+            seconds of each, the measured speedup, the MAC ratio (routed MACs / dense MACs over the whole runs) \
+            and the speedup it predicts, and per expert: its median call time over the dense median against its \
+            MAC share of a dense call.
+            """)
+
+    @Option(help: "Comma-separated parts: example, full.")
+    var parts = "example,full"
+
+    @Option(help: "example: a bundle to time instead of training and exporting one.")
+    var bundle: String?
+
+    @Option(help: "example with --bundle: the dense model (a checkpoint; --config applies).")
+    var dense: String?
+
+    @Option(help: "example: training steps of the short run (30% with the hypernetwork).")
+    var exampleSteps = 300
+
+    @Option(help: "Experts (example run and synthetic full-size experts).")
+    var experts = 4
+
+    @Option(help: "Target kept fraction of the dense MACs (example run and synthetic experts).")
+    var keep = 0.65
+
+    @Option(help: "full: kept fractions of the synthetic experts spread over keep +- spread.")
+    var spread = 0.1
+
+    @Option(help: "full: latent size (height = width).")
+    var latent = 64
+
+    @Option(help: "full: context tokens.")
+    var context = 77
+
+    @Option(help: "The dense run.")
+    var denseSchedule = "ddim:50"
+
+    @Option(help: "The routed run.")
+    var routedSchedule = "pndm:20"
+
+    @Option(help: "full: time only this many dense calls and state the dense total as calls x their median (0: the whole run).")
+    var denseCalls = 0
+
+    @Option(help: "full: dense calls timed again after the routed run, to see whether the machine's speed drifted.")
+    var driftCalls = 2
+
+    @Option(help: "example: dense and routed runs, alternately, this many times each (totals: their medians). full: always 1.")
+    var repeats = 5
+
+    @Option(help: "Guidance scale.")
+    var guidance: Float = 7.5
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    static let exampleModel = "examples/sd21-tiny.safetensors"
+    static let exampleConfig = "examples/sd21-tiny.config.json"
+    static let exampleData = "examples/sd21-tiny-data.safetensors"
+
+    struct Run: Encodable {
+        var schedule: String
+        var calls: Int
+        /// Calls timed over all repeats (fewer than calls x repeats for an extrapolated dense run).
+        var timedCalls: Int
+        /// The total of the run (the median over repeats; extrapolated: calls x median call).
+        var totalSeconds: Double
+        /// Each repeat's total (of the calls timed).
+        var runTotals: [Double]
+        var medianCallSeconds: Double
+        var extrapolated: Bool
+        var macs: Int
+        var callSeconds: [Double]
+        var experts: [Int?]
+    }
+
+    struct ExpertRow: Encodable {
+        var expert: Int
+        var calls: Int
+        var skippedUnits: Int
+        /// MACs of one call of this expert / one dense call.
+        var macShare: Double
+        /// Median seconds of its calls / median seconds of a dense call.
+        var timeShare: Double
+        /// timeShare / macShare - 1.
+        var deviation: Double
+    }
+
+    struct Part: Encodable {
+        var name: String
+        var model: String
+        var latent: [Int]
+        var contextTokens: Int
+        var unetBatch: Int
+        var experts: Int
+        var repeats: Int
+        var keptFractionOverTrainTimesteps: Double
+        var dense: Run
+        var routed: Run
+        var speedup: Double
+        var macRatio: Double
+        var speedupPredictedByMACs: Double
+        var perExpert: [ExpertRow]
+        var driftDenseCallSeconds: [Double]
+        var loadAverage: [Double]
+    }
+
+    struct Report: Encodable {
+        var threads: Int
+        var blasCore: String
+        var parts: [Part]
+        var peakResidentMB: Int
+    }
+
+    func log(_ s: String) { if !json { printError(s) } }
+
+    func run() throws {
+        let names = parts.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !names.isEmpty, names.allSatisfy({ ["example", "full"].contains($0) }) else { throw ValidationError("--parts: example, full") }
+        let denseKind: SchedulerKind, routedKind: SchedulerKind
+        do {
+            denseKind = try SchedulerKind(parsing: denseSchedule)
+            routedKind = try SchedulerKind(parsing: routedSchedule)
+        } catch { throw ValidationError("\(error)") }
+        var reports: [Part] = []
+        do {
+            for name in names {
+                let part = name == "example" ? try example(denseKind, routedKind) : try full(denseKind, routedKind)
+                reports.append(part)
+                if !json { print(Self.describe(part)) }
+            }
+        } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let report = Report(threads: Parallel.workers, blasCore: BLASCoreSelection.current, parts: reports, peakResidentMB: Int(usage.ru_maxrss) / 1024)
+        if json { try writeJSON(report) } else {
+            print("\(report.threads) threads; OpenBLAS kernels: \(report.blasCore); peak resident memory: \(grouped(report.peakResidentMB)) MB")
+        }
+    }
+
+    // MARK: parts
+
+    func example(_ denseKind: SchedulerKind, _ routedKind: SchedulerKind) throws -> Part {
+        let b: ExpertBundle, denseUNet: UNet, label: String
+        var scratch: String?
+        defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
+        if let bundle {
+            b = try ExpertBundle(path: bundle)
+            if let dense {
+                denseUNet = try UNet(checkpoint: UNetCheckpoint(path: dense, options: modelOptions.loadOptions))
+                label = "\(bundle) (dense: \(dense))"
+            } else {
+                denseUNet = try UNet(config: b.config, parameters: RandomParameters(seed: 21))
+                label = "\(bundle) (dense: random weights of its architecture)"
+            }
+        } else {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("alter-bench-sample-\(getpid())").path
+            scratch = dir
+            try? FileManager.default.removeItem(atPath: dir)
+            let model = Self.exampleModel, data = Self.exampleData
+            var config = CompressionConfig(model: model, data: data, steps: exampleSteps, hypernetSteps: exampleSteps * 3 / 10)
+            config.configPath = Self.exampleConfig
+            config.settings.experts = experts
+            config.settings.keep = keep
+            config.settings.learningRateUNet = 1e-4
+            config.settings.learningRateHypernet = 1e-2
+            config.settings.warmupSteps = min(250, max(exampleSteps / 10, 1))
+            config.batch = 2
+            config.seed = 1
+            var o = LoadOptions()
+            o.configPath = config.configPath
+            let ckpt = try UNetCheckpoint(path: model, options: o)
+            let trainer = try ALTERTrainer(config: config, student: try UNet(checkpoint: ckpt), teacher: try UNet(checkpoint: ckpt),
+                                           data: try TrainingData(contentsOf: URL(fileURLWithPath: data)))
+            let run = RunDirectory(path: dir + "/run")
+            try run.create(config: config)
+            log("example: training \(exampleSteps) steps (\(experts) experts, keep \(keep)) in \(dir)")
+            let t0 = Date()
+            guard try trainer.run(in: run) == .finished else { throw CommandFailure("the example run did not finish") }
+            try BundleExporter.export(run: run, to: dir + "/example.alter")
+            log(String(format: "example: trained and exported in %.1f s", Date().timeIntervalSince(t0)))
+            b = try ExpertBundle(path: dir + "/example.alter")
+            denseUNet = try UNet(checkpoint: UNetCheckpoint(path: run.finalPath + "/unet"))
+            label = "example bundle from a \(exampleSteps)-step run (dense: the run's final UNet)"
+        }
+        let routed = try RoutedSampler(bundle: b)
+        let denseSampler = RoutedSampler(unet: denseUNet, schedulerConfig: routed.schedulerConfig)
+        let m = b.manifest.macs
+        return try compare(name: "example", model: label, dense: denseSampler, routed: routed, height: m.latentHeight, width: m.latentWidth,
+                           tokens: m.contextLength, experts: b.experts.count, keptFraction: m.keptFraction,
+                           denseKind: denseKind, routedKind: routedKind, denseCalls: 0, driftCalls: 0, repeats: max(repeats, 1))
+    }
+
+    func full(_ denseKind: SchedulerKind, _ routedKind: SchedulerKind) throws -> Part {
+        log("full: building a full-size SD2.1 UNet at random init")
+        let unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
+        let cost = CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        let decisions = RoutedSampler.syntheticDecisions(cost: cost, experts: experts, keep: keep, spread: spread)
+        let config = SchedulerConfig.sd21
+        let routed = try RoutedSampler(unet: unet, decisions: decisions, schedulerConfig: config)
+        let denseSampler = RoutedSampler(unet: unet, schedulerConfig: config)
+        return try compare(name: "full", model: "SD2.1 UNet, random init (seed 21), \(experts) synthetic experts (keep \(keep) +- \(spread))",
+                           dense: denseSampler, routed: routed, height: latent, width: latent, tokens: context, experts: experts,
+                           keptFraction: UnitBudget(cost: cost).keptFraction(decisions), denseKind: denseKind, routedKind: routedKind,
+                           denseCalls: denseCalls, driftCalls: driftCalls, repeats: 1)
+    }
+
+    // MARK: measuring
+
+    func compare(name: String, model: String, dense: RoutedSampler, routed: RoutedSampler, height: Int, width: Int, tokens: Int, experts: Int,
+                 keptFraction: Double, denseKind: SchedulerKind, routedKind: SchedulerKind, denseCalls: Int, driftCalls: Int, repeats: Int) throws -> Part {
+        let d = dense.unet.config.crossAttentionDim
+        var rng = SeededGenerator(seed: 77)
+        let ctx = Tensor(shape: [1, tokens, d], values: rng.normals(tokens * d))
+        let uncond = Tensor(shape: [tokens, d], values: rng.normals(tokens * d))
+        func options(_ kind: SchedulerKind) -> RoutedSampler.Options {
+            var o = RoutedSampler.Options(scheduler: kind)
+            o.guidance = guidance
+            o.seed = 1
+            o.latentHeight = height
+            o.latentWidth = width
+            return o
+        }
+        func progress(_ label: String) -> (Sampler.Call, Int) -> Void {
+            { call, total in
+                if name == "full" { self.log(String(format: "%@: %@ call %d/%d (t=%g%@): %.2f s", name, label, call.index + 1, total, call.timestep,
+                                                    call.expert.map { ", expert \($0)" } ?? "", call.seconds)) }
+            }
+        }
+        let loadStart = Self.loadAverage()
+
+        // Warm-up: one call of the dense model and one per expert (weight transforms are cached per layer).
+        log("\(name): warm-up")
+        let sample = RoutedSampler.noise(seed: 3, shape: [2, dense.unet.config.inChannels, height, width])
+        let ctx2 = Sampler.concatBatch(ctx, ctx)
+        _ = dense.unet.forward(sample: sample, timesteps: [500, 500], context: ctx2)
+        var seen = Set<Int>()
+        for t in stride(from: 0, to: 1000, by: 1) {
+            let r = try routed.route(forSamplerTimestep: Float(t))
+            guard let e = r.expert, seen.insert(e).inserted else { continue }
+            if routed.unet !== dense.unet {
+                var o = UNetForwardOptions()
+                o.skip = r.skip
+                _ = routed.unet.forward(sample: sample, timesteps: [Float(t), Float(t)], context: ctx2, options: o)
+            }
+        }
+
+        // Dense (in full, or `denseCalls` calls extrapolated) and routed (in full), alternately `repeats` times.
+        let partial = denseCalls > 0 && denseCalls < denseKind.modelCalls
+        let timedKind = partial ? try SchedulerKind(denseKind.method, steps: denseCalls) : denseKind
+        var denseResults: [Sampler.Result] = [], routedResults: [Sampler.Result] = []
+        for r in 0..<repeats {
+            let round = repeats > 1 ? " (\(r + 1)/\(repeats))" : ""
+            log("\(name): dense \(timedKind)\(partial ? " (timing \(denseCalls) of \(denseKind.modelCalls) calls)" : "")\(round)")
+            denseResults.append(try dense.sample(context: ctx, uncond: uncond, options: options(timedKind), progress: progress("dense")))
+            log("\(name): routed \(routedKind)\(round)")
+            routedResults.append(try routed.sample(context: ctx, uncond: uncond, options: options(routedKind), progress: progress("routed")))
+        }
+        let denseSeconds = denseResults.flatMap { $0.calls.map(\.seconds) }
+        let denseMedian = Self.median(denseSeconds)
+        let denseMACs = denseResults[0].denseMACsPerSample * 2 * denseKind.modelCalls
+        let denseTotal = partial ? denseMedian * Double(denseKind.modelCalls) : Self.median(denseResults.map(\.seconds))
+        let denseRun = Run(schedule: denseKind.description, calls: denseKind.modelCalls, timedCalls: denseSeconds.count,
+                           totalSeconds: denseTotal, runTotals: denseResults.map(\.seconds),
+                           medianCallSeconds: denseMedian, extrapolated: partial, macs: denseMACs, callSeconds: denseSeconds,
+                           experts: denseResults[0].experts)
+        let routedResult = routedResults[0]
+        let routedCalls = routedResults.flatMap(\.calls)
+        let routedRun = Run(schedule: routedKind.description, calls: routedResult.calls.count, timedCalls: routedCalls.count,
+                            totalSeconds: Self.median(routedResults.map(\.seconds)), runTotals: routedResults.map(\.seconds),
+                            medianCallSeconds: Self.median(routedCalls.map(\.seconds)), extrapolated: false,
+                            macs: routedResult.macs, callSeconds: routedCalls.map(\.seconds), experts: routedResult.experts)
+
+        var drift: [Double] = []
+        if driftCalls > 0 {
+            log("\(name): \(driftCalls) dense calls again")
+            let again = try dense.sample(context: ctx, uncond: uncond, options: options(try SchedulerKind(.ddim, steps: driftCalls)), progress: progress("dense again"))
+            drift = again.calls.map(\.seconds)
+        }
+
+        var rows: [ExpertRow] = []
+        let byExpert = Dictionary(grouping: routedCalls.filter { $0.expert != nil }, by: { $0.expert! })
+        for e in byExpert.keys.sorted() {
+            let calls = byExpert[e]!
+            let macShare = Double(calls[0].macsPerSample) / Double(routedResult.denseMACsPerSample)
+            let timeShare = Self.median(calls.map(\.seconds)) / denseMedian
+            rows.append(ExpertRow(expert: e, calls: calls.count, skippedUnits: calls[0].skippedUnits, macShare: macShare, timeShare: timeShare,
+                                  deviation: timeShare / macShare - 1))
+        }
+        let macRatio = Double(routedRun.macs) / Double(denseMACs)
+        return Part(name: name, model: model, latent: [height, width], contextTokens: tokens, unetBatch: 2, experts: experts, repeats: repeats,
+                    keptFractionOverTrainTimesteps: keptFraction, dense: denseRun, routed: routedRun,
+                    speedup: denseRun.totalSeconds / routedRun.totalSeconds, macRatio: macRatio, speedupPredictedByMACs: 1 / macRatio,
+                    perExpert: rows, driftDenseCallSeconds: drift, loadAverage: loadStart + Self.loadAverage())
+    }
+
+    static func median(_ xs: [Double]) -> Double {
+        guard !xs.isEmpty else { return 0 }
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// The 1-minute load average (getloadavg).
+    static func loadAverage() -> [Double] {
+        var l = [Double](repeating: 0, count: 1)
+        return getloadavg(&l, 1) == 1 ? l : []
+    }
+
+    static func describe(_ p: Part) -> String {
+        func secs(_ x: Double) -> String { x >= 1 ? String(format: "%.1f s", x) : String(format: "%.1f ms", x * 1000) }
+        var lines = ["== \(p.name): \(p.model)"]
+        lines.append(String(format: "   %dx%d latent, %d tokens, UNet batch %d (guidance); %d experts, kept %.3f of dense MACs over the training timesteps",
+                            p.latent[0], p.latent[1], p.contextTokens, p.unetBatch, p.experts, p.keptFractionOverTrainTimesteps))
+        let dense = p.dense.extrapolated
+            ? "\(p.dense.calls) x median of \(p.dense.timedCalls) timed calls"
+            : p.repeats > 1 ? "measured in full, median of \(p.repeats) runs" : "measured in full"
+        let routed = p.repeats > 1 ? "measured in full, median of \(p.repeats) runs" : "measured in full"
+        lines.append("   dense  \(p.dense.schedule): \(p.dense.calls) calls, \(secs(p.dense.totalSeconds)) (\(dense); median call \(secs(p.dense.medianCallSeconds)))")
+        lines.append("   routed \(p.routed.schedule): \(p.routed.calls) calls, \(secs(p.routed.totalSeconds)) (\(routed); median call \(secs(p.routed.medianCallSeconds))); experts "
+                     + p.routed.experts.map { $0.map(String.init) ?? "-" }.joined(separator: ","))
+        lines.append(String(format: "   speedup %.2fx measured; MAC ratio %.4f (routed / dense MACs), %.2fx predicted by MACs; measured / predicted %.3f",
+                            p.speedup, p.macRatio, p.speedupPredictedByMACs, p.speedup / p.speedupPredictedByMACs))
+        lines.append("   expert  calls  skipped  MAC share  time share  time/MAC - 1")
+        for r in p.perExpert {
+            lines.append(String(format: "   %6d  %5d  %7d  %9.3f  %10.3f  %+11.1f%%", r.expert, r.calls, r.skippedUnits, r.macShare, r.timeShare, r.deviation * 100))
+        }
+        if !p.driftDenseCallSeconds.isEmpty {
+            lines.append("   dense calls after the routed run: " + p.driftDenseCallSeconds.map { secs($0) }.joined(separator: ", "))
+        }
+        lines.append("   1-minute load average before / after: " + p.loadAverage.map { String(format: "%.2f", $0) }.joined(separator: " / "))
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,210 @@
+import ArgumentParser
+import ExpertBundle
+import Foundation
+import SafeTensors
+import StableDiffusion
+import TensorCore
+
+struct Sample: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sample latents with classifier-free guidance: a bundle's experts per timestep, or a model dense.",
+        discussion: """
+            From seeded Gaussian noise [B,4,h,w], each scheduler timestep makes one UNet call on 2B samples \
+            (the unconditional context for the first B, the prompt context for the last B), combines \
+            guided = uncond + g * (cond - uncond) and steps the scheduler (--guidance 1: no unconditional half, \
+            B samples per call). With a bundle, the expert routed for the timestep runs and its skipped units \
+            are not computed (both halves share it); its scheduler config and prediction type are the bundle's. \
+            With a model every call is dense; the scheduler config is the pipeline's scheduler_config.json when \
+            MODEL is a pipeline folder, else --scheduler-config, else SD2.1's (scaled_linear 0.00085..0.012, \
+            1000 timesteps, leading spacing, steps_offset 1), with --prediction-type (default epsilon, as for \
+            compress; SD2.1 768-v needs v_prediction). pndm makes steps + 1 UNet calls.
+
+            --context holds `context` [B,S,D] or [S,D] (D: the model's cross_attention_dim); a training-data \
+            file (formats/training-data.md) works as it is (its `context` and `uncond`). The unconditional \
+            context is `uncond` [S,D] (or [B,S,D]) from --uncond, else the context file's `uncond` if it has \
+            one, else zeros of shape [S,D] (diffusers uses the encoded empty prompt: pass it for real models).
+
+            The noise comes from --seed (SplitMix64 and Box-Muller: the same on every machine, not torch.randn). \
+            The output holds `latents` [B,4,h,w] F32 (undecoded: multiply by 1/vae_scaling_factor and run the \
+            VAE decoder to get images), with metadata: scheduler, steps, guidance, seed, prediction type, \
+            latent size, the timestep and expert of each UNet call. A progress line is drawn on a terminal.
+            """)
+
+    @Argument(help: "A bundle (NAME.alter) or a checkpoint (folder or .safetensors).")
+    var model: String
+
+    @Option(help: "Safetensors file with `context` [B,S,D] or [S,D] (and optionally `uncond`).")
+    var context: String
+
+    @Option(help: "Safetensors file with `uncond` [S,D]. Default: the context file's `uncond`, else zeros.")
+    var uncond: String?
+
+    @Option(help: "Comma-separated rows of a [N,S,D] context to sample (default: all).")
+    var rows: String?
+
+    @Option(help: "Sampler: ddim, pndm or euler (or METHOD:STEPS).")
+    var scheduler = "pndm"
+
+    @Option(help: "Inference steps.")
+    var steps = 20
+
+    @Option(help: "Guidance scale (1: conditional only).")
+    var guidance: Float = 7.5
+
+    @Option(help: "Seed of the initial noise.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Latent height and width (default: the bundle's MAC latent size, or the model's sample_size).")
+    var latent: Int?
+
+    @Option(help: "Latent height (instead of --latent).")
+    var height: Int?
+
+    @Option(help: "Latent width (instead of --latent).")
+    var width: Int?
+
+    @Option(help: "Models only: the prediction type (default: the scheduler config's, else epsilon).")
+    var predictionType: PredictionType?
+
+    @Option(help: "Models only: a diffusers scheduler_config.json to use.")
+    var schedulerConfig: String?
+
+    @Option(name: .shortAndLong, help: "Output .safetensors file (latents).")
+    var output: String
+
+    @Flag(help: "Print the run (every UNet call: timestep, expert, seconds, MACs) as JSON on stdout.")
+    var json = false
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    struct Report: Encodable {
+        var model: String
+        var bundle: Bool
+        var scheduler: String
+        var steps: Int
+        var guidance: Float
+        var seed: UInt64
+        var predictionType: String
+        var latent: [Int]
+        var batch: Int
+        var uncond: String
+        var output: String
+        var loadSeconds: Double
+        var sampleSeconds: Double
+        var macs: Int
+        var denseMacs: Int
+        var macFraction: Double
+        var calls: [Sampler.Call]
+    }
+
+    func kind() throws -> SchedulerKind {
+        do {
+            if scheduler.contains(":") { return try SchedulerKind(parsing: scheduler) }
+            guard let m = SchedulerKind.Method(rawValue: scheduler.lowercased()) else {
+                throw ValidationError("--scheduler must be ddim, pndm or euler (or METHOD:STEPS), not '\(scheduler)'")
+            }
+            return try SchedulerKind(m, steps: steps)
+        } catch let e as ValidationError { throw e } catch { throw ValidationError("\(error)") }
+    }
+
+    func run() throws {
+        let kind = try kind()
+        if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
+        if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
+        let selectedRows: [Int]?
+        if let rows {
+            let parts = rows.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let values = parts.compactMap { Int($0) }
+            guard values.count == parts.count, !values.isEmpty else { throw ValidationError("--rows must be comma-separated integers") }
+            selectedRows = values
+        } else { selectedRows = nil }
+
+        let start = Date()
+        let sampler: RoutedSampler, isBundle = ExpertBundle.isBundle(model)
+        do {
+            if isBundle {
+                guard predictionType == nil, schedulerConfig == nil else {
+                    throw ValidationError("--prediction-type and --scheduler-config apply to models; a bundle carries its own")
+                }
+                sampler = try RoutedSampler(bundle: ExpertBundle(path: model))
+            } else {
+                let ckpt = try UNetCheckpoint(path: model, options: modelOptions.loadOptions)
+                var config = SchedulerConfig.sd21
+                config.predictionType = .epsilon
+                if let path = schedulerConfig ?? ckpt.source.schedulerConfigPath {
+                    config = try SchedulerConfig(contentsOfFile: path, defaults: config)
+                }
+                if let p = predictionType { config.predictionType = p == .epsilon ? .epsilon : .vPrediction }
+                sampler = RoutedSampler(unet: try UNet(checkpoint: ckpt), schedulerConfig: config)
+            }
+        } catch let e as ValidationError { throw e } catch { throw CommandFailure("\(error)") }
+        for n in sampler.notes { printError("note: \(n)") }
+        let inputs: SamplingInputs
+        do { inputs = try SamplingInputs.read(context: context, uncond: uncond, rows: selectedRows, config: sampler.unet.config) } catch {
+            throw CommandFailure("\(error)")
+        }
+        var options = RoutedSampler.Options(scheduler: kind)
+        options.guidance = guidance
+        options.seed = seed
+        options.latentHeight = height ?? latent
+        options.latentWidth = width ?? latent
+        let loaded = Date()
+
+        let line = isatty(STDERR_FILENO) == 1
+        var drawn = false
+        let result: Sampler.Result
+        do {
+            result = try sampler.sample(context: inputs.context, uncond: inputs.uncond, options: options) { call, total in
+                guard line else { return }
+                let elapsed = Date().timeIntervalSince(loaded)
+                let eta = elapsed / Double(call.index + 1) * Double(total - call.index - 1)
+                let expert = call.expert.map { "expert \($0)" } ?? "dense"
+                FileHandle.standardError.write(Data(String(format: "\rsample: call %d/%d  t=%g  %@  %.2f s  ETA %.0f s   ",
+                                                           call.index + 1, total, call.timestep, expert, call.seconds, eta).utf8))
+                drawn = true
+            }
+        } catch { throw CommandFailure("\(error)") }
+        if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
+        let sampled = Date()
+
+        let shape = result.latents.shape
+        let experts = result.calls.map { $0.expert.map(String.init) ?? "dense" }
+        let metadata: [String: String] = [
+            "format": "alter.latents",
+            "model": model,
+            "scheduler": kind.method.rawValue,
+            "steps": String(kind.steps),
+            "guidance": String(guidance),
+            "seed": String(seed),
+            "prediction_type": sampler.schedulerConfig.predictionType.rawValue,
+            "latent": "\(shape[2])x\(shape[3])",
+            "uncond": inputs.uncondFile ?? "zeros",
+            "noise": "SplitMix64 Box-Muller standard normal, seed \(seed)",
+            "timesteps": result.calls.map { String($0.timestep) }.joined(separator: ","),
+            "experts": experts.joined(separator: ","),
+        ]
+        Interrupts.installCleanupHandler()
+        do {
+            let writer = try SafeTensorsWriter(path: output, tensors: [TensorSpec(name: "latents", dtype: .f32, shape: shape)], metadata: metadata)
+            try writer.write("latents", bytes: UnsafeRawBufferPointer(start: result.latents.data, count: result.latents.count * 4))
+            try writer.finish()
+        } catch { throw CommandFailure("\(error)") }
+
+        let denseMACs = result.calls.reduce(0) { $0 + result.denseMACsPerSample * $1.batch }
+        if json {
+            try writeJSON(Report(model: model, bundle: isBundle, scheduler: kind.method.rawValue, steps: kind.steps, guidance: guidance, seed: seed,
+                                 predictionType: sampler.schedulerConfig.predictionType.rawValue, latent: [shape[2], shape[3]], batch: shape[0],
+                                 uncond: inputs.uncondFile ?? "zeros", output: output, loadSeconds: loaded.timeIntervalSince(start),
+                                 sampleSeconds: sampled.timeIntervalSince(loaded), macs: result.macs, denseMacs: denseMACs,
+                                 macFraction: Double(result.macs) / Double(denseMACs), calls: result.calls))
+        } else {
+            var counts: [String: Int] = [:]
+            for e in experts { counts[e, default: 0] += 1 }
+            let usage = counts.keys.sorted { (Int($0) ?? -1) < (Int($1) ?? -1) }.map { "\($0 == "dense" ? "dense" : "expert " + $0) x\(counts[$0]!)" }
+            printError(String(format: "wrote %@: %d latents %dx%d, %@ (%d UNet calls at batch %d, guidance %g, uncond %@), load %.1f s, sampling %.1f s; %@; MACs %.3f of dense",
+                              output, shape[0], shape[2], shape[3], kind.description, result.calls.count, result.calls.first?.batch ?? 0, guidance,
+                              inputs.uncondFile ?? "zeros", loaded.timeIntervalSince(start), sampled.timeIntervalSince(loaded),
+                              usage.joined(separator: ", "), Double(result.macs) / Double(denseMACs)))
+        }
+    }
+}
