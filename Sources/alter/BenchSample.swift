@@ -104,6 +104,10 @@ struct BenchSample: ParsableCommand {
         var extrapolated: Bool
         var macs: Int
         var callSeconds: [Double]
+        /// Process CPU time (user + system, both threads) of each timed call.
+        var callCPUSeconds: [Double]
+        /// Like totalSeconds, in CPU time.
+        var totalCPUSeconds: Double
         var experts: [Int?]
     }
 
@@ -117,6 +121,8 @@ struct BenchSample: ParsableCommand {
         var timeShare: Double
         /// timeShare / macShare - 1.
         var deviation: Double
+        /// Median CPU seconds of its calls / median CPU seconds of a dense call.
+        var cpuShare: Double
     }
 
     struct Part: Encodable {
@@ -131,6 +137,8 @@ struct BenchSample: ParsableCommand {
         var dense: Run
         var routed: Run
         var speedup: Double
+        /// dense / routed total CPU time.
+        var cpuSpeedup: Double
         var macRatio: Double
         var speedupPredictedByMACs: Double
         var perExpert: [ExpertRow]
@@ -254,11 +262,20 @@ struct BenchSample: ParsableCommand {
             o.latentWidth = width
             return o
         }
-        func progress(_ label: String) -> (Sampler.Call, Int) -> Void {
-            { call, total in
-                if name == "full" { self.log(String(format: "%@: %@ call %d/%d (t=%g%@): %.2f s", name, label, call.index + 1, total, call.timestep,
-                                                    call.expert.map { ", expert \($0)" } ?? "", call.seconds)) }
+        /// One sampling run; also the process CPU time (user + system) of each call.
+        func timed(_ sampler: RoutedSampler, _ kind: SchedulerKind, _ label: String) throws -> (result: Sampler.Result, cpu: [Double]) {
+            var cpu: [Double] = []
+            var last = Self.cpuSeconds()
+            let result = try sampler.sample(context: ctx, uncond: uncond, options: options(kind)) { call, total in
+                let now = Self.cpuSeconds()
+                cpu.append(now - last)
+                last = now
+                if name == "full" {
+                    self.log(String(format: "%@: %@ call %d/%d (t=%g%@): %.2f s wall, %.2f s CPU", name, label, call.index + 1, total, call.timestep,
+                                    call.expert.map { ", expert \($0)" } ?? "", call.seconds, cpu[cpu.count - 1]))
+                }
             }
+            return (result, cpu)
         }
         let loadStart = Self.loadAverage()
 
@@ -282,12 +299,17 @@ struct BenchSample: ParsableCommand {
         let partial = denseCalls > 0 && denseCalls < denseKind.modelCalls
         let timedKind = partial ? try SchedulerKind(denseKind.method, steps: denseCalls) : denseKind
         var denseResults: [Sampler.Result] = [], routedResults: [Sampler.Result] = []
+        var denseCPU: [[Double]] = [], routedCPU: [[Double]] = []
         for r in 0..<repeats {
             let round = repeats > 1 ? " (\(r + 1)/\(repeats))" : ""
             log("\(name): dense \(timedKind)\(partial ? " (timing \(denseCalls) of \(denseKind.modelCalls) calls)" : "")\(round)")
-            denseResults.append(try dense.sample(context: ctx, uncond: uncond, options: options(timedKind), progress: progress("dense")))
+            let d = try timed(dense, timedKind, "dense")
+            denseResults.append(d.result)
+            denseCPU.append(d.cpu)
             log("\(name): routed \(routedKind)\(round)")
-            routedResults.append(try routed.sample(context: ctx, uncond: uncond, options: options(routedKind), progress: progress("routed")))
+            let r = try timed(routed, routedKind, "routed")
+            routedResults.append(r.result)
+            routedCPU.append(r.cpu)
         }
         let denseSeconds = denseResults.flatMap { $0.calls.map(\.seconds) }
         let denseMedian = Self.median(denseSeconds)
@@ -296,34 +318,39 @@ struct BenchSample: ParsableCommand {
         let denseRun = Run(schedule: denseKind.description, calls: denseKind.modelCalls, timedCalls: denseSeconds.count,
                            totalSeconds: denseTotal, runTotals: denseResults.map(\.seconds),
                            medianCallSeconds: denseMedian, extrapolated: partial, macs: denseMACs, callSeconds: denseSeconds,
+                           callCPUSeconds: denseCPU.flatMap { $0 },
+                           totalCPUSeconds: partial ? Self.median(denseCPU.flatMap { $0 }) * Double(denseKind.modelCalls) : Self.median(denseCPU.map { $0.reduce(0, +) }),
                            experts: denseResults[0].experts)
         let routedResult = routedResults[0]
         let routedCalls = routedResults.flatMap(\.calls)
         let routedRun = Run(schedule: routedKind.description, calls: routedResult.calls.count, timedCalls: routedCalls.count,
                             totalSeconds: Self.median(routedResults.map(\.seconds)), runTotals: routedResults.map(\.seconds),
                             medianCallSeconds: Self.median(routedCalls.map(\.seconds)), extrapolated: false,
-                            macs: routedResult.macs, callSeconds: routedCalls.map(\.seconds), experts: routedResult.experts)
+                            macs: routedResult.macs, callSeconds: routedCalls.map(\.seconds), callCPUSeconds: routedCPU.flatMap { $0 },
+                            totalCPUSeconds: Self.median(routedCPU.map { $0.reduce(0, +) }), experts: routedResult.experts)
 
         var drift: [Double] = []
         if driftCalls > 0 {
             log("\(name): \(driftCalls) dense calls again")
-            let again = try dense.sample(context: ctx, uncond: uncond, options: options(try SchedulerKind(.ddim, steps: driftCalls)), progress: progress("dense again"))
-            drift = again.calls.map(\.seconds)
+            drift = try timed(dense, try SchedulerKind(.ddim, steps: driftCalls), "dense again").result.calls.map(\.seconds)
         }
 
         var rows: [ExpertRow] = []
-        let byExpert = Dictionary(grouping: routedCalls.filter { $0.expert != nil }, by: { $0.expert! })
+        let routedCPUFlat = routedCPU.flatMap { $0 }
+        let denseCPUMedian = Self.median(denseCPU.flatMap { $0 })
+        let byExpert = Dictionary(grouping: routedCalls.indices.filter { routedCalls[$0].expert != nil }, by: { routedCalls[$0].expert! })
         for e in byExpert.keys.sorted() {
-            let calls = byExpert[e]!
+            let calls = byExpert[e]!.map { routedCalls[$0] }
+            let cpuShare = Self.median(byExpert[e]!.map { routedCPUFlat[$0] }) / denseCPUMedian
             let macShare = Double(calls[0].macsPerSample) / Double(routedResult.denseMACsPerSample)
             let timeShare = Self.median(calls.map(\.seconds)) / denseMedian
             rows.append(ExpertRow(expert: e, calls: calls.count, skippedUnits: calls[0].skippedUnits, macShare: macShare, timeShare: timeShare,
-                                  deviation: timeShare / macShare - 1))
+                                  deviation: timeShare / macShare - 1, cpuShare: cpuShare))
         }
         let macRatio = Double(routedRun.macs) / Double(denseMACs)
         return Part(name: name, model: model, latent: [height, width], contextTokens: tokens, unetBatch: 2, experts: experts, repeats: repeats,
                     keptFractionOverTrainTimesteps: keptFraction, dense: denseRun, routed: routedRun,
-                    speedup: denseRun.totalSeconds / routedRun.totalSeconds, macRatio: macRatio, speedupPredictedByMACs: 1 / macRatio,
+                    speedup: denseRun.totalSeconds / routedRun.totalSeconds, cpuSpeedup: denseRun.totalCPUSeconds / routedRun.totalCPUSeconds, macRatio: macRatio, speedupPredictedByMACs: 1 / macRatio,
                     perExpert: rows, driftDenseCallSeconds: drift, loadAverage: loadStart + Self.loadAverage())
     }
 
@@ -331,6 +358,13 @@ struct BenchSample: ParsableCommand {
         guard !xs.isEmpty else { return 0 }
         let s = xs.sorted()
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// User + system CPU seconds of this process so far.
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
     }
 
     /// The 1-minute load average (getloadavg).
@@ -353,9 +387,12 @@ struct BenchSample: ParsableCommand {
                      + p.routed.experts.map { $0.map(String.init) ?? "-" }.joined(separator: ","))
         lines.append(String(format: "   speedup %.2fx measured; MAC ratio %.4f (routed / dense MACs), %.2fx predicted by MACs; measured / predicted %.3f",
                             p.speedup, p.macRatio, p.speedupPredictedByMACs, p.speedup / p.speedupPredictedByMACs))
-        lines.append("   expert  calls  skipped  MAC share  time share  time/MAC - 1")
+        lines.append(String(format: "   CPU time (user + system): dense %@, routed %@, speedup %.2fx",
+                            secs(p.dense.totalCPUSeconds), secs(p.routed.totalCPUSeconds), p.cpuSpeedup))
+        lines.append("   expert  calls  skipped  MAC share  time share  time/MAC - 1  CPU share  CPU/MAC - 1")
         for r in p.perExpert {
-            lines.append(String(format: "   %6d  %5d  %7d  %9.3f  %10.3f  %+11.1f%%", r.expert, r.calls, r.skippedUnits, r.macShare, r.timeShare, r.deviation * 100))
+            lines.append(String(format: "   %6d  %5d  %7d  %9.3f  %10.3f  %+11.1f%%  %9.3f  %+10.1f%%", r.expert, r.calls, r.skippedUnits, r.macShare,
+                                r.timeShare, r.deviation * 100, r.cpuShare, (r.cpuShare / r.macShare - 1) * 100))
         }
         if !p.driftDenseCallSeconds.isEmpty {
             lines.append("   dense calls after the routed run: " + p.driftDenseCallSeconds.map { secs($0) }.joined(separator: ", "))
