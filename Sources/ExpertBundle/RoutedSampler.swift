@@ -136,6 +136,13 @@ public final class RoutedSampler {
     /// sampler's routing. `context` is [B, S, D]; `uncond` is [S, D] or [B, S, D] (nil: zeros).
     public func sample(context: Tensor, uncond: Tensor?, options: Options,
                        progress: (Sampler.Call, Int) -> Void = { _, _ in }) throws(SamplingError) -> Sampler.Result {
+        var session = try self.session(context: context, uncond: uncond, options: options)
+        while !session.isFinished { progress(try session.step(), session.callCount) }
+        return session.result
+    }
+
+    /// The same run as `sample`, one UNet call per `step()`.
+    public func session(context: Tensor, uncond: Tensor?, options: Options) throws(SamplingError) -> Sampler.Session {
         let (dh, dw) = defaultLatentSize
         let h = options.latentHeight ?? dh, w = options.latentWidth ?? dw
         guard context.rank == 3 else {
@@ -143,9 +150,8 @@ public final class RoutedSampler {
         }
         let noise = Self.noise(seed: options.seed, shape: [context.shape[0], unet.config.inChannels, h, w])
         let scheduler = try makeScheduler(options.scheduler)
-        return try Sampler.sample(unet: unet, scheduler: scheduler, noise: noise, context: context, uncond: uncond,
-                                  guidance: options.guidance, route: { (t: Float) throws(SamplingError) -> Sampler.Route in try self.route(forSamplerTimestep: t) },
-                                  progress: progress)
+        return try Sampler.Session(unet: unet, scheduler: scheduler, noise: noise, context: context, uncond: uncond, guidance: options.guidance,
+                                   route: { [self] (t: Float) throws(SamplingError) -> Sampler.Route in try self.route(forSamplerTimestep: t) })
     }
 
     /// Synthetic decisions for benchmarks: `experts` experts serving equal intervals of `trainTimesteps`

@@ -114,30 +114,64 @@ public enum Sampler {
     /// call when it is done and the number of calls of the run.
     public static func sample(
         unet: UNet, scheduler: any Scheduler, noise: Tensor, context: Tensor, uncond: Tensor? = nil, guidance: Float,
-        route: (Float) throws(SamplingError) -> Route = { _ in .dense },
+        route: @escaping (Float) throws(SamplingError) -> Route = { _ in .dense },
         progress: (Call, Int) -> Void = { _, _ in }
     ) throws(SamplingError) -> Result {
-        let config = unet.config
-        try check(config: config, noise: noise, context: context, uncond: uncond)
-        guard guidance.isFinite else { throw .input(file: "", tensor: "guidance", "must be finite, not \(guidance)") }
-        guard scheduler.stepIndex == 0 else {
-            throw .scheduler(.unsupported("a scheduler that has already made \(scheduler.stepIndex) steps (pass a fresh one)"))
-        }
-        let b = context.shape[0], s = context.shape[1], d = context.shape[2]
-        let (h, w) = (noise.shape[2], noise.shape[3])
-        let guided = guidance != 1
-        let batch = guided ? 2 * b : b
-        let modelContext = guided ? concatBatch(broadcast(uncond ?? Tensor(zeros: [s, d]), batch: b), context) : context
-        let cost = CostModel(config: config, latentHeight: h, latentWidth: w, contextLength: s)
-        let unitCost = Dictionary(cost.units.map { ($0.name, $0.cost.total) }, uniquingKeysWith: { a, _ in a })
-        var checked: [Set<String>: Int] = [:]  // skip set -> MACs per sample
+        var session = try Session(unet: unet, scheduler: scheduler, noise: noise, context: context, uncond: uncond, guidance: guidance, route: route)
+        while !session.isFinished { progress(try session.step(), session.callCount) }
+        return session.result
+    }
 
-        var scheduler = scheduler
-        var latent = scheduler.initialLatent(noise: noise)
-        let total = scheduler.timesteps.count
-        var calls: [Call] = []
-        for (i, t) in scheduler.timesteps.enumerated() {
-            let start = DispatchTime.now().uptimeNanoseconds
+    /// A sampling run made one UNet call at a time (`sample` drives one to the end): for callers
+    /// that interleave runs, stop early, or look at the latent between steps.
+    public struct Session {
+        public let unet: UNet
+        public let guidance: Float
+        /// Samples per UNet call (2B with guidance, B without).
+        public let batch: Int
+        /// The current latent [B, C, h, w] (the final one when finished).
+        public private(set) var latent: Tensor
+        /// The calls made so far.
+        public private(set) var calls: [Call] = []
+        private var scheduler: any Scheduler
+        private let route: (Float) throws(SamplingError) -> Route
+        private let modelContext: Tensor
+        private let cost: CostModel
+        private let unitCost: [String: Int]
+        private var checked: [Set<String>: Int] = [:]  // skip set -> MACs per sample
+
+        /// Checks the inputs and sets up the run (see `Sampler.sample`).
+        public init(unet: UNet, scheduler: any Scheduler, noise: Tensor, context: Tensor, uncond: Tensor? = nil, guidance: Float,
+                    route: @escaping (Float) throws(SamplingError) -> Route = { _ in .dense }) throws(SamplingError) {
+            try Sampler.check(config: unet.config, noise: noise, context: context, uncond: uncond)
+            guard guidance.isFinite else { throw .input(file: "", tensor: "guidance", "must be finite, not \(guidance)") }
+            guard scheduler.stepIndex == 0 else {
+                throw .scheduler(.unsupported("a scheduler that has already made \(scheduler.stepIndex) steps (pass a fresh one)"))
+            }
+            let b = context.shape[0], s = context.shape[1], d = context.shape[2]
+            self.unet = unet
+            self.guidance = guidance
+            self.route = route
+            self.scheduler = scheduler
+            batch = guidance != 1 ? 2 * b : b
+            modelContext = guidance != 1 ? concatBatch(broadcast(uncond ?? Tensor(zeros: [s, d]), batch: b), context) : context
+            cost = CostModel(config: unet.config, latentHeight: noise.shape[2], latentWidth: noise.shape[3], contextLength: s)
+            unitCost = Dictionary(cost.units.map { ($0.name, $0.cost.total) }, uniquingKeysWith: { a, _ in a })
+            latent = scheduler.initialLatent(noise: noise)
+        }
+
+        /// The number of UNet calls of the whole run.
+        public var callCount: Int { scheduler.timesteps.count }
+        /// Whether every call has been made.
+        public var isFinished: Bool { calls.count >= callCount }
+        /// The timestep of the next call (nil when finished).
+        public var nextTimestep: Float? { isFinished ? nil : scheduler.timesteps[calls.count] }
+
+        /// Makes the next UNet call and scheduler step. Its `seconds` cover input scaling, the UNet
+        /// call, guidance and the scheduler step (not the routing lookup).
+        @discardableResult
+        public mutating func step() throws(SamplingError) -> Call {
+            guard let t = nextTimestep else { throw .scheduler(.finished(modelCalls: callCount)) }
             let r = try route(t)
             var options = UNetForwardOptions()
             options.skip = r.skip
@@ -149,19 +183,24 @@ public enum Sampler {
                 macs = cost.total.total - r.skip.reduce(0) { $0 + (unitCost[$1] ?? 0) }
                 checked[r.skip] = macs
             }
+            let start = DispatchTime.now().uptimeNanoseconds
             let input: Tensor
             do { input = try scheduler.scaleModelInput(latent, timestep: t) } catch { throw .scheduler(error) }
-            let modelInput = guided ? concatBatch(input, input) : input
-            let out = unet.forward(sample: modelInput, timesteps: Array(repeating: t, count: batch), context: modelContext, options: options).sample
-            let eps = guided ? guide(out, guidance) : out
-            do { latent = try scheduler.step(modelOutput: eps, timestep: t, sample: latent) } catch { throw .scheduler(error) }
+            let guided = guidance != 1
+            let out = unet.forward(sample: guided ? concatBatch(input, input) : input, timesteps: Array(repeating: t, count: batch),
+                                   context: modelContext, options: options).sample
+            do { latent = try scheduler.step(modelOutput: guided ? guide(out, guidance) : out, timestep: t, sample: latent) } catch {
+                throw .scheduler(error)
+            }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            let call = Call(index: i, timestep: t, expert: r.expert, skippedUnits: r.skip.count, batch: batch,
+            let call = Call(index: calls.count, timestep: t, expert: r.expert, skippedUnits: r.skip.count, batch: batch,
                             macsPerSample: macs, macs: macs * batch, seconds: seconds)
             calls.append(call)
-            progress(call, total)
+            return call
         }
-        return Result(latents: latent, calls: calls, denseMACsPerSample: cost.total.total)
+
+        /// The run so far (the final result when finished).
+        public var result: Result { Result(latents: latent, calls: calls, denseMACsPerSample: cost.total.total) }
     }
 
     /// [a; b] along the batch axis (same trailing shape).

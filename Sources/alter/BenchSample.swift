@@ -29,9 +29,12 @@ struct BenchSample: ParsableCommand {
             Both parts sample one prompt with classifier-free guidance (UNet batch 2; random context and uncond) \
             at the same latent size: dense --dense-schedule (default ddim:50) against routed --routed-schedule \
             (default pndm:20, 21 UNet calls). After a warm-up call per expert (weight transforms are cached per \
-            layer), both runs are timed in full (example: alternately --repeats times, totals their medians; \
-            full: once), except the dense run of the full part with --dense-calls N: then N dense calls are \
-            timed and the dense total is stated as calls x their median. Reported: total \
+            layer), both runs are timed in full with their UNet calls interleaved evenly over the same span of \
+            time (dense call i at (i + 0.5) / 50 of the way, routed call j at (j + 0.5) / 21), so that drifts in \
+            the machine's speed hit both alike; each call's time covers its own step only. The example part \
+            does this --repeats times (totals: medians); the full part once. With --dense-calls N (full part), \
+            N dense calls are timed (interleaved likewise) and the dense total is stated as calls x their \
+            median. Reported: total \
             seconds of each, the measured speedup, the MAC ratio (routed MACs / dense MACs over the whole runs) \
             and the speedup it predicts, and per expert: its median call time over the dense median against its \
             MAC share of a dense call.
@@ -73,10 +76,7 @@ struct BenchSample: ParsableCommand {
     @Option(help: "full: time only this many dense calls and state the dense total as calls x their median (0: the whole run).")
     var denseCalls = 0
 
-    @Option(help: "full: dense calls timed again after the routed run, to see whether the machine's speed drifted.")
-    var driftCalls = 2
-
-    @Option(help: "example: dense and routed runs, alternately, this many times each (totals: their medians). full: always 1.")
+    @Option(help: "example: interleaved dense and routed runs this many times (totals: their medians). full: always 1.")
     var repeats = 5
 
     @Option(help: "Guidance scale.")
@@ -142,7 +142,6 @@ struct BenchSample: ParsableCommand {
         var macRatio: Double
         var speedupPredictedByMACs: Double
         var perExpert: [ExpertRow]
-        var driftDenseCallSeconds: [Double]
         var loadAverage: [Double]
     }
 
@@ -229,7 +228,7 @@ struct BenchSample: ParsableCommand {
         let m = b.manifest.macs
         return try compare(name: "example", model: label, dense: denseSampler, routed: routed, height: m.latentHeight, width: m.latentWidth,
                            tokens: m.contextLength, experts: b.experts.count, keptFraction: m.keptFraction,
-                           denseKind: denseKind, routedKind: routedKind, denseCalls: 0, driftCalls: 0, repeats: max(repeats, 1))
+                           denseKind: denseKind, routedKind: routedKind, denseCalls: 0, repeats: max(repeats, 1))
     }
 
     func full(_ denseKind: SchedulerKind, _ routedKind: SchedulerKind) throws -> Part {
@@ -243,13 +242,13 @@ struct BenchSample: ParsableCommand {
         return try compare(name: "full", model: "SD2.1 UNet, random init (seed 21), \(experts) synthetic experts (keep \(keep) +- \(spread))",
                            dense: denseSampler, routed: routed, height: latent, width: latent, tokens: context, experts: experts,
                            keptFraction: UnitBudget(cost: cost).keptFraction(decisions), denseKind: denseKind, routedKind: routedKind,
-                           denseCalls: denseCalls, driftCalls: driftCalls, repeats: 1)
+                           denseCalls: denseCalls, repeats: 1)
     }
 
     // MARK: measuring
 
     func compare(name: String, model: String, dense: RoutedSampler, routed: RoutedSampler, height: Int, width: Int, tokens: Int, experts: Int,
-                 keptFraction: Double, denseKind: SchedulerKind, routedKind: SchedulerKind, denseCalls: Int, driftCalls: Int, repeats: Int) throws -> Part {
+                 keptFraction: Double, denseKind: SchedulerKind, routedKind: SchedulerKind, denseCalls: Int, repeats: Int) throws -> Part {
         let d = dense.unet.config.crossAttentionDim
         var rng = SeededGenerator(seed: 77)
         let ctx = Tensor(shape: [1, tokens, d], values: rng.normals(tokens * d))
@@ -261,21 +260,6 @@ struct BenchSample: ParsableCommand {
             o.latentHeight = height
             o.latentWidth = width
             return o
-        }
-        /// One sampling run; also the process CPU time (user + system) of each call.
-        func timed(_ sampler: RoutedSampler, _ kind: SchedulerKind, _ label: String) throws -> (result: Sampler.Result, cpu: [Double]) {
-            var cpu: [Double] = []
-            var last = Self.cpuSeconds()
-            let result = try sampler.sample(context: ctx, uncond: uncond, options: options(kind)) { call, total in
-                let now = Self.cpuSeconds()
-                cpu.append(now - last)
-                last = now
-                if name == "full" {
-                    self.log(String(format: "%@: %@ call %d/%d (t=%g%@): %.2f s wall, %.2f s CPU", name, label, call.index + 1, total, call.timestep,
-                                    call.expert.map { ", expert \($0)" } ?? "", call.seconds, cpu[cpu.count - 1]))
-                }
-            }
-            return (result, cpu)
         }
         let loadStart = Self.loadAverage()
 
@@ -295,21 +279,40 @@ struct BenchSample: ParsableCommand {
             }
         }
 
-        // Dense (in full, or `denseCalls` calls extrapolated) and routed (in full), alternately `repeats` times.
+        // Dense (in full, or `denseCalls` calls extrapolated) and routed (in full), their calls interleaved
+        // evenly over the same span of time (so that drifts in machine speed hit both alike), `repeats` times.
         let partial = denseCalls > 0 && denseCalls < denseKind.modelCalls
         let timedKind = partial ? try SchedulerKind(denseKind.method, steps: denseCalls) : denseKind
         var denseResults: [Sampler.Result] = [], routedResults: [Sampler.Result] = []
         var denseCPU: [[Double]] = [], routedCPU: [[Double]] = []
         for r in 0..<repeats {
-            let round = repeats > 1 ? " (\(r + 1)/\(repeats))" : ""
-            log("\(name): dense \(timedKind)\(partial ? " (timing \(denseCalls) of \(denseKind.modelCalls) calls)" : "")\(round)")
-            let d = try timed(dense, timedKind, "dense")
-            denseResults.append(d.result)
-            denseCPU.append(d.cpu)
-            log("\(name): routed \(routedKind)\(round)")
-            let r = try timed(routed, routedKind, "routed")
-            routedResults.append(r.result)
-            routedCPU.append(r.cpu)
+            var sessions = [try dense.session(context: ctx, uncond: uncond, options: options(timedKind)),
+                            try routed.session(context: ctx, uncond: uncond, options: options(routedKind))]
+            let labels = ["dense", "routed"]
+            log("\(name): dense \(timedKind)\(partial ? " (timing \(denseCalls) of \(denseKind.modelCalls) calls)" : "") and routed \(routedKind), "
+                + "calls interleaved\(repeats > 1 ? " (\(r + 1)/\(repeats))" : "")")
+            // Call i of run k at position (i + 0.5) / calls_k; ties: dense first.
+            var slots: [(run: Int, position: Double)] = []
+            for k in 0..<2 {
+                let n = Double(sessions[k].callCount)
+                for i in 0..<sessions[k].callCount { slots.append((k, (Double(i) + 0.5) / n)) }
+            }
+            slots.sort { a, b in a.position != b.position ? a.position < b.position : a.run < b.run }
+            let order = slots.map(\.run)
+            var cpu: [[Double]] = [[], []]
+            for k in order {
+                let before = Self.cpuSeconds()
+                let call = try sessions[k].step()
+                cpu[k].append(Self.cpuSeconds() - before)
+                if name == "full" {
+                    log(String(format: "%@: %@ call %d/%d (t=%g%@): %.2f s wall, %.2f s CPU", name, labels[k], call.index + 1, sessions[k].callCount,
+                               call.timestep, call.expert.map { ", expert \($0)" } ?? "", call.seconds, cpu[k][cpu[k].count - 1]))
+                }
+            }
+            denseResults.append(sessions[0].result)
+            routedResults.append(sessions[1].result)
+            denseCPU.append(cpu[0])
+            routedCPU.append(cpu[1])
         }
         let denseSeconds = denseResults.flatMap { $0.calls.map(\.seconds) }
         let denseMedian = Self.median(denseSeconds)
@@ -329,12 +332,6 @@ struct BenchSample: ParsableCommand {
                             macs: routedResult.macs, callSeconds: routedCalls.map(\.seconds), callCPUSeconds: routedCPU.flatMap { $0 },
                             totalCPUSeconds: Self.median(routedCPU.map { $0.reduce(0, +) }), experts: routedResult.experts)
 
-        var drift: [Double] = []
-        if driftCalls > 0 {
-            log("\(name): \(driftCalls) dense calls again")
-            drift = try timed(dense, try SchedulerKind(.ddim, steps: driftCalls), "dense again").result.calls.map(\.seconds)
-        }
-
         var rows: [ExpertRow] = []
         let routedCPUFlat = routedCPU.flatMap { $0 }
         let denseCPUMedian = Self.median(denseCPU.flatMap { $0 })
@@ -351,7 +348,7 @@ struct BenchSample: ParsableCommand {
         return Part(name: name, model: model, latent: [height, width], contextTokens: tokens, unetBatch: 2, experts: experts, repeats: repeats,
                     keptFractionOverTrainTimesteps: keptFraction, dense: denseRun, routed: routedRun,
                     speedup: denseRun.totalSeconds / routedRun.totalSeconds, cpuSpeedup: denseRun.totalCPUSeconds / routedRun.totalCPUSeconds, macRatio: macRatio, speedupPredictedByMACs: 1 / macRatio,
-                    perExpert: rows, driftDenseCallSeconds: drift, loadAverage: loadStart + Self.loadAverage())
+                    perExpert: rows, loadAverage: loadStart + Self.loadAverage())
     }
 
     static func median(_ xs: [Double]) -> Double {
@@ -382,6 +379,7 @@ struct BenchSample: ParsableCommand {
             ? "\(p.dense.calls) x median of \(p.dense.timedCalls) timed calls"
             : p.repeats > 1 ? "measured in full, median of \(p.repeats) runs" : "measured in full"
         let routed = p.repeats > 1 ? "measured in full, median of \(p.repeats) runs" : "measured in full"
+        lines.append("   dense and routed UNet calls interleaved over the same span of time")
         lines.append("   dense  \(p.dense.schedule): \(p.dense.calls) calls, \(secs(p.dense.totalSeconds)) (\(dense); median call \(secs(p.dense.medianCallSeconds)))")
         lines.append("   routed \(p.routed.schedule): \(p.routed.calls) calls, \(secs(p.routed.totalSeconds)) (\(routed); median call \(secs(p.routed.medianCallSeconds))); experts "
                      + p.routed.experts.map { $0.map(String.init) ?? "-" }.joined(separator: ","))
@@ -393,9 +391,6 @@ struct BenchSample: ParsableCommand {
         for r in p.perExpert {
             lines.append(String(format: "   %6d  %5d  %7d  %9.3f  %10.3f  %+11.1f%%  %9.3f  %+10.1f%%", r.expert, r.calls, r.skippedUnits, r.macShare,
                                 r.timeShare, r.deviation * 100, r.cpuShare, (r.cpuShare / r.macShare - 1) * 100))
-        }
-        if !p.driftDenseCallSeconds.isEmpty {
-            lines.append("   dense calls after the routed run: " + p.driftDenseCallSeconds.map { secs($0) }.joined(separator: ", "))
         }
         lines.append("   1-minute load average before / after: " + p.loadAverage.map { String(format: "%.2f", $0) }.joined(separator: " / "))
         return lines.joined(separator: "\n")
