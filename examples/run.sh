@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job: build alter (release) and run it on the small example checkpoint:
-# inspect and convert it, run the UNet once, then compress it with ALTER (a few hundred steps).
+# inspect and convert it, run the UNet once, compress it with ALTER (a few hundred steps), export
+# the run as a multi-expert bundle, inspect and verify the bundle, and sample with its experts.
 # On a fresh Debian machine, as root, it first installs the system libraries alter links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,3 +54,7 @@ echo "== export: the run as a multi-expert bundle, then inspect and verify it"
 "$ALTER" export "$OUT/run" -o "$OUT/sd21-tiny.alter" --force
 "$ALTER" inspect "$OUT/sd21-tiny.alter" --schedule pndm:20
 "$ALTER" verify "$OUT/sd21-tiny.alter" --deep --reference "$OUT/run/final/unet"
+
+echo "== sample: 2 latents with the bundle's experts (PNDM, 20 steps, guidance 7.5)"
+"$ALTER" sample "$OUT/sd21-tiny.alter" --context examples/sd21-tiny-data.safetensors --rows 0,1 \
+  --scheduler pndm --steps 20 --guidance 7.5 --seed 1 -o "$OUT/latents.safetensors"
