@@ -14,10 +14,11 @@ struct Sample: ParsableCommand {
             guided = uncond + g * (cond - uncond) and steps the scheduler (--guidance 1: no unconditional half, \
             B samples per call). With a bundle, the expert routed for the timestep runs and its skipped units \
             are not computed (both halves share it); its scheduler config and prediction type are the bundle's. \
-            With a model every call is dense; the scheduler config is the pipeline's scheduler_config.json when \
-            MODEL is a pipeline folder, else --scheduler-config, else SD2.1's (scaled_linear 0.00085..0.012, \
-            1000 timesteps, leading spacing, steps_offset 1), with --prediction-type (default epsilon, as for \
-            compress; SD2.1 768-v needs v_prediction). pndm makes steps + 1 UNet calls.
+            With a model every call is dense; the scheduler config is --scheduler-config, else the pipeline's \
+            scheduler_config.json when MODEL is a pipeline folder, else SD2.1's (scaled_linear 0.00085..0.012, \
+            1000 timesteps, steps_offset 1, each sampler's diffusers default spacing), with --prediction-type \
+            overriding its prediction type (default: the config's, else epsilon, as for compress; SD2.1 768-v \
+            needs v_prediction). pndm makes steps + 1 UNet calls.
 
             --context holds `context` [B,S,D] or [S,D] (D: the model's cross_attention_dim); a training-data \
             file (formats/training-data.md) works as it is (its `context` and `uncond`). The unconditional \
