@@ -1,0 +1,354 @@
+import ALTER
+import ArgumentParser
+import Foundation
+import NN
+import StableDiffusion
+import TensorCore
+
+struct BenchRouting: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "routing",
+        abstract: "Compare learned, interval and static routing: held-out output-KD loss at the same MAC target and step budget.",
+        discussion: """
+            For each routing mode and each seed, a fresh student and teacher are loaded and trained in memory \
+            with identical settings (same steps, hypernetwork steps, learning rates, loss weights, batches and \
+            timesteps), on all samples but the last --holdout. The report gives, per run, the kept fraction of \
+            total UNet MACs of the final decisions (over the 1000 training timesteps) and the output-KD loss \
+            (mean squared error of the routed, pruned student against the dense teacher) on --eval-samples \
+            draws from the held-out samples, with timesteps evenly spread over 0..999 and the same evaluation \
+            seed for every run.
+
+            Default model and data: the example (examples/sd21-tiny.safetensors with \
+            examples/sd21-tiny.config.json, examples/sd21-tiny-data.safetensors; run from the package root).
+
+            --random-channels C0,C1,C2,C3 instead trains an SD2.1-structured UNet at deterministic random init \
+            (seed --model-seed) with those block channels, 8 norm groups, attention heads of size 8 and \
+            cross-attention width --context-dim, on synthetic data generated in memory: --samples samples of \
+            [4, --latent, --latent] latents and [--context-tokens, --context-dim] contexts from \
+            TrainingData.synthetic (seed --data-seed): each sample's "prompt" is two words of a 12-word \
+            vocabulary, each word has a context vector and a smooth latent pattern; the latents are the sum of \
+            the two patterns, a smooth per-sample variation and a little noise, standardised.
+
+            --pretrain N first trains the model (all units, denoising loss only, --pretrain-lr, --pretrain-batch, \
+            seed 0) for N steps on the training samples, never the held-out ones. A randomly initialised model \
+            computes nearly the same function at every timestep, so which units matter does not depend on the \
+            timestep and routing has nothing to learn; a model trained as a denoiser does depend on it.
+            """)
+
+    @Option(help: "The model (default: examples/sd21-tiny.safetensors, with --config examples/sd21-tiny.config.json).")
+    var model: String?
+
+    @Option(help: "Training data (default: examples/sd21-tiny-data.safetensors).")
+    var data: String?
+
+    @Option(help: "Random-init model with these block channels (e.g. 32,64,64,64) and synthetic data, instead of --model and --data.")
+    var randomChannels: String?
+
+    @Option(help: "Seed of the random-init model.")
+    var modelSeed: UInt64 = 21
+
+    @Option(help: "Synthetic data: samples.")
+    var samples = 64
+
+    @Option(help: "Synthetic data: latent height and width.")
+    var latent = 16
+
+    @Option(help: "Synthetic data: context tokens.")
+    var contextTokens = 5
+
+    @Option(help: "Random model and synthetic data: context width (cross-attention dim).")
+    var contextDim = 32
+
+    @Option(help: "Seed of the synthetic data.")
+    var dataSeed: UInt64 = 3103
+
+    @Option(help: "First train the model as a plain denoiser (all units, denoising loss only) for this many steps on the training samples; the result is the teacher and the student initialisation of every run (0: off).")
+    var pretrain = 0
+
+    @Option(help: "Pre-training learning rate (AdamW).")
+    var pretrainLr = 1e-3
+
+    @Option(help: "Pre-training samples per step.")
+    var pretrainBatch = 8
+
+    @Option(help: "The last K samples are held out of training and used only for evaluation. Default: a quarter.")
+    var holdout: Int?
+
+    @Option(help: "Comma-separated routing modes to compare.")
+    var routings = "learned,intervals,static"
+
+    @Option(help: "Number of temporal experts (static routing always has one).")
+    var experts = 4
+
+    @Option(help: "Target kept fraction of total UNet MACs.")
+    var keep = 0.65
+
+    @Option(help: "Training steps per run.")
+    var steps = 300
+
+    @Option(help: "Steps with a hypernetwork update. Default: 30% of --steps.")
+    var hypernetSteps: Int?
+
+    @Option(help: "Samples per step.")
+    var batch = 2
+
+    @Option(help: "UNet learning rate (AdamW).")
+    var lrUnet = 1e-4
+
+    @Option(help: "Hypernetwork learning rate (AdamW).")
+    var lrHypernet = 1e-2
+
+    @Option(help: "Linear learning-rate warm-up steps. Default: min(250, steps/10).")
+    var warmup: Int?
+
+    @Option(help: "Loss weight of the MAC ratio loss.")
+    var ratioWeight = 5.0
+
+    @Option(help: "Loss weight of the expert balance loss.")
+    var balanceWeight = 1.0
+
+    @Option(help: "Loss weight of feature distillation.")
+    var featureKdWeight = 1.0
+
+    @Option(help: "Loss weight of the denoising loss.")
+    var denoiseWeight = 1e-4
+
+    @Option(help: "Comma-separated training seeds; every routing mode runs once per seed.")
+    var seeds = "1,2,3"
+
+    @Option(help: "Held-out evaluation draws (sample, noise; timesteps evenly spread over 0..999).")
+    var evalSamples = 64
+
+    @Option(help: "Seed of the held-out evaluation draws (the same for every run).")
+    var evalSeed: UInt64 = 99
+
+    @Option(help: "Print the step metrics every this many steps to stderr (0: off).")
+    var trace = 0
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    static let exampleModel = "examples/sd21-tiny.safetensors"
+    static let exampleConfig = "examples/sd21-tiny.config.json"
+    static let exampleData = "examples/sd21-tiny-data.safetensors"
+
+    struct Run: Encodable {
+        var routing: String
+        var seed: UInt64
+        var keptMACFraction: Double
+        var heldOutOutputKD: Double
+        var expertShares: [Double]
+        var finalTrainingLoss: Double
+        var seconds: Double
+    }
+
+    struct Summary: Encodable {
+        var routing: String
+        var meanKeptMACFraction: Double
+        var meanHeldOutOutputKD: Double
+        var stdHeldOutOutputKD: Double
+    }
+
+    struct Report: Encodable {
+        var model: String
+        var data: String
+        var pretrainSteps: Int
+        var pretrainFinalLoss: Double?
+        var parameters: Int
+        var trainingSamples: Int
+        var heldOutSamples: Int
+        var experts: Int
+        var keep: Double
+        var steps: Int
+        var hypernetSteps: Int
+        var batch: Int
+        var evalSamples: Int
+        var evalSeed: UInt64
+        var threads: Int
+        var runs: [Run]
+        var summary: [Summary]
+    }
+
+    /// One progress line: the step's metrics, the current noise-free decisions and, with a learned
+    /// router, the mean margin between its top two (noise-free) logits over the training timesteps.
+    func traceLine(_ trainer: ALTERTrainer, _ m: StepMetrics) -> String {
+        func shares(_ x: [Double]) -> String { x.map { String(format: "%.2f", $0) }.joined(separator: "/") }
+        let now = trainer.finalDecisions
+        var line = String(format: "  %@ seed %llu step %d: loss %.4g, output KD %.4g, kept %.4f (noise-free %.4f, shares %@)",
+                          trainer.config.settings.routing.rawValue, trainer.config.seed, m.step, m.loss, m.outputKD, m.keptFraction,
+                          trainer.budget.keptFraction(now), shares(now.expertShares))
+        if let logits = trainer.hypernet.routerLogits(on: Tape(recording: false))?.value {
+            let (rows, cols) = (logits.shape[0], logits.shape[1])
+            let margin = (0..<rows).reduce(0.0) { sum, r in
+                let row = (0..<cols).map { Double(logits.data[r * cols + $0]) }.sorted(by: >)
+                return sum + row[0] - row[1]
+            }
+            line += String(format: ", router margin %.3f", margin / Double(rows))
+        }
+        if let ratio = m.ratio { line += String(format: "; ratio loss %.3g, sampled shares %@", ratio, shares(m.expertShares)) }
+        return line
+    }
+
+    func parsedList<T>(_ s: String, _ name: String, _ f: (String) -> T?) throws -> [T] {
+        let items = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let values = items.compactMap(f)
+        guard !values.isEmpty, values.count == items.count else { throw ValidationError("bad --\(name) '\(s)'") }
+        return values
+    }
+
+    func run() throws {
+        let modes = try parsedList(routings, "routings") { ALTERSettings.Routing(rawValue: $0) }
+        let seedList = try parsedList(seeds, "seeds") { UInt64($0) }
+        guard evalSamples >= 1 else { throw ValidationError("--eval-samples must be at least 1") }
+
+        // The model (built afresh for every run) and the data.
+        var modelLabel: String, dataLabel: String
+        var makeModel: () throws -> UNet
+        let all: TrainingData
+        do {
+            if let randomChannels {
+                let channels = try parsedList(randomChannels, "random-channels") { Int($0) }
+                guard model == nil, data == nil else { throw ValidationError("--random-channels replaces --model and --data") }
+                var cfg = UNetConfig.sd21
+                guard channels.count == cfg.levels, channels.allSatisfy({ $0 > 0 && $0 % 8 == 0 }) else {
+                    throw ValidationError("--random-channels needs \(cfg.levels) multiples of 8")
+                }
+                cfg.blockOutChannels = channels
+                cfg.normNumGroups = 8
+                cfg.attentionHeads = channels.map { $0 / 8 }
+                cfg.crossAttentionDim = contextDim
+                cfg.sampleSize = latent
+                try cfg.validate(source: "--random-channels")
+                let seed = modelSeed
+                makeModel = { try UNet(config: cfg, parameters: RandomParameters(seed: seed)) }
+                modelLabel = "random init (seed \(seed)), block channels \(channels)"
+                guard samples >= 2, contextTokens >= 4 else { throw ValidationError("synthetic data needs --samples >= 2 and --context-tokens >= 4") }
+                all = TrainingData.synthetic(count: samples, height: latent, width: latent, contextLength: contextTokens,
+                                             contextDim: contextDim, seed: dataSeed)
+                dataLabel = "synthetic (seed \(dataSeed)): \(samples) samples, latents [4, \(latent), \(latent)], context [\(contextTokens), \(contextDim)]"
+            } else {
+                var load = modelOptions.loadOptions
+                let path = model ?? Self.exampleModel
+                if model == nil {
+                    load.configPath = load.configPath ?? Self.exampleConfig
+                    load.allowUnused = true
+                }
+                let checkpoint = try UNetCheckpoint(path: path, options: load)
+                makeModel = { try UNet(checkpoint: checkpoint) }
+                modelLabel = path
+                dataLabel = data ?? Self.exampleData
+                all = try TrainingData(contentsOf: URL(fileURLWithPath: dataLabel))
+            }
+        } catch let e as ValidationError { throw e } catch { throw CommandFailure("\(error)") }
+
+        let heldOutCount = holdout ?? max(1, all.count / 4)
+        guard heldOutCount >= 1, heldOutCount < all.count else {
+            throw ValidationError("--holdout must be between 1 and \(all.count - 1) (the data holds \(all.count) samples)")
+        }
+        let (train, heldOut) = try { () throws(TrainingDataError) in try all.split(heldOut: heldOutCount) }()
+        var pretrainLosses: [Double] = []
+        if pretrain > 0 {
+            let base: UNet
+            do { base = try makeModel() } catch { throw CommandFailure("\(error)") }
+            var pre = DenoisingPretraining(steps: pretrain)
+            pre.batch = pretrainBatch
+            pre.learningRate = pretrainLr
+            pre.warmupSteps = min(50, pretrain / 10)
+            modelLabel += " pre-trained as a denoiser for \(pretrain) steps"
+            if !json { printError("pre-training as a denoiser: \(pretrain) steps, batch \(pretrainBatch), learning rate \(pretrainLr)") }
+            var window: [Double] = []
+            pretrainLosses = pre.train(base, on: train) { step, loss in
+                window.append(loss)
+                if !json, step % max(1, pretrain / 10) == 0 {
+                    printError(String(format: "  pre-training step %d: mean denoising loss of the last %d steps %.4f", step, window.count,
+                                      window.reduce(0, +) / Double(window.count)))
+                    window = []
+                }
+            }
+            makeModel = { try base.copy() }
+        }
+        let hyperSteps = hypernetSteps ?? Int((Double(steps) * 0.3).rounded())
+
+        func config(_ routing: ALTERSettings.Routing, _ seed: UInt64) -> CompressionConfig {
+            var c = CompressionConfig(model: modelLabel, data: dataLabel, steps: steps, hypernetSteps: hyperSteps)
+            var s = ALTERSettings()
+            s.experts = experts
+            s.keep = keep
+            s.routing = routing
+            s.learningRateUNet = lrUnet
+            s.learningRateHypernet = lrHypernet
+            s.warmupSteps = warmup ?? min(250, steps / 10)
+            s.ratioWeight = ratioWeight
+            s.balanceWeight = balanceWeight
+            s.featureKDWeight = featureKdWeight
+            s.denoiseWeight = denoiseWeight
+            c.settings = s
+            c.batch = batch
+            c.seed = seed
+            return c
+        }
+
+        var runs: [Run] = [], parameters = 0
+        if !json {
+            printError("model: \(modelLabel); data: \(dataLabel): \(train.count) training, \(heldOut.count) held-out samples")
+            printError("\(experts) experts, keep \(keep), \(steps) steps (\(hyperSteps) with the hypernetwork), batch \(batch), seeds \(seedList)")
+        }
+        for seed in seedList {
+            for mode in modes {
+                let c = config(mode, seed)
+                let trainer: ALTERTrainer
+                do {
+                    let student = try makeModel(), teacher = try makeModel()
+                    parameters = student.parameters.reduce(0) { $0 + $1.value.count }
+                    trainer = try ALTERTrainer(config: c, student: student, teacher: teacher, data: train)
+                } catch { throw CommandFailure("\(error)") }
+                let t0 = Date()
+                var last: StepMetrics?
+                for _ in 0..<steps {
+                    let m = trainer.trainStep()
+                    last = m
+                    if trace > 0, m.step % trace == 0 { printError(traceLine(trainer, m)) }
+                }
+                let decisions = trainer.finalDecisions
+                let kept = trainer.budget.keptFraction(decisions)
+                let kd = trainer.evaluate(on: heldOut, decisions: decisions, count: evalSamples, seed: evalSeed)
+                let run = Run(routing: mode.rawValue, seed: seed, keptMACFraction: kept, heldOutOutputKD: kd,
+                              expertShares: decisions.expertShares, finalTrainingLoss: last?.loss ?? .nan,
+                              seconds: Date().timeIntervalSince(t0))
+                runs.append(run)
+                if !json {
+                    printError(String(format: "%-9@ seed %llu: kept MACs %.4f, held-out output KD %.6g (%.0f s; expert shares %@)",
+                                      mode.rawValue, seed, kept, kd, run.seconds,
+                                      decisions.expertShares.map { String(format: "%.2f", $0) }.joined(separator: "/")))
+                }
+            }
+        }
+        let summary = modes.map { mode -> Summary in
+            let rs = runs.filter { $0.routing == mode.rawValue }
+            let n = Double(rs.count)
+            let meanKD = rs.reduce(0) { $0 + $1.heldOutOutputKD } / n
+            let variance = rs.count > 1 ? rs.reduce(0) { $0 + ($1.heldOutOutputKD - meanKD) * ($1.heldOutOutputKD - meanKD) } / (n - 1) : 0
+            return Summary(routing: mode.rawValue, meanKeptMACFraction: rs.reduce(0) { $0 + $1.keptMACFraction } / n,
+                           meanHeldOutOutputKD: meanKD, stdHeldOutOutputKD: variance.squareRoot())
+        }
+        let tail = pretrainLosses.suffix(max(1, pretrain / 10))
+        let report = Report(model: modelLabel, data: dataLabel, pretrainSteps: pretrain,
+                            pretrainFinalLoss: tail.isEmpty ? nil : tail.reduce(0, +) / Double(tail.count), parameters: parameters, trainingSamples: train.count,
+                            heldOutSamples: heldOut.count, experts: experts, keep: keep, steps: steps, hypernetSteps: hyperSteps,
+                            batch: batch, evalSamples: evalSamples, evalSeed: evalSeed, threads: Parallel.workers,
+                            runs: runs, summary: summary)
+        if json { try writeJSON(report); return }
+        print("| routing | seed | kept-MAC fraction | held-out output KD |")
+        print("|---|---:|---:|---:|")
+        for r in runs {
+            print(String(format: "| %@ | %llu | %.4f | %.6g |", r.routing, r.seed, r.keptMACFraction, r.heldOutOutputKD))
+        }
+        for s in summary {
+            print(String(format: "| %@ | mean | %.4f | %.6g (sd %.2g) |", s.routing, s.meanKeptMACFraction, s.meanHeldOutOutputKD, s.stdHeldOutOutputKD))
+        }
+        let off = runs.filter { abs($0.keptMACFraction - keep) > 0.03 }.map { "\($0.routing) seed \($0.seed)" }
+        if !off.isEmpty { printError("note: the kept-MAC fraction of \(off.joined(separator: ", ")) misses the target \(keep) by more than 0.03") }
+    }
+}
