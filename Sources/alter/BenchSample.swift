@@ -26,7 +26,12 @@ struct BenchSample: ParsableCommand {
             expert's skip set, which is what a bundle expert computes. Needs about 5 GB; a UNet call at batch 2 \
             takes about 10 s on 2 cores, so the whole part takes about 12 minutes (--dense-calls shortens it).
 
-            Both parts sample one prompt with classifier-free guidance (UNet batch 2; random context and uncond) \
+            full-experts: the same full-size UNet and synthetic experts; each expert's UNet call (batch 2, at a \
+            timestep it serves) is timed right beside a dense call, --rounds times (the order within a pair \
+            alternates by round), and the median ratio is set against the expert's MAC share: pairs a few \
+            seconds apart are robust to drifts in the machine's speed. About 3 minutes per round on 2 cores.
+
+            example and full sample one prompt with classifier-free guidance (UNet batch 2; random context and uncond) \
             at the same latent size: dense --dense-schedule (default ddim:50) against routed --routed-schedule \
             (default pndm:20, 21 UNet calls). After a warm-up call per expert (weight transforms are cached per \
             layer), both runs are timed in full with their UNet calls interleaved evenly over the same span of \
@@ -40,7 +45,7 @@ struct BenchSample: ParsableCommand {
             MAC share of a dense call.
             """)
 
-    @Option(help: "Comma-separated parts: example, full.")
+    @Option(help: "Comma-separated parts: example, full, full-experts.")
     var parts = "example,full"
 
     @Option(help: "example: a bundle to time instead of training and exporting one.")
@@ -78,6 +83,9 @@ struct BenchSample: ParsableCommand {
 
     @Option(help: "example: interleaved dense and routed runs this many times (totals: their medians). full: always 1.")
     var repeats = 5
+
+    @Option(help: "full-experts: rounds of (dense call, expert call) pairs per expert.")
+    var rounds = 3
 
     @Option(help: "Guidance scale.")
     var guidance: Float = 7.5
@@ -149,22 +157,52 @@ struct BenchSample: ParsableCommand {
         var threads: Int
         var blasCore: String
         var parts: [Part]
+        var expertPairs: PairsReport?
         var peakResidentMB: Int
+    }
+
+    struct PairRow: Encodable {
+        var expert: Int
+        var timestep: Int
+        var skippedUnits: Int
+        var macShare: Double
+        /// Expert call time / the paired dense call's time, per round.
+        var timeRatios: [Double]
+        var cpuRatios: [Double]
+        var medianTimeRatio: Double
+        var medianCPURatio: Double
+    }
+
+    struct PairsReport: Encodable {
+        var latent: Int
+        var contextTokens: Int
+        var rounds: Int
+        var denseSeconds: [Double]
+        var rows: [PairRow]
+        var loadAverage: [Double]
     }
 
     func log(_ s: String) { if !json { printError(s) } }
 
     func run() throws {
         let names = parts.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !names.isEmpty, names.allSatisfy({ ["example", "full"].contains($0) }) else { throw ValidationError("--parts: example, full") }
+        guard !names.isEmpty, names.allSatisfy({ ["example", "full", "full-experts"].contains($0) }) else {
+            throw ValidationError("--parts: example, full, full-experts")
+        }
         let denseKind: SchedulerKind, routedKind: SchedulerKind
         do {
             denseKind = try SchedulerKind(parsing: denseSchedule)
             routedKind = try SchedulerKind(parsing: routedSchedule)
         } catch { throw ValidationError("\(error)") }
-        var reports: [Part] = []
+        var reports: [Part] = [], pairs: PairsReport?
         do {
             for name in names {
+                if name == "full-experts" {
+                    let p = try fullExperts()
+                    pairs = p
+                    if !json { print(Self.describe(p)) }
+                    continue
+                }
                 let part = name == "example" ? try example(denseKind, routedKind) : try full(denseKind, routedKind)
                 reports.append(part)
                 if !json { print(Self.describe(part)) }
@@ -172,7 +210,8 @@ struct BenchSample: ParsableCommand {
         } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        let report = Report(threads: Parallel.workers, blasCore: BLASCoreSelection.current, parts: reports, peakResidentMB: Int(usage.ru_maxrss) / 1024)
+        let report = Report(threads: Parallel.workers, blasCore: BLASCoreSelection.current, parts: reports, expertPairs: pairs,
+                            peakResidentMB: Int(usage.ru_maxrss) / 1024)
         if json { try writeJSON(report) } else {
             print("\(report.threads) threads; OpenBLAS kernels: \(report.blasCore); peak resident memory: \(grouped(report.peakResidentMB)) MB")
         }
@@ -243,6 +282,64 @@ struct BenchSample: ParsableCommand {
                            dense: denseSampler, routed: routed, height: latent, width: latent, tokens: context, experts: experts,
                            keptFraction: UnitBudget(cost: cost).keptFraction(decisions), denseKind: denseKind, routedKind: routedKind,
                            denseCalls: denseCalls, repeats: 1)
+    }
+
+    /// Each synthetic full-size expert's UNet call (batch 2) timed right beside a dense call, in
+    /// `rounds` rounds (the order within a pair alternates by round): the ratio of each pair is
+    /// robust to drifts in machine speed slower than a pair.
+    func fullExperts() throws -> PairsReport {
+        log("full-experts: building a full-size SD2.1 UNet at random init")
+        let unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
+        let cfg = unet.config
+        let cost = CostModel(config: cfg, latentHeight: latent, latentWidth: latent, contextLength: context)
+        let decisions = RoutedSampler.syntheticDecisions(cost: cost, experts: experts, keep: keep, spread: spread)
+        let budget = UnitBudget(cost: cost)
+        var rng = SeededGenerator(seed: 77)
+        let sample = Tensor(shape: [2, cfg.inChannels, latent, latent], values: rng.normals(2 * cfg.inChannels * latent * latent))
+        let ctx = Tensor(shape: [2, context, cfg.crossAttentionDim], values: rng.normals(2 * context * cfg.crossAttentionDim))
+        let loadStart = Self.loadAverage()
+        func call(_ skip: Set<String>, _ t: Float) -> (wall: Double, cpu: Double) {
+            var o = UNetForwardOptions()
+            o.skip = skip
+            let c0 = Self.cpuSeconds(), w0 = DispatchTime.now().uptimeNanoseconds
+            _ = unet.forward(sample: sample, timesteps: [t, t], context: ctx, options: o)
+            return (Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e9, Self.cpuSeconds() - c0)
+        }
+        log("full-experts: warm-up")
+        _ = call([], 500)
+        let skips = decisions.kept.map { k in Set(decisions.units.indices.filter { !k[$0] }.map { decisions.units[$0] }) }
+        let timesteps = (0..<experts).map { e in Self.median(decisions.route.indices.filter { decisions.route[$0] == e }.map(Double.init)) }.map { Int($0) }
+        var ratios = Array(repeating: [(Double, Double)](), count: experts), dense: [Double] = []
+        for r in 0..<rounds {
+            for e in 0..<experts {
+                let t = Float(timesteps[e])
+                let (d, x) = r % 2 == 0 ? (call([], t), call(skips[e], t)) : { let x = call(skips[e], t); return (call([], t), x) }()
+                dense.append(d.wall)
+                ratios[e].append((x.wall / d.wall, x.cpu / d.cpu))
+                log(String(format: "full-experts: round %d expert %d (t=%d): dense %.2f s (CPU %.2f s), expert %.2f s (CPU %.2f s): ratio %.3f, MAC share %.3f",
+                           r + 1, e, timesteps[e], d.wall, d.cpu, x.wall, x.cpu, x.wall / d.wall, budget.keptFraction(expert: decisions.kept[e])))
+            }
+        }
+        let rows = (0..<experts).map { e in
+            PairRow(expert: e, timestep: timesteps[e], skippedUnits: skips[e].count, macShare: budget.keptFraction(expert: decisions.kept[e]),
+                    timeRatios: ratios[e].map(\.0), cpuRatios: ratios[e].map(\.1),
+                    medianTimeRatio: Self.median(ratios[e].map(\.0)), medianCPURatio: Self.median(ratios[e].map(\.1)))
+        }
+        return PairsReport(latent: latent, contextTokens: context, rounds: rounds, denseSeconds: dense, rows: rows,
+                           loadAverage: loadStart + Self.loadAverage())
+    }
+
+    static func describe(_ p: PairsReport) -> String {
+        var lines = ["== full-experts: each synthetic expert's UNet call (batch 2) paired with a dense call, \(p.rounds) rounds; \(p.latent)x\(p.latent) latent, \(p.contextTokens) tokens"]
+        lines.append("   dense calls: " + p.denseSeconds.map { String(format: "%.2f", $0) }.joined(separator: " ") + " s")
+        lines.append("   expert  t    skipped  MAC share  time ratio (median; per round)        time/MAC - 1  CPU ratio  CPU/MAC - 1")
+        for r in p.rows {
+            lines.append(String(format: "   %6d  %3d  %7d  %9.3f  %6.3f (%@)  %+11.1f%%  %9.3f  %+10.1f%%", r.expert, r.timestep, r.skippedUnits, r.macShare,
+                                r.medianTimeRatio, r.timeRatios.map { String(format: "%.3f", $0) }.joined(separator: " "),
+                                (r.medianTimeRatio / r.macShare - 1) * 100, r.medianCPURatio, (r.medianCPURatio / r.macShare - 1) * 100))
+        }
+        lines.append("   1-minute load average before / after: " + p.loadAverage.map { String(format: "%.2f", $0) }.joined(separator: " / "))
+        return lines.joined(separator: "\n")
     }
 
     // MARK: measuring
