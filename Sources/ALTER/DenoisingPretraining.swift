@@ -61,9 +61,9 @@ public struct DenoisingPretraining {
 }
 
 extension UNet {
-    /// A separate model with the same configuration and a copy of every weight.
+    /// A separate model with the same configuration, the same absent units and a copy of every weight.
     public func copy() throws -> UNet {
         let weights = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, Tensor(shape: $0.value.shape, values: $0.value.scalars)) })
-        return try UNet(config: config, parameters: ParameterDictionary(weights))
+        return try UNet(config: config, parameters: ParameterDictionary(weights), absentUnits: absentUnits)
     }
 }

@@ -122,6 +122,9 @@ struct BenchRouting: ParsableCommand {
     @Option(help: "Seed of the held-out evaluation draws (the same for every run).")
     var evalSeed: UInt64 = 99
 
+    @Flag(help: "Before the runs, print how much skipping each unit alone changes the (pre-trained) model's output at timesteps 50, 350, 650 and 950, on the held-out samples.")
+    var sensitivity = false
+
     @Option(help: "Print the step metrics every this many steps to stderr (0: off).")
     var trace = 0
 
@@ -189,6 +192,23 @@ struct BenchRouting: ParsableCommand {
         }
         if let ratio = m.ratio { line += String(format: "; ratio loss %.3g, sampled shares %@", ratio, shares(m.expertShares)) }
         return line
+    }
+
+    /// The sensitivity table (stderr with --json, else stdout).
+    func printSensitivity(_ s: UnitSensitivity) {
+        var lines = ["skip-one-unit output MSE against the dense model (mean square of the dense output: "
+            + zip(s.timesteps, s.outputMeanSquare).map { String(format: "%.3g at t=%d", $1, $0) }.joined(separator: ", ") + ")",
+            "| unit | " + s.timesteps.map { "t=\($0)" }.joined(separator: " | ") + " | first/last |",
+            "|---|" + String(repeating: "---:|", count: s.timesteps.count + 1)]
+        for (l, name) in s.units.enumerated() {
+            let row = s.mse.map { $0[l] }
+            lines.append("| \(name) | " + row.map { String(format: "%.3g", $0) }.joined(separator: " | ")
+                         + String(format: " | %.3g |", row[0] / max(row[row.count - 1], 1e-30)))
+        }
+        let last = s.timesteps.count - 1
+        lines.append(String(format: "rank correlation of the units' MSEs between t=%d and t=%d: %.3f", s.timesteps[0], s.timesteps[last],
+                            s.rankCorrelation(0, last)))
+        for line in lines { if json { printError(line) } else { print(line) } }
     }
 
     func parsedList<T>(_ s: String, _ name: String, _ f: (String) -> T?) throws -> [T] {
@@ -268,6 +288,11 @@ struct BenchRouting: ParsableCommand {
                 }
             }
             makeModel = { try base.copy() }
+        }
+        if sensitivity {
+            do { printSensitivity(UnitSensitivity(unet: try makeModel(), data: heldOut, timesteps: [50, 350, 650, 950])) } catch {
+                throw CommandFailure("\(error)")
+            }
         }
         let hyperSteps = hypernetSteps ?? Int((Double(steps) * 0.3).rounded())
 
