@@ -8,9 +8,13 @@ let package = Package(
         .executable(name: "alter", targets: ["alter"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "TensorCore", targets: ["TensorCore"]),
+        .library(name: "NN", targets: ["NN"]),
         .library(name: "StableDiffusion", targets: ["StableDiffusion"]),
+        .library(name: "Experts", targets: ["Experts"]),
         .library(name: "ALTER", targets: ["ALTER"]),
         .library(name: "ExpertBundle", targets: ["ExpertBundle"]),
+        .library(name: "RunExport", targets: ["RunExport"]),
+        .library(name: "ALTERBench", targets: ["ALTERBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -22,9 +26,6 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
-        .systemLibrary(
-            name: "CZlib", pkgConfig: "zlib",
-            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .target(name: "CFileCopy"),
         .target(
             name: "SafeTensors", dependencies: ["CJSON", "CFileCopy"],
@@ -39,21 +40,36 @@ let package = Package(
                 .unsafeFlags(["-O", "-target-cpu", "haswell"], .when(platforms: [.linux], configuration: .debug)),
             ]),
         .target(name: "NN", dependencies: ["TensorCore"]),
-        .target(name: "StableDiffusion", dependencies: ["SafeTensors", "NN"]),
-        .target(name: "ALTER", dependencies: ["StableDiffusion", "SafeTensors"]),
-        .target(name: "ExpertBundle", dependencies: ["ALTER", "StableDiffusion", "SafeTensors"]),
+        .target(name: "StableDiffusion", dependencies: ["SafeTensors", "TensorCore", "NN"]),
+        // Expert decisions, the routing rule, skip sets and their MACs: shared by the trainer and the bundle.
+        .target(name: "Experts", dependencies: ["StableDiffusion"]),
+        .target(name: "ALTER", dependencies: ["Experts", "StableDiffusion", "NN", "TensorCore", "SafeTensors"]),
+        .target(name: "ExpertBundle", dependencies: ["Experts", "StableDiffusion", "NN", "TensorCore", "SafeTensors"]),
+        // Reads a finished run directory (ALTER) and writes its bundle (ExpertBundle).
+        .target(name: "RunExport", dependencies: ["ALTER", "ExpertBundle", "StableDiffusion", "SafeTensors"]),
+        // The studies behind `alter bench`.
+        .target(
+            name: "ALTERBench",
+            dependencies: ["ALTER", "Experts", "ExpertBundle", "RunExport", "StableDiffusion", "NN", "TensorCore"]),
         .executableTarget(
             name: "alter",
             dependencies: [
-                "SafeTensors", "StableDiffusion", "ALTER", "ExpertBundle",
+                "SafeTensors", "TensorCore", "NN", "StableDiffusion", "Experts", "ALTER", "ExpertBundle", "RunExport", "ALTERBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
+        // The example model and data for tests of every target.
+        .target(name: "ExampleSupport", dependencies: ["ALTER", "StableDiffusion"], path: "Tests/ExampleSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(
-            name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors"]),
-        .testTarget(name: "ALTERTests", dependencies: ["ALTER", "StableDiffusion", "SafeTensors"]),
-        .testTarget(name: "ExpertBundleTests", dependencies: ["ExpertBundle", "ALTER", "StableDiffusion", "SafeTensors"]),
+            name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
+        .testTarget(name: "ALTERTests", dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
+        .testTarget(
+            name: "ExpertBundleTests",
+            dependencies: ["ExampleSupport", "ExpertBundle", "Experts", "ALTER", "RunExport", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
+        .testTarget(
+            name: "ALTERBenchTests",
+            dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "ExpertBundle", "StableDiffusion", "NN", "TensorCore"]),
     ]
 )

@@ -44,4 +44,13 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
     public var gradientClip = 1.0
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case experts, keep, routing, embeddingWidth = "embedding_width", generatorHidden = "generator_hidden"
+        case routerHidden = "router_hidden", temperature, offset, denoiseWeight = "denoise_weight"
+        case outputKDWeight = "output_kd_weight", featureKDWeight = "feature_kd_weight", ratioWeight = "ratio_weight"
+        case balanceWeight = "balance_weight", learningRateUNet = "lr_unet", learningRateHypernet = "lr_hypernet"
+        case beta1, beta2, adamEpsilon = "adam_epsilon", weightDecay = "weight_decay", warmupSteps = "warmup_steps"
+        case gradientClip = "gradient_clip"
+    }
 }

@@ -1,7 +1,11 @@
 import StableDiffusion
 
-/// Everything that determines an ALTER run; stored as the run directory's `config.json`.
+/// Everything that determines an ALTER run; stored as the run directory's `config.json`
+/// (formats/run-directory.md, version 2: snake_case keys, `format` and `format_version` first).
 public struct CompressionConfig: Codable, Sendable, Equatable {
+    public static let formatName = "alter.run"
+    public static let formatVersion = 2
+
     /// The model (teacher and student initialisation), as given.
     public var model: String
     /// The training-data file, as given.
@@ -21,45 +25,118 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
     public var variant: String?
     public var configPath: String?
 
-    public init(model: String, data: String, steps: Int, hypernetSteps: Int) {
+    /// A run of `steps` iterations. `hypernetSteps` nil: `defaultHypernetSteps(steps)`; the
+    /// settings' warm-up nil: `defaultWarmupSteps(steps)`.
+    public init(model: String, data: String, steps: Int, hypernetSteps: Int? = nil, warmupSteps: Int? = nil) {
         self.model = model
         self.data = data
         self.steps = steps
-        self.hypernetSteps = hypernetSteps
+        self.hypernetSteps = hypernetSteps ?? Self.defaultHypernetSteps(steps)
+        settings.warmupSteps = warmupSteps ?? Self.defaultWarmupSteps(steps)
     }
 
-    /// Checks values that do not depend on the model or the data.
+    /// The hypernetwork phase when none is given: 30% of the steps, rounded (the paper's 2 of about
+    /// 6.8 epochs: 9.4 k of 32 k steps).
+    public static func defaultHypernetSteps(_ steps: Int) -> Int { Int((Double(max(steps, 0)) * 0.3).rounded()) }
+
+    /// The learning-rate warm-up when none is given: the paper's 250 steps, at most a tenth of the run.
+    public static func defaultWarmupSteps(_ steps: Int) -> Int { min(250, max(steps, 0) / 10) }
+
+    /// Checks values that do not depend on the model or the data. Errors name the field
+    /// (`config.json` key).
     public func validate() throws(CompressionError) {
+        func bad(_ field: String, _ why: String) -> CompressionError { .invalid(field: field, why) }
         guard settings.keep > 0, settings.keep <= 1 else { throw .keepOutOfRange(settings.keep) }
-        guard settings.experts >= 1 else { throw .invalid("--experts must be at least 1, got \(settings.experts)") }
+        guard settings.experts >= 1 else { throw bad("experts", "must be at least 1, got \(settings.experts)") }
         guard settings.experts <= 1000 else { throw .tooManyExperts(settings.experts, timesteps: 1000) }
-        guard steps >= 1 else { throw .invalid("--steps must be at least 1, got \(steps)") }
+        guard steps >= 1 else { throw bad("steps", "must be at least 1, got \(steps)") }
         guard hypernetSteps >= 0, hypernetSteps <= steps else {
-            throw .invalid("--hypernet-steps must be between 0 and --steps (\(steps)), got \(hypernetSteps)")
+            throw bad("hypernet_steps", "must be between 0 and steps (\(steps)), got \(hypernetSteps)")
         }
-        guard batch >= 1 else { throw .invalid("--batch must be at least 1, got \(batch)") }
-        guard settings.temperature > 0 else { throw .invalid("--temperature must be positive") }
-        guard settings.learningRateUNet >= 0, settings.learningRateHypernet >= 0 else { throw .invalid("learning rates must not be negative") }
-        guard checkpointEvery >= 0 else { throw .invalid("--checkpoint-every must not be negative") }
+        guard batch >= 1 else { throw bad("batch", "must be at least 1, got \(batch)") }
+        guard settings.temperature > 0 else { throw bad("temperature", "must be positive, got \(settings.temperature)") }
+        guard settings.learningRateUNet >= 0 else { throw bad("lr_unet", "must not be negative, got \(settings.learningRateUNet)") }
+        guard settings.learningRateHypernet >= 0 else { throw bad("lr_hypernet", "must not be negative, got \(settings.learningRateHypernet)") }
+        guard settings.warmupSteps >= 0 else { throw bad("warmup_steps", "must not be negative, got \(settings.warmupSteps)") }
+        guard checkpointEvery >= 0 else { throw bad("checkpoint_every", "must not be negative, got \(checkpointEvery)") }
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case format, formatVersion = "format_version"
+        case model, data, settings, steps, hypernetSteps = "hypernet_steps", batch, seed, checkpointEvery = "checkpoint_every"
+        case predictionType = "prediction_type", ema, variant, configPath = "config_path"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let isVersion1 = decoder.userInfo[RunFileVersion.version1] as? Bool == true
+        let format = isVersion1 ? Self.formatName : try c.decode(String.self, forKey: .format)
+        let version = isVersion1 ? Self.formatVersion : try c.decode(Int.self, forKey: .formatVersion)
+        guard format == Self.formatName, version == Self.formatVersion else {
+            throw DecodingError.dataCorruptedError(forKey: .formatVersion, in: c,
+                                                   debugDescription: "\(format) version \(version) is not \(Self.formatName) version \(Self.formatVersion)")
+        }
+        model = try c.decode(String.self, forKey: .model)
+        data = try c.decode(String.self, forKey: .data)
+        settings = try c.decode(ALTERSettings.self, forKey: .settings)
+        steps = try c.decode(Int.self, forKey: .steps)
+        hypernetSteps = try c.decode(Int.self, forKey: .hypernetSteps)
+        batch = try c.decode(Int.self, forKey: .batch)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        checkpointEvery = try c.decode(Int.self, forKey: .checkpointEvery)
+        predictionType = try c.decode(NoiseSchedule.PredictionType.self, forKey: .predictionType)
+        ema = try c.decode(Bool.self, forKey: .ema)
+        variant = try c.decodeIfPresent(String.self, forKey: .variant)
+        configPath = try c.decodeIfPresent(String.self, forKey: .configPath)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Self.formatName, forKey: .format)
+        try c.encode(Self.formatVersion, forKey: .formatVersion)
+        try c.encode(model, forKey: .model)
+        try c.encode(data, forKey: .data)
+        try c.encode(settings, forKey: .settings)
+        try c.encode(steps, forKey: .steps)
+        try c.encode(hypernetSteps, forKey: .hypernetSteps)
+        try c.encode(batch, forKey: .batch)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(checkpointEvery, forKey: .checkpointEvery)
+        try c.encode(predictionType, forKey: .predictionType)
+        try c.encode(ema, forKey: .ema)
+        try c.encode(variant, forKey: .variant)
+        try c.encode(configPath, forKey: .configPath)
     }
 }
 
-/// A compression request that cannot run; reported before any training starts.
+/// A compression request that cannot run; reported before any training starts. Fields are
+/// named by their `config.json` keys.
 public enum CompressionError: Error, CustomStringConvertible, Equatable {
     case keepOutOfRange(Double)
     case keepBelowFixed(keep: Double, fixed: Double)
     case tooManyExperts(Int, timesteps: Int)
-    case invalid(String)
+    /// A configuration field with a value that cannot work.
+    case invalid(field: String, String)
     case data(String)
     case runDirectory(String)
 
+    /// The `config.json` key the error is about, if it is about one.
+    public var field: String? {
+        switch self {
+        case .keepOutOfRange, .keepBelowFixed: return "keep"
+        case .tooManyExperts: return "experts"
+        case .invalid(let f, _): return f
+        case .data, .runDirectory: return nil
+        }
+    }
+
     public var description: String {
         switch self {
-        case .keepOutOfRange(let k): return "--keep must be in (0, 1] (the kept fraction of total UNet MACs), got \(k)"
+        case .keepOutOfRange(let k): return "keep must be in (0, 1] (the kept fraction of total UNet MACs), got \(k)"
         case .keepBelowFixed(let k, let f):
-            return "--keep \(k) is below the MAC fraction that no pruning can remove (\(String(format: "%.4f", f)): convs in/out, samplers, projections); choose a larger --keep"
-        case .tooManyExperts(let e, let t): return "--experts \(e) exceeds the \(t) training timesteps; each expert needs at least one timestep"
-        case .invalid(let s): return s
+            return "keep \(k) is below the MAC fraction that no pruning can remove (\(String(format: "%.4f", f)): convs in/out, samplers, projections); choose a larger keep"
+        case .tooManyExperts(let e, let t): return "experts \(e) exceeds the \(t) training timesteps; each expert needs at least one timestep"
+        case .invalid(let f, let s): return "\(f) \(s)"
         case .data(let s): return s
         case .runDirectory(let s): return s
         }

@@ -1,3 +1,4 @@
+import Experts
 import TensorCore
 
 /// One draw of the hypernetwork's relaxed decisions on a tape.

@@ -1,3 +1,4 @@
+import Experts
 import Foundation
 import NN
 import StableDiffusion
@@ -102,11 +103,25 @@ struct DefaultInitialisation: ParameterSource {
     let biasFanIn: [String: Int]
 
     func tensor(_ name: String, shape: [Int]) throws -> Tensor {
-        var rng = SeededGenerator(seed: seed ^ name.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 })
+        var rng = SeededGenerator(seed: seed, stream: name)
         let isNorm = name.contains(".norm")
         if isNorm { return Tensor(repeating: name.hasSuffix(".weight") ? 1 : 0, shape: shape) }
         let fanIn = name.hasSuffix(".bias") ? biasFanIn[name] ?? 1 : shape.dropFirst().reduce(1, *)
         let bound = 1 / Float(fanIn).squareRoot()
         return Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in Float(2 * rng.openUnit() - 1) * bound })
+    }
+}
+
+extension Hypernetwork {
+    /// The mean margin between the top two noise-free router logits over the training timesteps
+    /// (how decided the learned router is); nil unless routing is learned.
+    public func routerMargin() -> Double? {
+        guard let logits = routerLogits(on: Tape(recording: false))?.value, logits.shape[1] >= 2 else { return nil }
+        let (rows, cols) = (logits.shape[0], logits.shape[1])
+        let total = (0..<rows).reduce(0.0) { sum, r in
+            let row = (0..<cols).map { Double(logits.data[r * cols + $0]) }.sorted(by: >)
+            return sum + row[0] - row[1]
+        }
+        return total / Double(rows)
     }
 }

@@ -1,3 +1,4 @@
+import Experts
 import Foundation
 import SafeTensors
 import StableDiffusion
@@ -46,7 +47,7 @@ public struct RunDirectory: Sendable {
         guard let data = FileManager.default.contents(atPath: configPath) else {
             throw .runDirectory("\(configPath) not found: \(path) is not an alter run directory")
         }
-        do { return try JSONDecoder().decode(CompressionConfig.self, from: data) } catch {
+        do { return try RunFileVersion.decoder(for: data).decode(CompressionConfig.self, from: data) } catch {
             throw .runDirectory("\(configPath) is not a valid run configuration: \(error)")
         }
     }
@@ -72,9 +73,14 @@ public struct RunDirectory: Sendable {
         guard let data = FileManager.default.contents(atPath: metricsPath) else { return }
         let lines = data.split(separator: 0x0A, omittingEmptySubsequences: true)
         var kept = Data()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
         for line in lines {
-            guard let m = try? JSONDecoder().decode(StepMetrics.self, from: Data(line)), m.step <= step else { continue }
-            kept.append(contentsOf: line)
+            // Version 1 lines are rewritten with version 2 keys.
+            let m = (try? JSONDecoder().decode(StepMetrics.self, from: Data(line)))
+                ?? (try? RunFileVersion.version1Decoder().decode(StepMetrics.self, from: Data(line)))
+            guard let m, m.step <= step, let encoded = try? encoder.encode(m) else { continue }
+            kept.append(encoded)
             kept.append(0x0A)
         }
         try writeAtomically(kept, to: metricsPath)
@@ -84,34 +90,22 @@ public struct RunDirectory: Sendable {
 
     /// Writes the trainer's complete state as the run's checkpoint.
     public func writeCheckpoint(_ trainer: ALTERTrainer) throws(CompressionError) {
-        let partial = path + "/checkpoint.partial", old = path + "/checkpoint.old"
-        let fm = FileManager.default
-        try? fm.removeItem(atPath: partial)
-        do { try fm.createDirectory(atPath: partial, withIntermediateDirectories: false) } catch {
-            throw .runDirectory("cannot create \(partial): \(error.localizedDescription)")
-        }
-        TemporaryPaths.shared.add(partial)
-        try writeTensors(trainer.student.parameters.map { ($0.name, $0.value) }, to: partial + "/unet.safetensors")
-        try writeTensors(Self.optimizerTensors(trainer.unetOptimizer), to: partial + "/unet-adamw.safetensors")
+        let dir = try staging(checkpointPath, partial: path + "/checkpoint.partial", aside: path + "/checkpoint.old")
+        try writeTensors(trainer.student.parameters.map { ($0.name, $0.value) }, to: dir.path + "/unet.safetensors")
+        try writeTensors(Self.optimizerTensors(trainer.unetOptimizer), to: dir.path + "/unet-adamw.safetensors")
         try writeTensors(trainer.hypernet.parameters.map { ($0.name, $0.value) } + Self.optimizerTensors(trainer.hypernetOptimizer),
-                         to: partial + "/hypernet.safetensors")
-        try writeJSON(trainer.state, to: partial + "/state.json")
-        try replace(checkpointPath, with: partial, aside: old)
+                         to: dir.path + "/hypernet.safetensors")
+        try writeJSON(trainer.state, to: dir.path + "/state.json")
+        try publish(dir)
     }
 
-    /// Puts the complete directory `partial` in place of `target`: the old one is renamed to
-    /// `aside` first and removed after, so a crash leaves one of the two complete.
-    func replace(_ target: String, with partial: String, aside: String) throws(CompressionError) {
-        let fm = FileManager.default
-        syncDirectory(of: partial + "/.")
-        if fm.fileExists(atPath: target) {
-            try? fm.removeItem(atPath: aside)
-            guard rename(target, aside) == 0 else { throw .runDirectory("cannot move \(target) aside: \(String(cString: strerror(errno)))") }
-        }
-        guard rename(partial, target) == 0 else { throw .runDirectory("cannot rename \(partial) to \(target): \(String(cString: strerror(errno)))") }
-        _ = TemporaryPaths.shared.remove(partial)
-        syncDirectory(of: target)
-        try? fm.removeItem(atPath: aside)
+    /// A staging directory for `target` (a crash leaves a complete `target` or a complete `aside`).
+    func staging(_ target: String, partial: String, aside: String) throws(CompressionError) -> AtomicDirectory {
+        do { return try AtomicDirectory(destination: target, staging: partial, aside: aside) } catch { throw .runDirectory(error.description) }
+    }
+
+    func publish(_ dir: AtomicDirectory) throws(CompressionError) {
+        do { try dir.commit(replacing: true) } catch { throw .runDirectory(error.description) }
     }
 
     /// Restores the trainer from the run's checkpoint (or the previous one, if a crash interrupted
@@ -124,7 +118,7 @@ public struct RunDirectory: Sendable {
             guard fm.fileExists(atPath: dir + "/state.json") else { throw .runDirectory("\(path) has no checkpoint to resume from") }
         }
         guard let stateData = fm.contents(atPath: dir + "/state.json"),
-              let state = try? JSONDecoder().decode(TrainerState.self, from: stateData) else {
+              let state = try? RunFileVersion.decoder(for: stateData).decode(TrainerState.self, from: stateData) else {
             throw .runDirectory("\(dir)/state.json is missing or not a valid trainer state")
         }
         try readTensors(into: trainer.student.parameters.map { ($0.name, $0.value) }, from: dir + "/unet.safetensors")
@@ -143,18 +137,13 @@ public struct RunDirectory: Sendable {
 
     /// Writes `final/`: the fine-tuned UNet as a diffusers folder and the noise-free decisions.
     public func writeFinal(_ trainer: ALTERTrainer) throws(CompressionError) {
-        let partial = path + "/final.partial", old = path + "/final.old"
-        let fm = FileManager.default
-        try? fm.removeItem(atPath: partial)
-        do { try fm.createDirectory(atPath: partial + "/unet", withIntermediateDirectories: true) } catch {
-            throw .runDirectory("cannot create \(partial): \(error.localizedDescription)")
-        }
-        TemporaryPaths.shared.add(partial)
-        try writeAtomically(trainer.student.config.diffusersJSON(), to: partial + "/unet/config.json")
+        let dir = try staging(finalPath, partial: path + "/final.partial", aside: path + "/final.old")
+        do { try dir.createSubdirectory("unet") } catch { throw .runDirectory(error.description) }
+        try writeAtomically(trainer.student.config.diffusersJSON(), to: dir.path + "/unet/config.json")
         try writeTensors(trainer.student.parameters.map { ($0.name, $0.value) },
-                         to: partial + "/unet/diffusion_pytorch_model.safetensors")
-        try writeJSON(FinalDecisions(trainer), to: partial + "/decisions.json")
-        try replace(finalPath, with: partial, aside: old)
+                         to: dir.path + "/unet/diffusion_pytorch_model.safetensors")
+        try writeJSON(FinalDecisions(trainer), to: dir.path + "/decisions.json")
+        try publish(dir)
     }
 
     /// The decisions of a finished run.
@@ -216,9 +205,7 @@ public struct RunDirectory: Sendable {
     }
 
     public func writeJSON(_ value: some Encodable, to file: String) throws(CompressionError) {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        guard let data = try? enc.encode(value) else { throw .runDirectory("cannot encode \(file)") }
+        guard let data = try? JSONEncoder.alterOutput().encode(value) else { throw .runDirectory("cannot encode \(file)") }
         try writeAtomically(data, to: file)
     }
 

@@ -22,9 +22,9 @@ public struct StepMetrics: Codable, Sendable, Equatable {
     public var gradientNormHypernet: Double?
     public var seconds: Double
 
-    enum CodingKeys: String, CodingKey {
-        case step, loss, outputKD = "output_kd", featureKD = "feature_kd", denoise
-        case hypernetLoss = "hypernet_loss", performance, ratio, balance
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case step, loss, outputKD = "output_kd_loss", featureKD = "feature_kd_loss", denoise = "denoise_loss"
+        case hypernetLoss = "hypernet_loss", performance = "performance_loss", ratio = "ratio_loss", balance = "balance_loss"
         case keptFraction = "kept_mac_fraction", expertShares = "expert_shares"
         case learningRateUNet = "lr_unet", learningRateHypernet = "lr_hypernet"
         case gradientNormUNet = "grad_norm_unet", gradientNormHypernet = "grad_norm_hypernet", seconds

@@ -20,6 +20,10 @@ public struct BundleDiff: Encodable, Sendable {
         /// The expert compared, when an expert manifest was given.
         public var expert: Int?
         public var experts: Int
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case path, bundle, expert, experts = "expert_count"
+        }
     }
 
     public struct Change<T: Encodable & Sendable & Equatable>: Encodable, Sendable, Equatable {
@@ -29,6 +33,10 @@ public struct BundleDiff: Encodable, Sendable {
             self.a = a
             self.b = b
         }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case a, b
+        }
     }
 
     /// One key of a JSON object (the architecture, the scheduler) that differs; nil where absent.
@@ -36,6 +44,10 @@ public struct BundleDiff: Encodable, Sendable {
         public var key: String
         public var a: JSONValue?
         public var b: JSONValue?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case key, a, b
+        }
     }
 
     /// Units of one expert pair: added (B computes, A skips) and dropped (A computes, B skips).
@@ -44,6 +56,10 @@ public struct BundleDiff: Encodable, Sendable {
         public var expertB: Int
         public var added: [String]
         public var dropped: [String]
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case expertA = "expert_a", expertB = "expert_b", added, dropped
+        }
     }
 
     /// Training timesteps first ... last (inclusive) routed to expert `from` in A and `to` in B
@@ -56,6 +72,10 @@ public struct BundleDiff: Encodable, Sendable {
         public var from: Int?
         public var to: Int?
         public var count: Int { last - first + 1 }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case first, last, from, to
+        }
     }
 
     /// MACs of one call of one expert pair (nil where that side has no such expert).
@@ -64,6 +84,10 @@ public struct BundleDiff: Encodable, Sendable {
         public var expertB: Int?
         public var macs: Change<Int?>
         public var keptFraction: Change<Double?>
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case expertA = "expert_a", expertB = "expert_b", macs, keptFraction = "kept_mac_fraction"
+        }
     }
 
     public struct MACChanges: Encodable, Sendable, Equatable {
@@ -74,6 +98,10 @@ public struct BundleDiff: Encodable, Sendable {
         /// Bundle comparisons only: the routed mean over the training timesteps, and it / dense.
         public var routedMean: Change<Double>?
         public var keptFraction: Change<Double>?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case countedAt = "counted_at", dense = "dense_macs", experts, routedMean = "routed_mean_macs", keptFraction = "kept_mac_fraction"
+        }
     }
 
     /// A tensor present in both with the same name and shape.
@@ -88,17 +116,30 @@ public struct BundleDiff: Encodable, Sendable {
         public var normDifference: Double
         /// Equal SHA-256 and dtype: not read.
         public var sameBytes: Bool
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, shape, dtype, relativeChange = "relative_change", normA = "norm_a", normDifference = "norm_difference"
+            case sameBytes = "same_bytes"
+        }
     }
 
     public struct TensorRef: Encodable, Sendable, Equatable {
         public var name: String
         public var shape: [Int]
         public var dtype: String
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, shape, dtype
+        }
     }
 
     public struct ShapeChange: Encodable, Sendable, Equatable {
         public var name: String
         public var shape: Change<[Int]>
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, shape
+        }
     }
 
     public var a: Side
@@ -146,10 +187,13 @@ public struct BundleDiff: Encodable, Sendable {
             && tensorShapeChanges.isEmpty
     }
 
-    enum CodingKeys: String, CodingKey {
-        case a, b, sameArchitecture, architectureChanges, predictionType, trainTimesteps, schedulerChanges, sourceModel
-        case sameUnits, unitsOnlyInA, unitsOnlyInB, expertCount, units, routing, macs, tensors, tensorsOnlyInA, tensorsOnlyInB
-        case tensorShapeChanges, isEmpty, routingChangedTimesteps, changedTensorCount
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case a, b, sameArchitecture = "same_architecture", architectureChanges = "architecture_changes"
+        case predictionType = "prediction_type", trainTimesteps = "train_timesteps", schedulerChanges = "scheduler_changes"
+        case sourceModel = "source_model", sameUnits = "same_units", unitsOnlyInA = "units_only_in_a", unitsOnlyInB = "units_only_in_b"
+        case expertCount = "expert_count", units, routing, macs, tensors, tensorsOnlyInA = "tensors_only_in_a"
+        case tensorsOnlyInB = "tensors_only_in_b", tensorShapeChanges = "tensor_shape_changes", isEmpty = "is_empty"
+        case routingChangedTimesteps = "routing_changed_timestep_count", changedTensorCount = "changed_tensor_count"
     }
 
     public func encode(to encoder: Encoder) throws {

@@ -1,9 +1,11 @@
 import Foundation
+import SafeTensors
 
 /// `bundle.json` (formats/bundle.md).
 public struct BundleManifest: Codable, Equatable, Sendable {
     public static let formatName = "alter.bundle"
-    public static let formatVersion = 1
+    /// Version 2 renamed `macs.kept_fraction` to `kept_mac_fraction`; version 1 is still read.
+    public static let formatVersion = 2
 
     public struct Source: Codable, Equatable, Sendable {
         public var model: String
@@ -35,7 +37,7 @@ public struct BundleManifest: Codable, Equatable, Sendable {
         enum CodingKeys: String, CodingKey {
             case latentHeight = "latent_height", latentWidth = "latent_width", contextLength = "context_length"
             case dense, denseConvLinear = "dense_conv_linear", experts
-            case meanOverTrainTimesteps = "mean_over_train_timesteps", keptFraction = "kept_fraction"
+            case meanOverTrainTimesteps = "mean_over_train_timesteps", keptFraction = "kept_mac_fraction"
         }
     }
 
@@ -61,7 +63,8 @@ public struct BundleManifest: Codable, Equatable, Sendable {
 /// `experts/expert-<i>.json` (formats/bundle.md).
 public struct ExpertManifest: Codable, Equatable, Sendable {
     public static let formatName = "alter.bundle.expert"
-    public static let formatVersion = 1
+    /// Version 2 renamed `kept_fraction` to `kept_mac_fraction`; version 1 is still read.
+    public static let formatVersion = 2
 
     public struct TensorEntry: Codable, Equatable, Sendable {
         public var name: String
@@ -86,22 +89,27 @@ public struct ExpertManifest: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format, formatVersion = "format_version", expert, keptUnits = "kept_units", skippedUnits = "skipped_units"
-        case macs, macsConvLinear = "macs_conv_linear", keptFraction = "kept_fraction", timesteps
+        case macs, macsConvLinear = "macs_conv_linear", keptFraction = "kept_mac_fraction", timesteps
         case timestepCount = "timestep_count", tensors
-    }
-
-    /// Timesteps as inclusive ranges (sorted input).
-    public static func ranges(_ timesteps: [Int]) -> [[Int]] {
-        var out: [[Int]] = []
-        for t in timesteps {
-            if let last = out.last, last[1] + 1 == t { out[out.count - 1][1] = t } else { out.append([t, t]) }
-        }
-        return out
     }
 }
 
 enum ManifestCoding {
-    /// Decodes `T` from `data`, refusing unknown top-level keys and unknown format versions.
+    /// Keys that format version 1 spelled differently (version 1 -> current).
+    static let version1Keys = ["kept_fraction": "kept_mac_fraction"]
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int?
+        init(stringValue: String) { self.stringValue = stringValue }
+        init(intValue: Int) {
+            stringValue = String(intValue)
+            self.intValue = intValue
+        }
+    }
+
+    /// Decodes `T` from `data`, refusing unknown top-level keys and unknown format versions
+    /// (`version` and version 1, whose keys are read through `version1Keys`).
     static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String, format: String, version: Int,
                                      keys: [String]) throws(BundleError) -> T {
         let any: Any
@@ -113,14 +121,23 @@ enum ManifestCoding {
             throw BundleError(path, "format is \(object["format"].map { "\($0)" } ?? "missing"), expected \"\(format)\"")
         }
         guard let v = object["format_version"] as? Int else { throw BundleError(path, "format_version is missing or not an integer") }
-        guard v == version else {
-            throw BundleError(path, "format_version \(v) is not supported (this alter reads version \(version))")
+        guard v == version || v == 1 else {
+            throw BundleError(path, "format_version \(v) is not supported (this alter reads versions 1 to \(version))")
         }
+        let rename = v == 1 ? version1Keys : [:]
         let known = Set(keys)
-        if let extra = object.keys.sorted().first(where: { !known.contains($0) }) {
+        if let extra = object.keys.sorted().first(where: { !known.contains(rename[$0] ?? $0) }) {
             throw BundleError(path, "unknown key \"\(extra)\"")
         }
-        do { return try JSONDecoder().decode(T.self, from: data) } catch let DecodingError.keyNotFound(k, _) {
+        let decoder = JSONDecoder()
+        if !rename.isEmpty {
+            decoder.keyDecodingStrategy = .custom { codingPath in
+                let last = codingPath[codingPath.count - 1]
+                if let i = last.intValue { return Key(intValue: i) }
+                return Key(stringValue: rename[last.stringValue] ?? last.stringValue)
+            }
+        }
+        do { return try decoder.decode(T.self, from: data) } catch let DecodingError.keyNotFound(k, _) {
             throw BundleError(path, "missing key \"\(k.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, ctx) {
             throw BundleError(path, "wrong type at \(ctx.codingPath.map(\.stringValue).joined(separator: "."))")
@@ -130,8 +147,6 @@ enum ManifestCoding {
     }
 
     static func encode(_ value: some Encodable) -> Data {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return (try? enc.encode(value)) ?? Data()
+        (try? JSONEncoder.alterOutput().encode(value)) ?? Data()
     }
 }

@@ -1,4 +1,4 @@
-import ALTER
+import Experts
 import Foundation
 import SafeTensors
 import StableDiffusion
@@ -11,6 +11,10 @@ public struct VerificationReport: Encodable, Sendable {
         public var name: String
         public var passed: Bool
         public var detail: String
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, passed, detail
+        }
     }
 
     /// Fidelity of one expert on probe inputs.
@@ -22,12 +26,35 @@ public struct VerificationReport: Encodable, Sendable {
         public var parityTolerance: Double
         /// PSNR of the expert's output against the reference's dense output, in dB.
         public var psnrToDense: Double
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case expert, timestep, parityError = "parity_error", parityTolerance = "parity_tolerance"
+            case psnrToDense = "psnr_to_dense"
+        }
     }
 
     public var checks: [Check] = []
     public var fidelity: [Fidelity] = []
+
+    public init() {}
+
+    /// The report on a bundle whose manifests could not be read.
+    public init(schemaError: BundleError) {
+        checks = [Check(name: "schema", passed: false, detail: schemaError.description)]
+    }
     public var failures: [String] { checks.filter { !$0.passed }.map { "\($0.name): \($0.detail)" } }
     public var passed: Bool { checks.allSatisfy(\.passed) }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case passed, checks, fidelity
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(passed, forKey: .passed)
+        try c.encode(checks, forKey: .checks)
+        try c.encode(fidelity, forKey: .fidelity)
+    }
 }
 
 extension ExpertBundle {
@@ -36,6 +63,8 @@ extension ExpertBundle {
     /// seeded inputs per expert at the bundle's MAC latent size (or `probeLatent`).
     public func verify(reference: UNet? = nil, probeLatent: Int? = nil, seed: UInt64 = 0) -> VerificationReport {
         var report = VerificationReport()
+        report.checks.append(.init(name: "schema", passed: true,
+                                   detail: "bundle.json and \(experts.count) expert manifests, format version \(manifest.formatVersion)"))
         func check(_ name: String, _ failures: [String], ok: String) {
             report.checks.append(.init(name: name, passed: failures.isEmpty,
                                        detail: failures.isEmpty ? ok : failures.prefix(20).joined(separator: "; ")
@@ -73,7 +102,7 @@ extension ExpertBundle {
         }
         for m in experts {
             let served = manifest.routing.indices.filter { manifest.routing[$0] == m.expert }
-            if ExpertManifest.ranges(served) != m.timesteps || served.count != m.timestepCount {
+            if RoutingTable.ranges(served) != m.timesteps || served.count != m.timestepCount {
                 bad.append("expert \(m.expert): timesteps \(m.timesteps) (\(m.timestepCount)) differ from the routing table's")
             }
             let kept = Set(m.keptUnits), skipped = Set(m.skippedUnits)
@@ -124,10 +153,9 @@ extension ExpertBundle {
         let macs = manifest.macs
         let cost = CostModel(config: config, latentHeight: macs.latentHeight, latentWidth: macs.latentWidth, contextLength: macs.contextLength)
         if cost.total.total != macs.dense { bad.append("dense MACs \(macs.dense), the cost model gives \(cost.total.total)") }
-        let unitCost = Dictionary(uniqueKeysWithValues: cost.units.map { ($0.name, $0.cost.total) })
         var perExpert: [Int] = []
         for m in experts {
-            let expected = cost.total.total - m.skippedUnits.reduce(0) { $0 + (unitCost[$1] ?? 0) }
+            let expected = cost.cost(skipping: Set(m.skippedUnits)).total
             perExpert.append(expected)
             if m.macs != expected { bad.append("expert \(m.expert): MACs \(m.macs), the cost model gives \(expected)") }
             if macs.experts.count == experts.count, macs.experts[m.expert] != expected { bad.append("bundle.json macs.experts[\(m.expert)] is \(macs.experts[m.expert]), expected \(expected)") }

@@ -1,3 +1,4 @@
+import Experts
 import Foundation
 import StableDiffusion
 
@@ -11,11 +12,15 @@ extension ExpertBundle {
         public var expert: Int
         /// MACs of this call per sample at the bundle's MAC latent size.
         public var macs: Int
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case timestep, routedTimestep = "routed_timestep", expert, macs
+        }
     }
 
     /// The training timestep a (possibly fractional) sampler timestep is routed by.
     public func routedTimestep(_ t: Float) -> Int {
-        min(max(Int(t.rounded()), 0), manifest.routing.count - 1)
+        RoutingTable.trainingTimestep(forSamplerTimestep: t, count: manifest.routing.count)
     }
 
     /// The expert for a sampler timestep (see `routedTimestep`).

@@ -22,5 +22,10 @@ extension ExpertBundle {
             latent = [m.macs.latentHeight, m.macs.latentWidth]
             contextLength = m.macs.contextLength
         }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case experts = "expert_count", units = "unit_count", weightBytes = "weight_bytes", denseMACs = "dense_macs"
+            case expertMACs = "expert_macs", keptFraction = "kept_mac_fraction", latent, contextLength = "context_length"
+        }
     }
 }

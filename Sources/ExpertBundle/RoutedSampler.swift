@@ -1,4 +1,4 @@
-import ALTER
+import Experts
 import Foundation
 import StableDiffusion
 import TensorCore
@@ -89,14 +89,12 @@ public final class RoutedSampler {
         guard decisions.units == unet.config.units().map(\.name) else {
             throw .routing("the decisions' units do not match the UNet's architecture")
         }
-        guard !decisions.route.isEmpty, decisions.route.allSatisfy({ $0 >= 0 && $0 < decisions.experts }) else {
-            throw .routing("the decisions' routing table is empty or names an expert that does not exist")
-        }
+        do { try decisions.validate() } catch { throw .routing("decisions: \(error)") }
         self.unet = unet
         self.schedulerConfig = schedulerConfig
         experts = .decisions(decisions)
         notes = []
-        skipSets = decisions.kept.map { k in Set(decisions.units.indices.filter { !k[$0] }.map { decisions.units[$0] }) }
+        skipSets = decisions.skipSets
     }
 
     /// The default latent size: the bundle's MAC latent size, else the model's sample_size.
@@ -115,7 +113,7 @@ public final class RoutedSampler {
             do { e = try b.expert(forSamplerTimestep: t) } catch { throw .routing(error.description) }
             return Sampler.Route(expert: e, skip: skipSets[e])
         case .decisions(let d):
-            let e = d.route[min(max(Int(t.rounded()), 0), d.route.count - 1)]
+            let e = d.expert(forSamplerTimestep: t)
             return Sampler.Route(expert: e, skip: skipSets[e])
         }
     }
@@ -152,33 +150,5 @@ public final class RoutedSampler {
         let scheduler = try makeScheduler(options.scheduler)
         return try Sampler.Session(unet: unet, scheduler: scheduler, noise: noise, context: context, uncond: uncond, guidance: options.guidance,
                                    route: { [self] (t: Float) throws(SamplingError) -> Sampler.Route in try self.route(forSamplerTimestep: t) })
-    }
-
-    /// Synthetic decisions for benchmarks: `experts` experts serving equal intervals of `trainTimesteps`
-    /// timesteps (expert 0 the lowest), whose kept fractions of the dense MACs (at `cost`'s size)
-    /// rise linearly from keep - spread to keep + spread (mean over the timesteps: about `keep`).
-    /// Each expert skips units in a seeded random order, each taken while its skipped MACs stay
-    /// within its target, so it keeps a little more than its target.
-    public static func syntheticDecisions(cost: CostModel, experts: Int, keep: Double, spread: Double = 0.1,
-                                          trainTimesteps: Int = 1000, seed: UInt64 = 1) -> ExpertDecisions {
-        precondition(experts >= 1 && trainTimesteps >= experts, "syntheticDecisions: experts")
-        let units = cost.units
-        let total = Double(cost.total.total)
-        var rng = SeededGenerator(seed: seed)
-        var kept: [[Bool]] = []
-        for e in 0..<experts {
-            let target = experts == 1 ? keep : keep - spread + 2 * spread * Double(e) / Double(experts - 1)
-            let budget = (1 - target) * total
-            var order = Array(units.indices)
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.index(i + 1)) }
-            var k = [Bool](repeating: true, count: units.count), skipped = 0.0
-            for l in order where skipped + Double(units[l].cost.total) <= budget {
-                k[l] = false
-                skipped += Double(units[l].cost.total)
-            }
-            kept.append(k)
-        }
-        let route = (0..<trainTimesteps).map { min($0 * experts / trainTimesteps, experts - 1) }
-        return ExpertDecisions(units: units.map(\.name), kept: kept, route: route)
     }
 }

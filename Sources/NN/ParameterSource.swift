@@ -45,29 +45,15 @@ public struct RandomParameters: ParameterSource {
     public init(seed: UInt64) { self.seed = seed }
 
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
-        var state = seed ^ UInt64(truncatingIfNeeded: name.hashValueStable)
+        var rng = SeededGenerator(seed: seed, stream: name)
         let t = Tensor(uninitialized: shape)
         let fanIn = shape.count > 1 ? shape.dropFirst().reduce(1, *) : 1
         let bound = shape.count > 1 ? 1 / Float(fanIn).squareRoot() : 0.1
         let offset: Float = shape.count == 1 && name.hasSuffix(".weight") ? 1 : 0
         for i in 0..<t.count {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            let u = Float(z >> 40) / Float(1 << 24)
+            let u = Float(rng.next() >> 40) / Float(1 << 24)
             t.data[i] = offset + (2 * u - 1) * bound
         }
         return t
-    }
-}
-
-extension String {
-    /// FNV-1a of the UTF-8 bytes (stable across runs, unlike `hashValue`).
-    var hashValueStable: UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for b in utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
-        return h
     }
 }

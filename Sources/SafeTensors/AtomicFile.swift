@@ -198,3 +198,14 @@ public final class TemporaryPaths: @unchecked Sendable {
         for p in all { try? FileManager.default.removeItem(atPath: p) }
     }
 }
+
+extension JSONEncoder {
+    /// The encoder of every JSON file and `--json` output alter writes: pretty-printed, keys
+    /// sorted, slashes unescaped. Keys come from each type's explicit `CodingKeys`
+    /// (formats/cli-json.md); no key strategy is applied.
+    public static func alterOutput() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+}

@@ -25,6 +25,8 @@ public struct SafeTensorsError: Error, CustomStringConvertible, Equatable, Senda
         case countMismatch(expected: Int, actual: Int)
         case writeOrder(expected: String)
         case io(String)
+        /// The output exists and replacing it was not asked for.
+        case exists
     }
 
     /// Path of the file concerned.
@@ -77,6 +79,7 @@ public struct SafeTensorsError: Error, CustomStringConvertible, Equatable, Senda
         case .countMismatch(let e, let a): return "expected \(e) elements, got \(a)"
         case .writeOrder(let e): return "tensors must be written in header order; expected '\(e)' next"
         case .io(let why): return why
+        case .exists: return "already exists (replacing it was not asked for)"
         }
     }
 }

@@ -8,18 +8,30 @@ public struct CheckpointInspection: Sendable, Encodable {
         public var bytes: Int
         public var tensors: Int
         public var metadata: [String: String]?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case path, bytes, tensors = "tensor_count", metadata
+        }
     }
     public struct ComponentEntry: Sendable, Encodable {
         public var component: String
         public var tensors: Int
         public var parameters: Int
         public var bytes: Int
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case component, tensors = "tensor_count", parameters, bytes
+        }
     }
     public struct TensorEntry: Sendable, Encodable {
         public var name: String
         public var dtype: String
         public var shape: [Int]
         public var component: String
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, dtype, shape, component
+        }
     }
     public struct UNetEntry: Sendable, Encodable {
         public var configOrigin: String
@@ -36,6 +48,14 @@ public struct CheckpointInspection: Sendable, Encodable {
         public var missing: Int
         public var unused: Int
         public var misshapen: Int
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case configOrigin = "config_origin", assumptions, blockOutChannels = "block_out_channels"
+            case layersPerBlock = "layers_per_block", crossAttentionDim = "cross_attention_dim"
+            case attentionHeads = "attention_heads", useLinearProjection = "use_linear_projection"
+            case upcastAttention = "upcast_attention", sampleSize = "sample_size", parameters, mapped = "mapped_count"
+            case missing = "missing_count", unused = "unused_count", misshapen = "misshapen_count"
+        }
     }
 
     public var path: String
@@ -130,6 +150,12 @@ public struct CheckpointInspection: Sendable, Encodable {
             return "not stored: v_prediction for SD2.x 768-v models, epsilon for 512 base models (pass --prediction-type)"
         }
         if family.hasPrefix("SD1") { return "epsilon (SD1.x)" }
-        return "not stored (pass --prediction-type)"
+        return "not stored"
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case path, kind, layout, files, tensorCount = "tensor_count", bytes, dtypes, components, family
+        case predictionType = "prediction_type", hasEMA = "has_ema", pipelineComponents = "pipeline_components", unet
+        case unetError = "unet_error", tensors
     }
 }

@@ -15,12 +15,35 @@ public struct CostModel: Sendable {
         public static func + (a: Cost, b: Cost) -> Cost {
             Cost(convLinear: a.convLinear + b.convLinear, attention: a.attention + b.attention)
         }
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case total = "macs", convLinear = "macs_conv_linear", attention = "macs_attention"
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(total, forKey: .total)
+            try c.encode(convLinear, forKey: .convLinear)
+            try c.encode(attention, forKey: .attention)
+        }
     }
 
     public struct UnitCost: Sendable, Equatable, Encodable {
         public var name: String
         public var kind: String
         public var cost: Cost
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, kind
+        }
+
+        /// The name and kind beside the cost's keys (`macs`, `macs_conv_linear`, `macs_attention`).
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(kind, forKey: .kind)
+            try cost.encode(to: encoder)
+        }
     }
 
     public let config: UNetConfig
@@ -81,4 +104,15 @@ public struct CostModel: Sendable {
 
     /// The sum over all units.
     public var unitTotal: Cost { units.reduce(Cost()) { $0 + $1.cost } }
+
+    /// MACs of one call with the units named in `skipped` not computed: the dense total minus
+    /// their costs (names that are not units cost nothing).
+    public func cost(skipping skipped: Set<String>) -> Cost {
+        var c = total
+        for u in units where skipped.contains(u.name) {
+            c.convLinear -= u.cost.convLinear
+            c.attention -= u.cost.attention
+        }
+        return c
+    }
 }

@@ -64,6 +64,10 @@ public enum Sampler {
         public var macs: Int
         /// Wall time of the step: input scaling, UNet call, guidance and scheduler step.
         public var seconds: Double
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case index, timestep, expert, skippedUnits = "skipped_unit_count", batch, macsPerSample = "macs_per_sample", macs, seconds
+        }
     }
 
     /// The result of a run.
@@ -137,7 +141,6 @@ public enum Sampler {
         private let route: (Float) throws(SamplingError) -> Route
         private let modelContext: Tensor
         private let cost: CostModel
-        private let unitCost: [String: Int]
         private var checked: [Set<String>: Int] = [:]  // skip set -> MACs per sample
 
         /// Checks the inputs and sets up the run (see `Sampler.sample`).
@@ -156,7 +159,6 @@ public enum Sampler {
             batch = guidance != 1 ? 2 * b : b
             modelContext = guidance != 1 ? concatBatch(broadcast(uncond ?? Tensor(zeros: [s, d]), batch: b), context) : context
             cost = CostModel(config: unet.config, latentHeight: noise.shape[2], latentWidth: noise.shape[3], contextLength: s)
-            unitCost = Dictionary(cost.units.map { ($0.name, $0.cost.total) }, uniquingKeysWith: { a, _ in a })
             latent = scheduler.initialLatent(noise: noise)
         }
 
@@ -180,7 +182,7 @@ public enum Sampler {
                 do { try unet.check(options, batch: batch) } catch {
                     throw .routing("timestep \(t)\(r.expert.map { " (expert \($0))" } ?? ""): \(error)")
                 }
-                macs = cost.total.total - r.skip.reduce(0) { $0 + (unitCost[$1] ?? 0) }
+                macs = cost.cost(skipping: r.skip).total
                 checked[r.skip] = macs
             }
             let start = DispatchTime.now().uptimeNanoseconds

@@ -46,6 +46,16 @@ public struct SchedulerKind: Hashable, Sendable, CustomStringConvertible {
         self.steps = steps
     }
 
+    /// DDIM with 50 steps (the dense reference of the paper).
+    public static let ddim50 = SchedulerKind(unchecked: .ddim, steps: 50)
+    /// PNDM with 20 steps (21 UNet calls; the paper's ALTER sampler).
+    public static let pndm20 = SchedulerKind(unchecked: .pndm, steps: 20)
+
+    private init(unchecked method: Method, steps: Int) {
+        self.method = method
+        self.steps = steps
+    }
+
     /// `METHOD:STEPS`, which `init(parsing:)` reads back.
     public var description: String { "\(method.rawValue):\(steps)" }
 

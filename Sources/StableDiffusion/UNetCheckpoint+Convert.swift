@@ -1,16 +1,29 @@
 import Foundation
 import SafeTensors
 
-/// What a conversion wrote.
-public struct ConversionSummary: Sendable {
+/// What a conversion wrote (`alter convert --json`, formats/cli-json.md).
+public struct ConversionSummary: Sendable, Encodable {
+    /// The checkpoint read.
+    public var input: String
     /// The file or folder written.
     public var output: String
     public var layout: CheckpointLayout
+    /// The storage dtype written, or "as stored".
+    public var dtype: String
     public var tensors: Int
     /// Bytes of tensor data written.
     public var bytes: Int
     /// The weights file inside `output` (equal to `output` for the original layout).
     public var weightsPath: String
+    /// UNet tensors of the input that the model does not use (allowed by `allowUnused`; not written).
+    public var unusedTensors: [String]
+    /// Wall time of the conversion, filled in by the caller.
+    public var seconds = 0.0
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case input, output, layout, dtype, tensors = "tensor_count", bytes, weightsPath = "weights_path"
+        case unusedTensors = "unused_tensors", seconds
+    }
 }
 
 extension UNetCheckpoint {
@@ -31,7 +44,7 @@ extension UNetCheckpoint {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         let exists = fm.fileExists(atPath: output, isDirectory: &isDir)
-        if exists && !overwrite { throw .io(file: output, "already exists (pass --force to replace it)") }
+        if exists && !overwrite { throw .safetensors(SafeTensorsError(file: output, .exists)) }
         if exists && layout == .original && isDir.boolValue {
             throw .io(file: output, "is a folder; the original layout is a single .safetensors file")
         }
@@ -50,19 +63,21 @@ extension UNetCheckpoint {
         switch layout {
         case .original:
             let bytes = try writeWeights(to: output, specs: specs, sources: sources, metadata: metadata, progress: progress)
-            return ConversionSummary(output: output, layout: layout, tensors: specs.count, bytes: bytes, weightsPath: output)
+            return ConversionSummary(input: source.path, output: output, layout: layout, dtype: dtype?.rawValue ?? "as stored", tensors: specs.count,
+                                     bytes: bytes, weightsPath: output, unusedTensors: report.unused)
         case .diffusers:
             try config.validate(source: configOrigin)
-            let folder = try StagingFolder(destination: output)
+            let folder: AtomicDirectory
+            do { folder = try AtomicDirectory(destination: output) } catch { throw .safetensors(error) }
             let weights = folder.path + "/\(CheckpointSource.weightsName).safetensors"
             let bytes = try writeWeights(to: weights, specs: specs, sources: sources, metadata: metadata, progress: progress)
             do { try config.diffusersJSON().write(to: URL(fileURLWithPath: folder.path + "/config.json")) } catch {
                 throw .io(file: output, "cannot write config.json: \(error.localizedDescription)")
             }
-            try folder.commit(overwrite: overwrite)
+            do { try folder.commit(replacing: overwrite) } catch { throw .safetensors(error) }
             return ConversionSummary(
-                output: output, layout: layout, tensors: specs.count, bytes: bytes,
-                weightsPath: output + "/\(CheckpointSource.weightsName).safetensors")
+                input: source.path, output: output, layout: layout, dtype: dtype?.rawValue ?? "as stored", tensors: specs.count, bytes: bytes,
+                weightsPath: output + "/\(CheckpointSource.weightsName).safetensors", unusedTensors: report.unused)
         }
     }
 
@@ -98,48 +113,5 @@ extension UNetCheckpoint {
             throw .safetensors(error)
         }
         return total
-    }
-}
-
-/// A folder built under a temporary name beside its destination and renamed into place by
-/// `commit`; dropped without a commit, it is removed.
-final class StagingFolder {
-    let destination: String
-    let path: String
-    private var committed = false
-
-    init(destination: String) throws(CheckpointError) {
-        let url = URL(fileURLWithPath: destination)
-        path = url.deletingLastPathComponent().path + "/.\(url.lastPathComponent).alter-tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        self.destination = destination
-        do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false) } catch {
-            throw .io(file: destination, "cannot create \(path): \(error.localizedDescription)")
-        }
-        TemporaryPaths.shared.add(path)
-    }
-
-    deinit {
-        if !committed, TemporaryPaths.shared.remove(path) { try? FileManager.default.removeItem(atPath: path) }
-    }
-
-    /// Renames the folder into place, replacing an existing destination when `overwrite`.
-    func commit(overwrite: Bool) throws(CheckpointError) {
-        let fm = FileManager.default
-        var old: String?
-        if fm.fileExists(atPath: destination) {
-            guard overwrite else { throw .io(file: destination, "already exists (pass --force to replace it)") }
-            let aside = path + ".old"
-            guard rename(destination, aside) == 0 else { throw .io(file: destination, "cannot move the old one aside: \(String(cString: strerror(errno)))") }
-            old = aside
-        }
-        guard rename(path, destination) == 0 else {
-            let why = String(cString: strerror(errno))
-            if let old { _ = rename(old, destination) }
-            throw .io(file: destination, "cannot rename \(path) into place: \(why)")
-        }
-        committed = true
-        TemporaryPaths.shared.remove(path)
-        syncDirectory(of: destination)
-        if let old { try? fm.removeItem(atPath: old) }
     }
 }

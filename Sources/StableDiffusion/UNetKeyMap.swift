@@ -1,5 +1,5 @@
 /// How a checkpoint stores the UNet's tensors.
-public enum CheckpointLayout: String, Sendable, CaseIterable {
+public enum CheckpointLayout: String, Sendable, CaseIterable, Codable {
     /// diffusers' `UNet2DConditionModel` names (`down_blocks.0.resnets.0.conv1.weight`).
     case diffusers
     /// The original (CompVis/Stability) single-file names (`model.diffusion_model.input_blocks.1.0.in_layers.2.weight`).

@@ -61,12 +61,6 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
-/// Prediction types of SD schedulers.
-enum PredictionType: String, ExpressibleByArgument, CaseIterable {
-    case epsilon
-    case vPrediction = "v_prediction"
-}
-
 /// Exit with a message on stderr, as ArgumentParser prints errors.
 struct CommandFailure: Error, CustomStringConvertible {
     var description: String
@@ -77,11 +71,14 @@ func printError(_ s: String) {
     FileHandle.standardError.write(Data((s + "\n").utf8))
 }
 
+/// A library message about an output that exists, with the flag that allows replacing it.
+func forceHint(_ message: String) -> String {
+    message.replacingOccurrences(of: "(replacing it was not asked for)", with: "(pass --force to replace it)")
+}
+
+/// Prints a `--json` report: keys as each type's CodingKeys spell them (formats/cli-json.md).
 func writeJSON<T: Encodable>(_ value: T) throws {
-    let enc = JSONEncoder()
-    enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    enc.keyEncodingStrategy = .convertToSnakeCase
-    let data = try enc.encode(value)
+    let data = try JSONEncoder.alterOutput().encode(value)
     FileHandle.standardOutput.write(data)
     FileHandle.standardOutput.write(Data("\n".utf8))
 }

@@ -1,3 +1,4 @@
+import ALTERBench
 import ArgumentParser
 import Foundation
 import NN
@@ -14,13 +15,18 @@ struct BenchForward: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forward",
         abstract: "Time UNet forward passes: seconds, GFLOP/s (2 x counted MACs), peak resident memory.",
-        discussion: "Without --model, a full-size SD2.1 UNet (865,910,724 parameters) at deterministic random init.")
+        discussion: """
+            Without --model, a full-size SD2.1 UNet (865,910,724 parameters) at deterministic random init. \
+            With --skip-fraction, each batch size is also timed with a hard skip set (the largest units first, \
+            each taken while the skipped MACs stay within that fraction of the unit MACs); dense and skip runs \
+            alternate so that drifts in the machine's speed hit both alike.
+            """)
 
     @Option(help: "A checkpoint to time instead of random SD2.1 weights.")
     var model: String?
 
     @Option(help: "Comma-separated batch sizes.")
-    var batch = "1,2"
+    var batch = CommaList<Int>([1, 2])
 
     @Option(help: "Latent size (height = width).")
     var latent = 64
@@ -42,23 +48,11 @@ struct BenchForward: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    struct Row: Encodable {
-        var batch: Int
-        var skipped: [String]
-        var macsPerSample: Int
-        var seconds: [Double]
-        var best: Double
-        var median: Double
-        var gflops: Double
-    }
-
-    struct Report: Encodable {
-        var latent: Int
-        var context: Int
-        var threads: Int
-        var blasCore: String
-        var rows: [Row]
-        var peakResidentMB: Int
+    func validate() throws {
+        guard batch.values.allSatisfy({ $0 > 0 }), runs > 0, latent > 0, context > 0 else {
+            throw ValidationError("--batch, --runs, --latent and --context must be positive")
+        }
+        guard skipFraction >= 0, skipFraction <= 1 else { throw ValidationError("--skip-fraction must be in [0, 1]") }
     }
 
     func run() throws {
@@ -70,84 +64,40 @@ struct BenchForward: ParsableCommand {
                 unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
             }
         } catch { throw CommandFailure("\(error)") }
-        let config = unet.config
-        let batches = batch.split(separator: ",").compactMap { Int($0) }
-        guard !batches.isEmpty, batches.allSatisfy({ $0 > 0 }), runs > 0 else { throw ValidationError("bad --batch or --runs") }
-        let cost = CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        let cost = CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
         var skipSets: [Set<String>] = [[]]
-        if skipFraction > 0 {
-            // Largest units first, each taken while the skipped MACs stay within the target.
-            var chosen = Set<String>(), macs = 0
-            let target = Int(Double(cost.unitTotal.total) * skipFraction)
-            for u in cost.units.sorted(by: { $0.cost.total > $1.cost.total }) where macs + u.cost.total <= target {
-                chosen.insert(u.name)
-                macs += u.cost.total
-            }
-            skipSets.append(chosen)
-        }
-        var rows: [Row] = []
-        for b in batches {
-            let sample = RandomParameters(seed: 7).tensorOrDie("sample", [b, config.inChannels, latent, latent])
-            let ctx = RandomParameters(seed: 8).tensorOrDie("context", [b, context, config.crossAttentionDim])
-            let ts = (0..<b).map { Float(999 - 37 * $0) }
-            let settings: [UNetForwardOptions] = skipSets.map { var o = UNetForwardOptions(); o.skip = $0; return o }
-            // Runs alternate between the settings, so that drifts in machine speed hit both alike.
-            for options in settings { _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options) }
-            var times = Array(repeating: [Double](), count: settings.count)
-            for _ in 0..<runs {
-                for (i, options) in settings.enumerated() {
-                    let t0 = Date()
-                    _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
-                    times[i].append(Date().timeIntervalSince(t0))
-                }
-            }
-            for (i, options) in settings.enumerated() {
-                let skip = options.skip
-                let macs = cost.total.total - cost.units.filter { skip.contains($0.name) }.reduce(0) { $0 + $1.cost.total }
-                if profile && !json {
-                    Profiler.shared.reset()
-                    Profiler.shared.enabled = true
-                    let t0 = Date()
-                    _ = unet.forward(sample: sample, timesteps: ts, context: ctx, options: options)
-                    let wall = Date().timeIntervalSince(t0)
-                    Profiler.shared.enabled = false
-                    print(String(format: "  profile (batch %d, %.3f s with profiling):", b, wall))
-                    for e in Profiler.shared.report() {
-                        print(String(format: "    %-14@ %8.3f s %6d calls %8.1f GFLOP/s", e.name, e.seconds, e.calls, e.gflops))
-                    }
-                }
-                let sorted = times[i].sorted()
-                let row = Row(batch: b, skipped: skip.sorted(), macsPerSample: macs, seconds: times[i], best: sorted[0],
-                              median: sorted[sorted.count / 2], gflops: 2 * Double(macs * b) / sorted[0] / 1e9)
-                rows.append(row)
-                if !json {
-                    print(String(format: "batch %d%@: best %.3f s, median %.3f s, %.1f GFLOP/s (%.1f GMACs/sample)",
-                                 b, skip.isEmpty ? "" : " skip \(skip.count) units", row.best, row.median, row.gflops, Double(macs) / 1e9))
-                }
-            }
-            if settings.count == 2 && !json {
-                let ratios = zip(times[1], times[0]).map { $0 / $1 }.sorted()
-                print(String(format: "  skip/dense time, run by run: %@ (median %.2f; MAC ratio %.2f)",
-                             ratios.map { String(format: "%.2f", $0) }.joined(separator: " "), ratios[ratios.count / 2],
-                             Double(rows[rows.count - 1].macsPerSample) / Double(cost.total.total)))
+        if skipFraction > 0 { skipSets.append(ForwardBenchmark.skipSet(cost, fraction: skipFraction)) }
+        let printProfile: (Int, Set<String>, () -> Void) -> Void = { b, skip, forward in
+            Profiler.shared.reset()
+            Profiler.shared.enabled = true
+            let t0 = Date()
+            forward()
+            let wall = Date().timeIntervalSince(t0)
+            Profiler.shared.enabled = false
+            print(String(format: "  profile (batch %d%@, %.3f s with profiling):", b, skip.isEmpty ? "" : ", skip \(skip.count) units", wall))
+            for e in Profiler.shared.report() {
+                print(String(format: "    %-14@ %8.3f s %6d calls %8.1f GFLOP/s", e.name, e.seconds, e.calls, e.gflops))
             }
         }
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        let peak = Int(usage.ru_maxrss) / 1024
-        if json {
-            try writeJSON(Report(latent: latent, context: context, threads: Parallel.workers, blasCore: BLASCoreSelection.current,
-                                 rows: rows, peakResidentMB: peak))
-        } else {
-            if skipSets.count > 1 { print("skipped units: \(skipSets[1].sorted().joined(separator: ","))") }
-            print("peak resident memory: \(peak) MB; \(Parallel.workers) threads; OpenBLAS kernels: \(BLASCoreSelection.current)")
+        let report = ForwardBenchmark.run(unet: unet, batches: batch.values, latent: latent, context: context, runs: runs, skipSets: skipSets,
+                                          profile: profile && !json ? printProfile : nil)
+        if json { return try writeJSON(report) }
+        for row in report.rows {
+            print(String(format: "batch %d%@: best %.3f s, median %.3f s, %.1f GFLOP/s (%.1f GMACs/sample)", row.batch,
+                         row.skippedUnits.isEmpty ? "" : " skip \(row.skippedUnits.count) units", row.bestSeconds, row.medianSeconds, row.gflops,
+                         Double(row.macsPerSample) / 1e9))
         }
-    }
-}
-
-extension RandomParameters {
-    func tensorOrDie(_ name: String, _ shape: [Int]) -> Tensor {
-        // Random tensors of any shape cannot fail.
-        (try? tensor(name, shape: shape)) ?? Tensor(zeros: shape)
+        if skipSets.count == 2 {
+            for b in batch.values {
+                let rows = report.rows.filter { $0.batch == b }
+                guard rows.count == 2 else { continue }
+                let ratios = zip(rows[1].seconds, rows[0].seconds).map { $0 / $1 }.sorted()
+                print(String(format: "batch %d skip/dense time, run by run: %@ (median %.2f; MAC ratio %.2f)", b,
+                             ratios.map { String(format: "%.2f", $0) }.joined(separator: " "), Measurement.median(ratios),
+                             Double(rows[1].macsPerSample) / Double(cost.total.total)))
+            }
+            print("skipped units: \(skipSets[1].sorted().joined(separator: ","))")
+        }
+        print("peak resident memory: \(report.peakResidentMB) MB; \(report.threads) threads; OpenBLAS kernels: \(report.blasCore)")
     }
 }

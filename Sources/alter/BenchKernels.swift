@@ -47,3 +47,10 @@ struct BenchKernels: ParsableCommand {
         }
     }
 }
+
+extension RandomParameters {
+    func tensorOrDie(_ name: String, _ shape: [Int]) -> Tensor {
+        // Random tensors of any shape cannot fail.
+        (try? tensor(name, shape: shape)) ?? Tensor(zeros: shape)
+    }
+}

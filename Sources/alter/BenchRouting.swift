@@ -1,4 +1,5 @@
 import ALTER
+import ALTERBench
 import ArgumentParser
 import Foundation
 import NN
@@ -42,7 +43,7 @@ struct BenchRouting: ParsableCommand {
     var data: String?
 
     @Option(help: "Random-init model with these block channels (e.g. 32,64,64,64) and synthetic data, instead of --model and --data.")
-    var randomChannels: String?
+    var randomChannels: CommaList<Int>?
 
     @Option(help: "Seed of the random-init model.")
     var modelSeed: UInt64 = 21
@@ -75,7 +76,7 @@ struct BenchRouting: ParsableCommand {
     var holdout: Int?
 
     @Option(help: "Comma-separated routing modes to compare.")
-    var routings = "learned,intervals,static"
+    var routings = CommaList<ALTERSettings.Routing>(ALTERSettings.Routing.allCases)
 
     @Option(help: "Number of temporal experts (static routing always has one).")
     var experts = 4
@@ -86,7 +87,7 @@ struct BenchRouting: ParsableCommand {
     @Option(help: "Training steps per run.")
     var steps = 300
 
-    @Option(help: "Steps with a hypernetwork update. Default: 30% of --steps.")
+    @Option(help: "Steps with a hypernetwork update. Default: 30% of --steps, rounded.")
     var hypernetSteps: Int?
 
     @Option(help: "Samples per step.")
@@ -114,7 +115,7 @@ struct BenchRouting: ParsableCommand {
     var denoiseWeight = 1e-4
 
     @Option(help: "Comma-separated training seeds; every routing mode runs once per seed.")
-    var seeds = "1,2,3"
+    var seeds = CommaList<UInt64>([1, 2, 3])
 
     @Option(help: "Held-out evaluation draws (sample, noise; timesteps evenly spread over 0..999).")
     var evalSamples = 64
@@ -133,45 +134,30 @@ struct BenchRouting: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    static let exampleModel = "examples/sd21-tiny.safetensors"
-    static let exampleConfig = "examples/sd21-tiny.config.json"
-    static let exampleData = "examples/sd21-tiny-data.safetensors"
-
-    struct Run: Encodable {
-        var routing: String
-        var seed: UInt64
-        var keptMACFraction: Double
-        var heldOutOutputKD: Double
-        var expertShares: [Double]
-        var finalTrainingLoss: Double
-        var seconds: Double
-    }
-
-    struct Summary: Encodable {
-        var routing: String
-        var meanKeptMACFraction: Double
-        var meanHeldOutOutputKD: Double
-        var stdHeldOutOutputKD: Double
-    }
-
-    struct Report: Encodable {
-        var model: String
-        var data: String
-        var pretrainSteps: Int
-        var pretrainFinalLoss: Double?
-        var parameters: Int
-        var trainingSamples: Int
-        var heldOutSamples: Int
-        var experts: Int
-        var keep: Double
-        var steps: Int
-        var hypernetSteps: Int
-        var batch: Int
-        var evalSamples: Int
-        var evalSeed: UInt64
-        var threads: Int
-        var runs: [Run]
-        var summary: [Summary]
+    /// The study's settings from the options.
+    var settings: RoutingStudy.Settings {
+        var s = RoutingStudy.Settings()
+        s.routings = routings.values
+        s.seeds = seeds.values
+        s.experts = experts
+        s.keep = keep
+        s.steps = steps
+        s.hypernetSteps = hypernetSteps
+        s.batch = batch
+        s.learningRateUNet = lrUnet
+        s.learningRateHypernet = lrHypernet
+        s.warmupSteps = warmup
+        s.ratioWeight = ratioWeight
+        s.balanceWeight = balanceWeight
+        s.featureKDWeight = featureKdWeight
+        s.denoiseWeight = denoiseWeight
+        s.holdout = holdout
+        s.evalSamples = evalSamples
+        s.evalSeed = evalSeed
+        s.pretrainSteps = pretrain
+        s.pretrainLearningRate = pretrainLr
+        s.pretrainBatch = pretrainBatch
+        return s
     }
 
     /// One progress line: the step's metrics, the current noise-free decisions and, with a learned
@@ -182,14 +168,7 @@ struct BenchRouting: ParsableCommand {
         var line = String(format: "  %@ seed %llu step %d: loss %.4g, output KD %.4g, kept %.4f (noise-free %.4f, shares %@)",
                           trainer.config.settings.routing.rawValue, trainer.config.seed, m.step, m.loss, m.outputKD, m.keptFraction,
                           trainer.budget.keptFraction(now), shares(now.expertShares))
-        if let logits = trainer.hypernet.routerLogits(on: Tape(recording: false))?.value {
-            let (rows, cols) = (logits.shape[0], logits.shape[1])
-            let margin = (0..<rows).reduce(0.0) { sum, r in
-                let row = (0..<cols).map { Double(logits.data[r * cols + $0]) }.sorted(by: >)
-                return sum + row[0] - row[1]
-            }
-            line += String(format: ", router margin %.3f", margin / Double(rows))
-        }
+        if let margin = trainer.hypernet.routerMargin() { line += String(format: ", router margin %.3f", margin) }
         if let ratio = m.ratio { line += String(format: "; ratio loss %.3g, sampled shares %@", ratio, shares(m.expertShares)) }
         return line
     }
@@ -211,169 +190,70 @@ struct BenchRouting: ParsableCommand {
         for line in lines { if json { printError(line) } else { print(line) } }
     }
 
-    func parsedList<T>(_ s: String, _ name: String, _ f: (String) -> T?) throws -> [T] {
-        let items = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        let values = items.compactMap(f)
-        guard !values.isEmpty, values.count == items.count else { throw ValidationError("bad --\(name) '\(s)'") }
-        return values
-    }
-
     func run() throws {
-        let modes = try parsedList(routings, "routings") { ALTERSettings.Routing(rawValue: $0) }
-        let seedList = try parsedList(seeds, "seeds") { UInt64($0) }
-        guard evalSamples >= 1 else { throw ValidationError("--eval-samples must be at least 1") }
-
-        // The model (built afresh for every run) and the data.
-        var modelLabel: String, dataLabel: String
-        var makeModel: () throws -> UNet
-        let all: TrainingData
+        var study: RoutingStudy
         do {
             if let randomChannels {
-                let channels = try parsedList(randomChannels, "random-channels") { Int($0) }
                 guard model == nil, data == nil else { throw ValidationError("--random-channels replaces --model and --data") }
-                var cfg = UNetConfig.sd21
-                guard channels.count == cfg.levels, channels.allSatisfy({ $0 > 0 && $0 % 8 == 0 }) else {
-                    throw ValidationError("--random-channels needs \(cfg.levels) multiples of 8")
-                }
-                cfg.blockOutChannels = channels
-                cfg.normNumGroups = 8
-                cfg.attentionHeads = channels.map { $0 / 8 }
-                cfg.crossAttentionDim = contextDim
-                cfg.sampleSize = latent
-                try cfg.validate(source: "--random-channels")
-                let seed = modelSeed
-                makeModel = { try UNet(config: cfg, parameters: RandomParameters(seed: seed)) }
-                modelLabel = "random init (seed \(seed)), block channels \(channels)"
                 guard samples >= 2, contextTokens >= 4 else { throw ValidationError("synthetic data needs --samples >= 2 and --context-tokens >= 4") }
-                all = TrainingData.synthetic(count: samples, height: latent, width: latent, contextLength: contextTokens,
-                                             contextDim: contextDim, seed: dataSeed)
-                dataLabel = "synthetic (seed \(dataSeed)): \(samples) samples, latents [4, \(latent), \(latent)], context [\(contextTokens), \(contextDim)]"
+                let cfg = try UNetConfig.sd21Structured(channels: randomChannels.values, contextDim: contextDim, sampleSize: latent)
+                let seed = modelSeed
+                let all = TrainingData.synthetic(count: samples, height: latent, width: latent, contextLength: contextTokens,
+                                                 contextDim: contextDim, seed: dataSeed)
+                study = try RoutingStudy(settings: settings, makeModel: { try UNet(config: cfg, parameters: RandomParameters(seed: seed)) },
+                                         modelLabel: "random init (seed \(seed)), block channels \(randomChannels.values)", data: all,
+                                         dataLabel: "synthetic (seed \(dataSeed)): \(samples) samples, latents [4, \(latent), \(latent)], context [\(contextTokens), \(contextDim)]")
             } else {
                 var load = modelOptions.loadOptions
-                let path = model ?? Self.exampleModel
+                let path = model ?? ExampleFiles.model
                 if model == nil {
-                    load.configPath = load.configPath ?? Self.exampleConfig
+                    load.configPath = load.configPath ?? ExampleFiles.config
                     load.allowUnused = true
                 }
                 let checkpoint = try UNetCheckpoint(path: path, options: load)
-                makeModel = { try UNet(checkpoint: checkpoint) }
-                modelLabel = path
-                dataLabel = data ?? Self.exampleData
-                all = try TrainingData(contentsOf: URL(fileURLWithPath: dataLabel))
+                let dataPath = data ?? ExampleFiles.data
+                study = try RoutingStudy(settings: settings, makeModel: { try UNet(checkpoint: checkpoint) }, modelLabel: path,
+                                         data: try TrainingData(contentsOf: URL(fileURLWithPath: dataPath)), dataLabel: dataPath)
             }
-        } catch let e as ValidationError { throw e } catch { throw CommandFailure("\(error)") }
-
-        let heldOutCount = holdout ?? max(1, all.count / 4)
-        guard heldOutCount >= 1, heldOutCount < all.count else {
-            throw ValidationError("--holdout must be between 1 and \(all.count - 1) (the data holds \(all.count) samples)")
+        } catch let e as ValidationError { throw e } catch let e as RoutingStudyError { throw ValidationError(e.description) } catch {
+            throw CommandFailure("\(error)")
         }
-        let (train, heldOut) = try { () throws(TrainingDataError) in try all.split(heldOut: heldOutCount) }()
-        var pretrainLosses: [Double] = []
-        if pretrain > 0 {
-            let base: UNet
-            do { base = try makeModel() } catch { throw CommandFailure("\(error)") }
-            var pre = DenoisingPretraining(steps: pretrain)
-            pre.batch = pretrainBatch
-            pre.learningRate = pretrainLr
-            pre.warmupSteps = min(50, pretrain / 10)
-            modelLabel += " pre-trained as a denoiser for \(pretrain) steps"
-            if !json { printError("pre-training as a denoiser: \(pretrain) steps, batch \(pretrainBatch), learning rate \(pretrainLr)") }
-            var window: [Double] = []
-            pretrainLosses = pre.train(base, on: train) { step, loss in
-                window.append(loss)
-                if !json, step % max(1, pretrain / 10) == 0 {
-                    printError(String(format: "  pre-training step %d: mean denoising loss of the last %d steps %.4f", step, window.count,
-                                      window.reduce(0, +) / Double(window.count)))
-                    window = []
+        do {
+            if pretrain > 0, !json { printError("pre-training as a denoiser: \(pretrain) steps, batch \(pretrainBatch), learning rate \(pretrainLr)") }
+            let losses = try study.pretrain { event in
+                if case .pretraining(let step, let loss, let window) = event, !json {
+                    printError(String(format: "  pre-training step %d: mean denoising loss of the last %d steps %.4f", step, window, loss))
                 }
             }
-            makeModel = { try base.copy() }
-        }
-        if sensitivity {
-            do { printSensitivity(UnitSensitivity(unet: try makeModel(), data: heldOut, timesteps: [50, 350, 650, 950])) } catch {
-                throw CommandFailure("\(error)")
+            if sensitivity { printSensitivity(try study.sensitivity()) }
+            if !json {
+                printError("model: \(study.modelLabel); data: \(study.dataLabel): \(study.training.count) training, \(study.heldOut.count) held-out samples")
+                printError("\(experts) experts, keep \(keep), \(steps) steps (\(study.hypernetSteps) with the hypernetwork), batch \(batch), seeds \(seeds.values)")
             }
-        }
-        let hyperSteps = hypernetSteps ?? Int((Double(steps) * 0.3).rounded())
-
-        func config(_ routing: ALTERSettings.Routing, _ seed: UInt64) -> CompressionConfig {
-            var c = CompressionConfig(model: modelLabel, data: dataLabel, steps: steps, hypernetSteps: hyperSteps)
-            var s = ALTERSettings()
-            s.experts = experts
-            s.keep = keep
-            s.routing = routing
-            s.learningRateUNet = lrUnet
-            s.learningRateHypernet = lrHypernet
-            s.warmupSteps = warmup ?? min(250, steps / 10)
-            s.ratioWeight = ratioWeight
-            s.balanceWeight = balanceWeight
-            s.featureKDWeight = featureKdWeight
-            s.denoiseWeight = denoiseWeight
-            c.settings = s
-            c.batch = batch
-            c.seed = seed
-            return c
-        }
-
-        var runs: [Run] = [], parameters = 0
-        if !json {
-            printError("model: \(modelLabel); data: \(dataLabel): \(train.count) training, \(heldOut.count) held-out samples")
-            printError("\(experts) experts, keep \(keep), \(steps) steps (\(hyperSteps) with the hypernetwork), batch \(batch), seeds \(seedList)")
-        }
-        for seed in seedList {
-            for mode in modes {
-                let c = config(mode, seed)
-                let trainer: ALTERTrainer
-                do {
-                    let student = try makeModel(), teacher = try makeModel()
-                    parameters = student.parameters.reduce(0) { $0 + $1.value.count }
-                    trainer = try ALTERTrainer(config: c, student: student, teacher: teacher, data: train)
-                } catch { throw CommandFailure("\(error)") }
-                let t0 = Date()
-                var last: StepMetrics?
-                for _ in 0..<steps {
-                    let m = trainer.trainStep()
-                    last = m
+            let report = try study.run(pretrainLosses: losses) { event in
+                switch event {
+                case .step(let trainer, let m):
                     if trace > 0, m.step % trace == 0 { printError(traceLine(trainer, m)) }
-                }
-                let decisions = trainer.finalDecisions
-                let kept = trainer.budget.keptFraction(decisions)
-                let kd = trainer.evaluate(on: heldOut, decisions: decisions, count: evalSamples, seed: evalSeed)
-                let run = Run(routing: mode.rawValue, seed: seed, keptMACFraction: kept, heldOutOutputKD: kd,
-                              expertShares: decisions.expertShares, finalTrainingLoss: last?.loss ?? .nan,
-                              seconds: Date().timeIntervalSince(t0))
-                runs.append(run)
-                if !json {
-                    printError(String(format: "%-9@ seed %llu: kept MACs %.4f, held-out output KD %.6g (%.0f s; expert shares %@)",
-                                      mode.rawValue, seed, kept, kd, run.seconds,
-                                      decisions.expertShares.map { String(format: "%.2f", $0) }.joined(separator: "/")))
+                case .finished(let r):
+                    if !json {
+                        printError(String(format: "%-9@ seed %llu: kept MACs %.4f, held-out output KD %.6g (%.0f s; expert shares %@)",
+                                          r.routing, r.seed, r.keptMACFraction, r.heldOutOutputKD, r.seconds,
+                                          r.expertShares.map { String(format: "%.2f", $0) }.joined(separator: "/")))
+                    }
+                case .pretraining: break
                 }
             }
-        }
-        let summary = modes.map { mode -> Summary in
-            let rs = runs.filter { $0.routing == mode.rawValue }
-            let n = Double(rs.count)
-            let meanKD = rs.reduce(0) { $0 + $1.heldOutOutputKD } / n
-            let variance = rs.count > 1 ? rs.reduce(0) { $0 + ($1.heldOutOutputKD - meanKD) * ($1.heldOutOutputKD - meanKD) } / (n - 1) : 0
-            return Summary(routing: mode.rawValue, meanKeptMACFraction: rs.reduce(0) { $0 + $1.keptMACFraction } / n,
-                           meanHeldOutOutputKD: meanKD, stdHeldOutOutputKD: variance.squareRoot())
-        }
-        let tail = pretrainLosses.suffix(max(1, pretrain / 10))
-        let report = Report(model: modelLabel, data: dataLabel, pretrainSteps: pretrain,
-                            pretrainFinalLoss: tail.isEmpty ? nil : tail.reduce(0, +) / Double(tail.count), parameters: parameters, trainingSamples: train.count,
-                            heldOutSamples: heldOut.count, experts: experts, keep: keep, steps: steps, hypernetSteps: hyperSteps,
-                            batch: batch, evalSamples: evalSamples, evalSeed: evalSeed, threads: Parallel.workers,
-                            runs: runs, summary: summary)
-        if json { try writeJSON(report); return }
-        print("| routing | seed | kept-MAC fraction | held-out output KD |")
-        print("|---|---:|---:|---:|")
-        for r in runs {
-            print(String(format: "| %@ | %llu | %.4f | %.6g |", r.routing, r.seed, r.keptMACFraction, r.heldOutOutputKD))
-        }
-        for s in summary {
-            print(String(format: "| %@ | mean | %.4f | %.6g (sd %.2g) |", s.routing, s.meanKeptMACFraction, s.meanHeldOutOutputKD, s.stdHeldOutOutputKD))
-        }
-        let off = runs.filter { abs($0.keptMACFraction - keep) > 0.03 }.map { "\($0.routing) seed \($0.seed)" }
-        if !off.isEmpty { printError("note: the kept-MAC fraction of \(off.joined(separator: ", ")) misses the target \(keep) by more than 0.03") }
+            if json { return try writeJSON(report) }
+            print("| routing | seed | kept-MAC fraction | held-out output KD |")
+            print("|---|---:|---:|---:|")
+            for r in report.runs {
+                print(String(format: "| %@ | %llu | %.4f | %.6g |", r.routing, r.seed, r.keptMACFraction, r.heldOutOutputKD))
+            }
+            for s in report.summary {
+                print(String(format: "| %@ | mean | %.4f | %.6g (sd %.2g) |", s.routing, s.meanKeptMACFraction, s.meanHeldOutOutputKD, s.sdHeldOutOutputKD))
+            }
+            let off = RoutingStudy.offTarget(report).map { "\($0.routing) seed \($0.seed)" }
+            if !off.isEmpty { printError("note: the kept-MAC fraction of \(off.joined(separator: ", ")) misses the target \(keep) by more than 0.03") }
+        } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
     }
 }

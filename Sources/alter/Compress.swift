@@ -29,25 +29,25 @@ struct Compress: ParsableCommand {
     var data: String?
 
     @Option(help: "Number of temporal experts.")
-    var experts = 10
+    var experts = ALTERSettings().experts
 
     @Option(help: "Target kept fraction of total UNet MACs, averaged over the 1000 training timesteps, in (0, 1].")
-    var keep = 0.65
+    var keep = ALTERSettings().keep
 
     @Option(help: "Training steps (iterations).")
     var steps: Int?
 
-    @Option(help: "Steps with a hypernetwork update (then the masks are frozen). Default: 30% of --steps, as the paper's schedule.")
+    @Option(help: "Steps with a hypernetwork update (then the masks are frozen). Default: 30% of --steps, rounded (the paper's 2 of about 6.8 epochs).")
     var hypernetSteps: Int?
 
     @Option(help: "Samples per step.")
     var batch = 1
 
     @Option(help: "UNet learning rate (AdamW).")
-    var lrUnet = 1e-5
+    var lrUnet = ALTERSettings().learningRateUNet
 
     @Option(help: "Hypernetwork learning rate (AdamW).")
-    var lrHypernet = 7e-5
+    var lrHypernet = ALTERSettings().learningRateHypernet
 
     @Option(help: "Linear learning-rate warm-up steps. Default: min(250, steps/10).")
     var warmup: Int?
@@ -56,22 +56,22 @@ struct Compress: ParsableCommand {
     var routing: ALTERSettings.Routing = .learned
 
     @Option(help: "Loss weight of output distillation.")
-    var outputKdWeight = 1.0
+    var outputKdWeight = ALTERSettings().outputKDWeight
 
     @Option(help: "Loss weight of feature distillation (block outputs).")
-    var featureKdWeight = 1.0
+    var featureKdWeight = ALTERSettings().featureKDWeight
 
     @Option(help: "Loss weight of the denoising loss (paper: 1e-4; 0 drops it).")
-    var denoiseWeight = 1e-4
+    var denoiseWeight = ALTERSettings().denoiseWeight
 
     @Option(help: "Loss weight of the MAC ratio loss.")
-    var ratioWeight = 5.0
+    var ratioWeight = ALTERSettings().ratioWeight
 
     @Option(help: "Loss weight of the expert balance loss.")
-    var balanceWeight = 1.0
+    var balanceWeight = ALTERSettings().balanceWeight
 
-    @Option(help: "The model's prediction type, for the denoising loss.")
-    var predictionType: PredictionType = .epsilon
+    @Option(help: "The model's prediction type, for the denoising loss and the bundle (SD2.1 768-v: v_prediction).")
+    var predictionType: NoiseSchedule.PredictionType = .epsilon
 
     @Option(help: "Random seed (data order, timesteps, noise, hypernetwork initialisation).")
     var seed: UInt64 = 0
@@ -87,12 +87,50 @@ struct Compress: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
+    /// The flag of each configuration field (CompressionError.field) a user sets.
+    static let flags = [
+        "experts": "--experts", "keep": "--keep", "steps": "--steps", "hypernet_steps": "--hypernet-steps", "batch": "--batch",
+        "lr_unet": "--lr-unet", "lr_hypernet": "--lr-hypernet", "warmup_steps": "--warmup", "checkpoint_every": "--checkpoint-every",
+    ]
+
+    /// A configuration error in terms of this command's flags.
+    static func message(_ e: CompressionError) -> String {
+        guard let field = e.field, let flag = flags[field], e.description.hasPrefix(field) else { return e.description }
+        return flag + e.description.dropFirst(field.count)
+    }
+
+    /// The configuration of a new run from the options (paths made absolute, so --resume and export work from any directory).
+    func newConfig() -> CompressionConfig? {
+        guard let model, let data, let steps else { return nil }
+        func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.path }
+        var config = CompressionConfig(model: absolute(model), data: absolute(data), steps: steps, hypernetSteps: hypernetSteps, warmupSteps: warmup)
+        config.settings.experts = experts
+        config.settings.keep = keep
+        config.settings.routing = routing
+        config.settings.learningRateUNet = lrUnet
+        config.settings.learningRateHypernet = lrHypernet
+        config.settings.outputKDWeight = outputKdWeight
+        config.settings.featureKDWeight = featureKdWeight
+        config.settings.denoiseWeight = denoiseWeight
+        config.settings.ratioWeight = ratioWeight
+        config.settings.balanceWeight = balanceWeight
+        config.batch = batch
+        config.seed = seed
+        config.checkpointEvery = checkpointEvery
+        config.predictionType = predictionType
+        config.ema = modelOptions.ema
+        config.variant = modelOptions.variant
+        config.configPath = modelOptions.config.map(absolute)
+        return config
+    }
+
     func validate() throws {
         if resume == nil {
             guard model != nil else { throw ValidationError("give the MODEL to compress (or --resume RUN)") }
             guard data != nil else { throw ValidationError("give the training data with --data FILE") }
             guard steps != nil else { throw ValidationError("give the number of training steps with --steps N") }
             guard output != nil else { throw ValidationError("give the run directory with -o RUN") }
+            do { try newConfig()?.validate() } catch { throw ValidationError(Self.message(error)) }
         } else if output != nil || model != nil {
             throw ValidationError("--resume RUN continues that run; MODEL and -o are taken from its config.json")
         }
@@ -109,33 +147,11 @@ struct Compress: ParsableCommand {
                 config.steps = steps
             }
         } else {
-            // Paths are stored absolute, so --resume and export work from any directory.
-            func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.path }
-            config = CompressionConfig(model: absolute(model!), data: absolute(data!), steps: steps!,
-                                       hypernetSteps: hypernetSteps ?? Int((Double(steps!) * 0.3).rounded()))
-            var s = ALTERSettings()
-            s.experts = experts
-            s.keep = keep
-            s.routing = routing
-            s.learningRateUNet = lrUnet
-            s.learningRateHypernet = lrHypernet
-            s.warmupSteps = warmup ?? min(250, steps! / 10)
-            s.outputKDWeight = outputKdWeight
-            s.featureKDWeight = featureKdWeight
-            s.denoiseWeight = denoiseWeight
-            s.ratioWeight = ratioWeight
-            s.balanceWeight = balanceWeight
-            config.settings = s
-            config.batch = batch
-            config.seed = seed
-            config.checkpointEvery = checkpointEvery
-            config.predictionType = predictionType == .epsilon ? .epsilon : .vPrediction
-            config.ema = modelOptions.ema
-            config.variant = modelOptions.variant
-            config.configPath = modelOptions.config.map(absolute)
-            dir = RunDirectory(path: output!)
+            guard let c = newConfig(), let output else { throw ValidationError("give MODEL, --data, --steps and -o") }
+            config = c
+            dir = RunDirectory(path: output)
         }
-        do { try config.validate() } catch { throw CommandFailure("\(error)") }
+        do { try config.validate() } catch { throw CommandFailure(Self.message(error)) }
 
         var load = modelOptions.loadOptions
         load.ema = config.ema
@@ -148,7 +164,7 @@ struct Compress: ParsableCommand {
             let teacher = try UNet(checkpoint: checkpoint)
             let student = try UNet(checkpoint: checkpoint)
             trainer = try ALTERTrainer(config: config, student: student, teacher: teacher, data: trainingData)
-        } catch { throw CommandFailure("\(error)") }
+        } catch let e as CompressionError { throw CommandFailure(Self.message(e)) } catch { throw CommandFailure("\(error)") }
 
         let stop = StopRequest.install()
         do {
@@ -180,6 +196,4 @@ struct Compress: ParsableCommand {
         } catch let e as CompressionError { throw CommandFailure(e.description) }
     }
 }
-
-extension ALTERSettings.Routing: ExpressibleByArgument {}
 

@@ -3,20 +3,6 @@ import Foundation
 import SafeTensors
 import StableDiffusion
 
-/// Storage dtypes `convert` can write.
-enum StorageDType: String, ExpressibleByArgument, CaseIterable {
-    case fp32, fp16, bf16
-    var dtype: DType {
-        switch self {
-        case .fp32: return .f32
-        case .fp16: return .f16
-        case .bf16: return .bf16
-        }
-    }
-}
-
-extension CheckpointLayout: ExpressibleByArgument {}
-
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint's UNet in the diffusers or the original layout, in fp32, fp16 or bf16.",
@@ -37,7 +23,7 @@ struct Convert: ParsableCommand {
     var layout: CheckpointLayout?
 
     @Option(help: "Storage dtype: fp32, fp16 or bf16 (default: keep each tensor's dtype).")
-    var dtype: StorageDType?
+    var dtype: DType?
 
     @Flag(help: "Replace the output if it exists.")
     var force = false
@@ -46,17 +32,6 @@ struct Convert: ParsableCommand {
     var json = false
 
     @OptionGroup var model: ModelOptions
-
-    struct Summary: Encodable {
-        var input: String
-        var output: String
-        var layout: String
-        var dtype: String
-        var tensors: Int
-        var bytes: Int
-        var seconds: Double
-        var unused: [String]
-    }
 
     func run() throws {
         let start = Date()
@@ -68,23 +43,21 @@ struct Convert: ParsableCommand {
         let target = layout ?? (ckpt.source.layout == .diffusers ? .original : .diffusers)
         Interrupts.installCleanupHandler()
         let bar = ProgressBar(label: "convert")
-        let summary: ConversionSummary
+        var summary: ConversionSummary
         do {
             summary = try ckpt.convert(
-                to: output, layout: target, dtype: dtype?.dtype, overwrite: force,
+                to: output, layout: target, dtype: dtype, overwrite: force,
                 progress: bar.map { b in { done, total in b.update(done, total) } })
         } catch {
             bar?.finish()
-            throw CommandFailure(error.description)
+            throw CommandFailure(forceHint(error.description))
         }
         bar?.finish()
-        let seconds = Date().timeIntervalSince(start)
+        summary.seconds = Date().timeIntervalSince(start)
         if json {
-            try writeJSON(Summary(
-                input: input, output: output, layout: target.rawValue, dtype: dtype?.rawValue ?? "as stored",
-                tensors: summary.tensors, bytes: summary.bytes, seconds: seconds, unused: ckpt.report.unused))
+            try writeJSON(summary)
         } else {
-            print("wrote \(output) (\(target.rawValue) layout, \(dtype?.rawValue ?? "dtypes as stored")): \(summary.tensors) tensors, \(formatBytes(summary.bytes)) in \(String(format: "%.2f", seconds)) s")
+            print("wrote \(output) (\(target.rawValue) layout, \(dtype?.defaultValueDescription ?? "dtypes as stored")): \(summary.tensors) tensors, \(formatBytes(summary.bytes)) in \(String(format: "%.2f", summary.seconds)) s")
         }
     }
 }

@@ -2,6 +2,7 @@ import ALTER
 import ArgumentParser
 import ExpertBundle
 import Foundation
+import RunExport
 import SafeTensors
 
 struct Export: ParsableCommand {
@@ -22,7 +23,7 @@ struct Export: ParsableCommand {
     var output: String
 
     @Option(help: "Storage dtype of the weights: fp32, fp16 or bf16.")
-    var dtype = "fp32"
+    var dtype: DType = .f32
 
     @Option(help: "Latent size (height = width) at which MACs are stated. Default: the run's training data.")
     var latent: Int?
@@ -33,18 +34,18 @@ struct Export: ParsableCommand {
     @Flag(help: "Replace an existing bundle.")
     var force = false
 
-    @Flag(help: "Print bundle.json's summary as JSON.")
+    @Flag(help: "Print the bundle's summary as JSON.")
     var json = false
 
+    func validate() throws {
+        if let latent, latent <= 0 { throw ValidationError("--latent must be positive") }
+        if let context, context <= 0 { throw ValidationError("--context must be positive") }
+    }
+
     func run() throws {
-        var options = BundleExporter.Options()
-        switch dtype.lowercased() {
-        case "fp32", "f32": options.dtype = .f32
-        case "fp16", "f16": options.dtype = .f16
-        case "bf16": options.dtype = .bf16
-        default: throw ValidationError("--dtype must be fp32, fp16 or bf16")
-        }
-        options.force = force
+        var options = RunExporter.Options()
+        options.bundle.dtype = dtype
+        options.bundle.replace = force
         let dir = RunDirectory(path: runDirectory)
         if latent != nil || context != nil {
             let final: FinalDecisions
@@ -55,21 +56,15 @@ struct Export: ParsableCommand {
         let start = Date()
         let manifest: BundleManifest
         do {
-            manifest = try BundleExporter.export(run: dir, to: output, options: options) { printError($0) }
-        } catch { throw CommandFailure(error.description) }
+            manifest = try RunExporter.export(run: dir, to: output, options: options) { printError($0) }
+        } catch { throw CommandFailure(forceHint(error.description)) }
+        let summary = ExpertBundle.Summary(manifest)
         if json {
-            try writeJSON(BundleSummary(ExpertBundle.Summary(manifest)))
+            try writeJSON(summary)
         } else {
-            let bytes = manifest.files.reduce(0) { $0 + $1.bytes }
             printError(String(format: "wrote %@ in %.1f s: %d experts, %@ of weights, routed mean %.4f of the dense MACs at %dx%d",
-                              output, Date().timeIntervalSince(start), manifest.experts.count, formatBytes(bytes),
-                              manifest.macs.keptFraction, manifest.macs.latentHeight, manifest.macs.latentWidth))
+                              output, Date().timeIntervalSince(start), summary.experts, formatBytes(summary.weightBytes),
+                              summary.keptFraction, manifest.macs.latentHeight, manifest.macs.latentWidth))
         }
     }
-}
-
-/// The JSON summary printed by export.
-struct BundleSummary: Encodable {
-    var summary: ExpertBundle.Summary
-    init(_ s: ExpertBundle.Summary) { summary = s }
 }

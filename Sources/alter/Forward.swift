@@ -27,7 +27,7 @@ struct Forward: ParsableCommand {
     var gates: String?
 
     @Option(help: "Comma-separated units to skip (not computed).")
-    var skip: String?
+    var skip: CommaList<String>?
 
     @Flag(help: "Also write the tapped block features.")
     var features = false
@@ -42,25 +42,23 @@ struct Forward: ParsableCommand {
         let unet: UNet
         var options = UNetForwardOptions()
         do {
-            if ExpertBundle.isBundle(model) {
-                let bundle = try ExpertBundle(path: model)
+            switch try ModelInput(path: model) {
+            case .bundle(let bundle):
                 guard let expert, (0..<bundle.experts.count).contains(expert) else {
                     throw ValidationError("\(model) is a bundle: choose an expert with --expert (0..<\(bundle.experts.count))")
                 }
                 unet = try bundle.unet(expert: expert)
                 options.skip = bundle.skippedUnits(expert: expert)
-            } else {
+            case .checkpoint(let path):
                 guard expert == nil else { throw ValidationError("--expert applies to bundles; \(model) is not one") }
-                unet = try UNet(checkpoint: UNetCheckpoint(path: model, options: modelOptions.loadOptions))
+                unet = try UNet(checkpoint: UNetCheckpoint(path: path, options: modelOptions.loadOptions))
             }
-        } catch let e as ValidationError { throw e } catch { throw CommandFailure("\(error)") }
+        } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
         options.tapFeatures = features
         do {
             let x = try ForwardFiles.readInputs(inputs, for: unet)
             if let gates { options.gates = try ForwardFiles.readGates(gates, for: unet, batch: x.sample.shape[0]) }
-            if let skip {
-                options.skip.formUnion(skip.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
-            }
+            if let skip { options.skip.formUnion(skip.values) }
             try unet.check(options, batch: x.sample.shape[0])
             let loaded = Date()
             let out = unet.forward(sample: x.sample, timesteps: x.timesteps, context: x.context, options: options)

@@ -22,7 +22,7 @@ struct Inspect: ParsableCommand {
     var tensors = false
 
     @Option(help: "The model's prediction type, if known (epsilon or v_prediction); shown instead of the guess.")
-    var predictionType: PredictionType?
+    var predictionType: NoiseSchedule.PredictionType?
 
     @Flag(help: "Print ALTER's prunable units with their MACs (cost model) instead of the checkpoint summary.")
     var units = false
@@ -37,12 +37,17 @@ struct Inspect: ParsableCommand {
     var expert: Int?
 
     @Option(help: "For a bundle: a sampler schedule (pndm:20, ddim:50, euler:30): the expert and MACs of each UNet call, and the total against the dense model.")
-    var schedule: String?
+    var schedule: SchedulerKind?
 
     @OptionGroup var model: ModelOptions
 
+    func validate() throws {
+        guard latent > 0, context > 0 else { throw ValidationError("--latent and --context must be positive") }
+    }
+
     func run() throws {
-        if ExpertBundle.isBundle(path) { return try BundleInspection(path: path, expert: expert, schedule: schedule, json: json).run() }
+        let input = try ModelInput(path: path)
+        if case .bundle(let b) = input { return try BundleInspection(bundle: b, expert: expert, schedule: schedule, json: json).run() }
         if expert != nil || schedule != nil { throw ValidationError("--expert and --schedule apply to bundles (NAME.alter); \(path) is not one") }
         if units { return try runUnits() }
         var info: CheckpointInspection
@@ -60,25 +65,13 @@ struct Inspect: ParsableCommand {
         if info.unetError != nil { throw ExitCode(1) }
     }
 
-    struct UnitTable: Encodable {
-        var latent: Int
-        var context: Int
-        var units: [CostModel.UnitCost]
-        var unitTotal: CostModel.Cost
-        var total: CostModel.Cost
-    }
-
     private func runUnits() throws {
-        guard latent > 0, context > 0 else { throw ValidationError("--latent and --context must be positive") }
         let config: UNetConfig
         do { config = try UNetCheckpoint(path: path, options: model.loadOptions).config } catch { throw CommandFailure(error.description) }
         let mult = 1 << (config.levels - 1)
         guard latent % mult == 0 else { throw ValidationError("--latent must be a multiple of \(mult) for this UNet") }
         let cost = CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context)
-        if json {
-            try writeJSON(UnitTable(latent: latent, context: context, units: cost.units, unitTotal: cost.unitTotal, total: cost.total))
-            return
-        }
+        if json { return try writeJSON(CostModel.Report(cost)) }
         func g(_ x: Int) -> String { String(format: "%.2f", Double(x) / 1e9) }
         func pct(_ x: Int, _ t: Int) -> String { String(format: "%.1f%%", 100 * Double(x) / Double(t)) }
         print("\(cost.units.count) units at a \(latent)x\(latent) latent, \(context) context tokens (GMACs per sample)")
@@ -100,7 +93,7 @@ struct Inspect: ParsableCommand {
         out.append("\(i.path)")
         out.append("  kind:        \(i.kind) (\(i.layout) layout)")
         out.append("  family:      \(i.family)")
-        out.append("  prediction:  \(i.predictionType)")
+        out.append("  prediction:  \(i.predictionType)" + (i.predictionType == "not stored" ? " (pass --prediction-type)" : ""))
         let dtypes = i.dtypes.sorted { $0.key < $1.key }.map { "\($0.key) x\($0.value)" }.joined(separator: ", ")
         out.append("  tensors:     \(i.tensorCount) in \(i.files.count) file\(i.files.count == 1 ? "" : "s"), \(formatBytes(i.bytes)); dtypes \(dtypes)")
         if i.hasEMA { out.append("  EMA:         model_ema.* copies present (--ema loads them)") }

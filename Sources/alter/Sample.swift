@@ -41,10 +41,10 @@ struct Sample: ParsableCommand {
     var uncond: String?
 
     @Option(help: "Comma-separated rows of a [N,S,D] context to sample (default: all).")
-    var rows: String?
+    var rows: CommaList<Int>?
 
     @Option(help: "Sampler: ddim, pndm or euler (or METHOD:STEPS).")
-    var scheduler = "pndm"
+    var scheduler = SchedulerChoice(method: .pndm)
 
     @Option(help: "Inference steps.")
     var steps = 20
@@ -65,7 +65,7 @@ struct Sample: ParsableCommand {
     var width: Int?
 
     @Option(help: "Models only: the prediction type (default: the scheduler config's, else epsilon).")
-    var predictionType: PredictionType?
+    var predictionType: NoiseSchedule.PredictionType?
 
     @Option(help: "Models only: a diffusers scheduler_config.json to use.")
     var schedulerConfig: String?
@@ -78,70 +78,40 @@ struct Sample: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    struct Report: Encodable {
-        var model: String
-        var bundle: Bool
-        var scheduler: String
-        var steps: Int
-        var guidance: Float
-        var seed: UInt64
-        var predictionType: String
-        var latent: [Int]
-        var batch: Int
-        var uncond: String
-        var output: String
-        var loadSeconds: Double
-        var sampleSeconds: Double
-        var macs: Int
-        var denseMacs: Int
-        var macFraction: Double
-        var calls: [Sampler.Call]
-    }
-
-    func kind() throws -> SchedulerKind {
-        do {
-            if scheduler.contains(":") { return try SchedulerKind(parsing: scheduler) }
-            guard let m = SchedulerKind.Method(rawValue: scheduler.lowercased()) else {
-                throw ValidationError("--scheduler must be ddim, pndm or euler (or METHOD:STEPS), not '\(scheduler)'")
-            }
-            return try SchedulerKind(m, steps: steps)
-        } catch let e as ValidationError { throw e } catch { throw ValidationError("\(error)") }
+    func validate() throws {
+        if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
+        if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
+        for (name, v) in [("--latent", latent), ("--height", height), ("--width", width)] {
+            if let v, v <= 0 { throw ValidationError("\(name) must be positive") }
+        }
+        _ = try scheduler.kind(steps: steps)
     }
 
     func run() throws {
-        let kind = try kind()
-        if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
-        if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
-        let selectedRows: [Int]?
-        if let rows {
-            let parts = rows.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            let values = parts.compactMap { Int($0) }
-            guard values.count == parts.count, !values.isEmpty else { throw ValidationError("--rows must be comma-separated integers") }
-            selectedRows = values
-        } else { selectedRows = nil }
-
+        let kind = try scheduler.kind(steps: steps)
         let start = Date()
-        let sampler: RoutedSampler, isBundle = ExpertBundle.isBundle(model)
+        let sampler: RoutedSampler
         do {
-            if isBundle {
+            switch try ModelInput(path: model) {
+            case .bundle(let bundle):
                 guard predictionType == nil, schedulerConfig == nil else {
                     throw ValidationError("--prediction-type and --scheduler-config apply to models; a bundle carries its own")
                 }
-                sampler = try RoutedSampler(bundle: ExpertBundle(path: model))
-            } else {
-                let ckpt = try UNetCheckpoint(path: model, options: modelOptions.loadOptions)
+                sampler = try RoutedSampler(bundle: bundle)
+            case .checkpoint(let path):
+                let ckpt = try UNetCheckpoint(path: path, options: modelOptions.loadOptions)
                 var config = SchedulerConfig.sd21
                 config.predictionType = .epsilon
                 if let path = schedulerConfig ?? ckpt.source.schedulerConfigPath {
                     config = try SchedulerConfig(contentsOfFile: path, defaults: config)
                 }
-                if let p = predictionType { config.predictionType = p == .epsilon ? .epsilon : .vPrediction }
+                if let p = predictionType { config.predictionType = p }
                 sampler = RoutedSampler(unet: try UNet(checkpoint: ckpt), schedulerConfig: config)
             }
-        } catch let e as ValidationError { throw e } catch { throw CommandFailure("\(error)") }
+        } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
         for n in sampler.notes { printError("note: \(n)") }
         let inputs: SamplingInputs
-        do { inputs = try SamplingInputs.read(context: context, uncond: uncond, rows: selectedRows, config: sampler.unet.config) } catch {
+        do { inputs = try SamplingInputs.read(context: context, uncond: uncond, rows: rows?.values, config: sampler.unet.config) } catch {
             throw CommandFailure("\(error)")
         }
         var options = RoutedSampler.Options(scheduler: kind)
@@ -168,44 +138,24 @@ struct Sample: ParsableCommand {
         if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
         let sampled = Date()
 
-        let shape = result.latents.shape
-        let experts = result.calls.map { $0.expert.map(String.init) ?? "dense" }
-        let metadata: [String: String] = [
-            "format": "alter.latents",
-            "model": model,
-            "scheduler": kind.method.rawValue,
-            "steps": String(kind.steps),
-            "guidance": String(guidance),
-            "seed": String(seed),
-            "prediction_type": sampler.schedulerConfig.predictionType.rawValue,
-            "latent": "\(shape[2])x\(shape[3])",
-            "uncond": inputs.uncondFile ?? "zeros",
-            "noise": "SplitMix64 Box-Muller standard normal, seed \(seed)",
-            "timesteps": result.calls.map { String($0.timestep) }.joined(separator: ","),
-            "experts": experts.joined(separator: ","),
-        ]
+        let uncondLabel = inputs.uncondFile ?? "zeros"
         Interrupts.installCleanupHandler()
-        do {
-            let writer = try SafeTensorsWriter(path: output, tensors: [TensorSpec(name: "latents", dtype: .f32, shape: shape)], metadata: metadata)
-            try writer.write("latents", bytes: UnsafeRawBufferPointer(start: result.latents.data, count: result.latents.count * 4))
-            try writer.finish()
-        } catch { throw CommandFailure("\(error)") }
+        do { try sampler.writeLatents(result, model: model, options: options, uncond: uncondLabel, to: output) } catch {
+            throw CommandFailure("\(error)")
+        }
 
-        let denseMACs = result.calls.reduce(0) { $0 + result.denseMACsPerSample * $1.batch }
+        let report = SamplingReport(result: result, sampler: sampler, model: model, options: options, uncond: uncondLabel, output: output,
+                                    loadSeconds: loaded.timeIntervalSince(start), sampleSeconds: sampled.timeIntervalSince(loaded))
         if json {
-            try writeJSON(Report(model: model, bundle: isBundle, scheduler: kind.method.rawValue, steps: kind.steps, guidance: guidance, seed: seed,
-                                 predictionType: sampler.schedulerConfig.predictionType.rawValue, latent: [shape[2], shape[3]], batch: shape[0],
-                                 uncond: inputs.uncondFile ?? "zeros", output: output, loadSeconds: loaded.timeIntervalSince(start),
-                                 sampleSeconds: sampled.timeIntervalSince(loaded), macs: result.macs, denseMacs: denseMACs,
-                                 macFraction: Double(result.macs) / Double(denseMACs), calls: result.calls))
+            try writeJSON(report)
         } else {
             var counts: [String: Int] = [:]
-            for e in experts { counts[e, default: 0] += 1 }
-            let usage = counts.keys.sorted { (Int($0) ?? -1) < (Int($1) ?? -1) }.map { "\($0 == "dense" ? "dense" : "expert " + $0) x\(counts[$0]!)" }
+            for e in result.calls.map({ $0.expert.map(String.init) ?? "dense" }) { counts[e, default: 0] += 1 }
+            let usage = counts.keys.sorted { (Int($0) ?? -1) < (Int($1) ?? -1) }.map { "\($0 == "dense" ? "dense" : "expert " + $0) x\(counts[$0] ?? 0)" }
             printError(String(format: "wrote %@: %d latents %dx%d, %@ (%d UNet calls at batch %d, guidance %g, uncond %@), load %.1f s, sampling %.1f s; %@; MACs %.3f of dense",
-                              output, shape[0], shape[2], shape[3], kind.description, result.calls.count, result.calls.first?.batch ?? 0, guidance,
-                              inputs.uncondFile ?? "zeros", loaded.timeIntervalSince(start), sampled.timeIntervalSince(loaded),
-                              usage.joined(separator: ", "), Double(result.macs) / Double(denseMACs)))
+                              output, report.batch, report.latent[0], report.latent[1], kind.description, result.calls.count,
+                              result.calls.first?.batch ?? 0, guidance, uncondLabel, report.loadSeconds, report.sampleSeconds,
+                              usage.joined(separator: ", "), report.keptMACFraction))
         }
     }
 }

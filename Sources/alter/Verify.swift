@@ -32,16 +32,20 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
+    func validate() throws {
+        if deep && reference == nil { throw ValidationError("--deep needs --reference MODEL (for example RUN/final/unet)") }
+        if !deep && reference != nil { throw ValidationError("--reference is used by --deep") }
+    }
+
     func run() throws {
         let b: ExpertBundle
         do { b = try ExpertBundle(path: bundle) } catch {
-            if json { try writeJSON(["passed": false]) }
-            printError("FAIL schema: \(error.description)")
+            let report = VerificationReport(schemaError: error)
+            if json { try writeJSON(report) } else { print("FAIL schema: \(error.description)") }
             throw ExitCode(1)
         }
         var referenceUNet: UNet?
-        if deep {
-            guard let reference else { throw ValidationError("--deep needs --reference MODEL (for example RUN/final/unet)") }
+        if deep, let reference {
             do { referenceUNet = try UNet(checkpoint: UNetCheckpoint(path: reference, options: modelOptions.loadOptions)) } catch {
                 throw CommandFailure("\(error)")
             }
@@ -50,7 +54,6 @@ struct Verify: ParsableCommand {
         if json {
             try writeJSON(report)
         } else {
-            print("ok   schema: bundle.json and \(b.experts.count) expert manifests, format version \(BundleManifest.formatVersion)")
             for c in report.checks { print("\(c.passed ? "ok  " : "FAIL") \(c.name): \(c.detail)") }
             for f in report.fidelity {
                 print(String(format: "     expert %d (t=%d): parity %.2e (tolerance %.0e), PSNR to dense %.2f dB", f.expert, f.timestep,

@@ -1,3 +1,4 @@
+import Experts
 import ALTER
 import Foundation
 import StableDiffusion

@@ -1,4 +1,6 @@
 import ALTER
+import Experts
+import RunExport
 import ExpertBundle
 import Foundation
 import SafeTensors
@@ -41,9 +43,9 @@ final class BundleDiffTests: XCTestCase {
         try run.create(config: config)
         XCTAssertEqual(try trainer.run(in: run), .finished)
         let path = Self.scratch + "/\(name).alter"
-        var eo = BundleExporter.Options()
-        eo.force = true
-        try BundleExporter.export(run: run, to: path, options: eo)
+        var eo = RunExporter.Options()
+        eo.bundle.replace = true
+        try RunExporter.export(run: run, to: path, options: eo)
         Self.bundles[name] = path
         return path
     }
@@ -112,11 +114,11 @@ final class BundleDiffTests: XCTestCase {
         }
         // The same weights stored as F16: every tensor is read, changes are rounding-sized.
         let run = RunDirectory(path: Self.scratch + "/run-a")
-        var o = BundleExporter.Options()
-        o.dtype = .f16
-        o.force = true
+        var o = RunExporter.Options()
+        o.bundle.dtype = .f16
+        o.bundle.replace = true
         let half = Self.scratch + "/a-half.alter"
-        try BundleExporter.export(run: run, to: half, options: o)
+        try RunExporter.export(run: run, to: half, options: o)
         let d = try BundleDiff(a, half)
         XCTAssertFalse(d.isEmpty)
         XCTAssertTrue(d.units.isEmpty && d.routing.isEmpty && !d.macsChanged)
@@ -190,7 +192,7 @@ final class BundleDiffTests: XCTestCase {
         // JSON encodes (no infinities) and lists every tensor.
         let json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(d)) as? [String: Any]
         XCTAssertEqual((json?["tensors"] as? [Any])?.count, d.tensors.count)
-        XCTAssertEqual(json?["isEmpty"] as? Bool, false)
+        XCTAssertEqual(json?["is_empty"] as? Bool, false)
     }
 
     func testTwoExpertManifests() throws {

@@ -1,4 +1,6 @@
 import ALTER
+import Experts
+import RunExport
 import ExpertBundle
 import Foundation
 import SafeTensors
@@ -45,10 +47,10 @@ final class ExpertBundleTests: XCTestCase {
 
     func export(_ name: String, dtype: DType = .f32) throws -> String {
         let path = Self.scratch + "/\(name).alter"
-        var o = BundleExporter.Options()
-        o.dtype = dtype
-        o.force = true
-        try BundleExporter.export(run: try finishedRun(), to: path, options: o)
+        var o = RunExporter.Options()
+        o.bundle.dtype = dtype
+        o.bundle.replace = true
+        try RunExporter.export(run: try finishedRun(), to: path, options: o)
         return path
     }
 
@@ -154,18 +156,18 @@ final class ExpertBundleTests: XCTestCase {
 
     func testUnknownFormatVersion() throws {
         let path = try export("version")
-        try editJSON(path + "/bundle.json") { $0["format_version"] = 2 }
-        assertFails(path, mentioning: ["format_version 2 is not supported"])
+        try editJSON(path + "/bundle.json") { $0["format_version"] = 3 }
+        assertFails(path, mentioning: ["format_version 3 is not supported"])
     }
 
     func testExportRefusesToOverwriteAndLeavesNoPartialDirectory() throws {
         let path = try export("exists")
-        var o = BundleExporter.Options()
-        o.force = false
-        XCTAssertThrowsError(try BundleExporter.export(run: try finishedRun(), to: path, options: o)) { e in
-            XCTAssertTrue("\(e)".contains("--force"))
+        var o = RunExporter.Options()
+        o.bundle.replace = false
+        XCTAssertThrowsError(try RunExporter.export(run: try finishedRun(), to: path, options: o)) { e in
+            XCTAssertTrue("\(e)".contains("already exists"))
         }
         let siblings = try FileManager.default.contentsOfDirectory(atPath: Self.scratch)
-        XCTAssertFalse(siblings.contains { $0.contains(".partial-") }, "\(siblings)")
+        XCTAssertFalse(siblings.contains { $0.contains(".alter-tmp-") }, "\(siblings)")
     }
 }

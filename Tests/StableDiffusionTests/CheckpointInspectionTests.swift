@@ -120,7 +120,7 @@ final class CheckpointInspectionTests: XCTestCase {
         let i = try CheckpointInspection(path: Fixtures.sd2Original, options: Fixtures.options(config: Fixtures.sd2Config))
         let data = try JSONEncoder().encode(i)
         let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        XCTAssertEqual(o["tensorCount"] as? Int, 697)
-        XCTAssertEqual(o["hasEMA"] as? Bool, false)
+        XCTAssertEqual(o["tensor_count"] as? Int, 697)
+        XCTAssertEqual(o["has_ema"] as? Bool, false)
     }
 }

@@ -17,8 +17,8 @@ final class ConvertSafetyTests: XCTestCase {
         FileManager.default.createFile(atPath: out, contents: marker)
         let ckpt = try UNetCheckpoint(path: Fixtures.sd2Diffusers)
         guard let e = expectCheckpointError("existing output", { try ckpt.convert(to: out, layout: .original, dtype: nil) }) else { return }
-        guard case .io(let f, _) = e else { return XCTFail("\(e)") }
-        XCTAssertEqual(f, out)
+        guard case .safetensors(let s) = e, s.reason == .exists else { return XCTFail("\(e)") }
+        XCTAssertEqual(s.file, out)
         XCTAssertEqual(FileManager.default.contents(atPath: out), marker, "untouched")
         try assertNoTemporaries(tmp)
 
@@ -39,7 +39,7 @@ final class ConvertSafetyTests: XCTestCase {
         FileManager.default.createFile(atPath: marker, contents: Data("precious".utf8))
         let ckpt = try UNetCheckpoint(path: Fixtures.sd2Original, options: Fixtures.options(config: Fixtures.sd2Config))
         guard let e = expectCheckpointError("existing folder", { try ckpt.convert(to: out, layout: .diffusers, dtype: nil) }) else { return }
-        guard case .io = e else { return XCTFail("\(e)") }
+        guard case .safetensors(let s) = e, s.reason == .exists else { return XCTFail("\(e)") }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out), ["keep.txt"], "untouched")
         try assertNoTemporaries(tmp)
 

@@ -1,4 +1,6 @@
+import ALTERBench
 import ALTER
+import ExampleSupport
 import Foundation
 import StableDiffusion
 import TensorCore

@@ -7,6 +7,12 @@ public struct SeededGenerator: RandomNumberGenerator, Codable, Sendable, Equatab
 
     public init(seed: UInt64) { state = seed }
 
+    /// A generator for the named stream `name` of `seed`: seeded by `seed` XOR the FNV-1a hash of
+    /// the name's UTF-8 bytes, so every named tensor or purpose gets its own reproducible stream.
+    public init(seed: UInt64, stream name: String) {
+        state = seed ^ name.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 }
+    }
+
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state

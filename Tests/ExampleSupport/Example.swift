@@ -4,14 +4,15 @@ import StableDiffusion
 import TensorCore
 import XCTest
 
-/// The example checkpoint and training data in examples/.
-enum Example {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static var model: String { root.appendingPathComponent("examples/sd21-tiny.safetensors").path }
-    static var config: String { root.appendingPathComponent("examples/sd21-tiny.config.json").path }
-    static var data: String { root.appendingPathComponent("examples/sd21-tiny-data.safetensors").path }
+/// The example checkpoint and training data in examples/, for tests of every target.
+public enum Example {
+    public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    public static var model: String { root.appendingPathComponent("examples/sd21-tiny.safetensors").path }
+    public static var config: String { root.appendingPathComponent("examples/sd21-tiny.config.json").path }
+    public static var data: String { root.appendingPathComponent("examples/sd21-tiny-data.safetensors").path }
+    public static var inputs: String { root.appendingPathComponent("examples/sd21-tiny-inputs.safetensors").path }
 
-    static func checkpoint() throws -> UNetCheckpoint {
+    public static func checkpoint() throws -> UNetCheckpoint {
         var o = LoadOptions()
         o.configPath = config
         o.allowUnused = true
@@ -19,13 +20,13 @@ enum Example {
     }
 
     /// A trainer on the example: separate student and teacher.
-    static func trainer(_ config: CompressionConfig) throws -> ALTERTrainer {
+    public static func trainer(_ config: CompressionConfig) throws -> ALTERTrainer {
         let ckpt = try checkpoint()
         return try ALTERTrainer(config: config, student: try UNet(checkpoint: ckpt), teacher: try UNet(checkpoint: ckpt),
                                 data: try TrainingData(contentsOf: URL(fileURLWithPath: data)))
     }
 
-    static func config(steps: Int, hypernetSteps: Int, experts: Int = 4, keep: Double = 0.65) -> CompressionConfig {
+    public static func config(steps: Int, hypernetSteps: Int, experts: Int = 4, keep: Double = 0.65) -> CompressionConfig {
         var c = CompressionConfig(model: model, data: data, steps: steps, hypernetSteps: hypernetSteps)
         c.settings.experts = experts
         c.settings.keep = keep
@@ -40,7 +41,7 @@ enum Example {
 }
 
 /// A fresh temporary directory, removed at the end of the test.
-func temporaryDirectory(_ test: XCTestCase) throws -> String {
+public func temporaryDirectory(_ test: XCTestCase) throws -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("alter-tests-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     test.addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }

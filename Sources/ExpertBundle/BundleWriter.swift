@@ -1,69 +1,85 @@
-import ALTER
+import Experts
 import Foundation
 import SafeTensors
 import StableDiffusion
 
-/// Writes a bundle from a finished ALTER run (formats/bundle.md): the run's fine-tuned UNet
-/// (`final/unet`) stored once, its noise-free decisions as expert manifests and a routing table.
-public enum BundleExporter {
+/// Writes a bundle (formats/bundle.md) from a fine-tuned UNet and its noise-free decisions: the
+/// weights stored once (units no expert keeps left out), one manifest per expert and the routing
+/// table, built in a staging directory and renamed into place.
+public enum BundleWriter {
     public struct Options: Sendable {
         /// Storage dtype of the weight files (F32, F16 or BF16).
         public var dtype: DType = .f32
         /// Replace an existing bundle.
-        public var force = false
-        /// Where MACs are counted: (height, width, context length); default the run's training data.
-        public var macSize: (height: Int, width: Int, context: Int)?
+        public var replace = false
         public init() {}
+    }
+
+    /// What goes into a bundle besides the weights.
+    public struct Contents: Sendable {
+        /// The fine-tuned UNet (its config is the bundle's architecture).
+        public var unet: UNetCheckpoint
+        public var decisions: ExpertDecisions
+        public var predictionType: NoiseSchedule.PredictionType
+        /// A diffusers scheduler config (bundle.json `scheduler`).
+        public var scheduler: JSONValue
+        /// The source model and the digests of its weight files.
+        public var source: BundleManifest.Source
+        /// Where MACs are counted.
+        public var macLatentHeight: Int, macLatentWidth: Int, macContextLength: Int
+
+        public init(unet: UNetCheckpoint, decisions: ExpertDecisions, predictionType: NoiseSchedule.PredictionType, scheduler: JSONValue,
+                    source: BundleManifest.Source, macLatentHeight: Int, macLatentWidth: Int, macContextLength: Int) {
+            self.unet = unet
+            self.decisions = decisions
+            self.predictionType = predictionType
+            self.scheduler = scheduler
+            self.source = source
+            self.macLatentHeight = macLatentHeight
+            self.macLatentWidth = macLatentWidth
+            self.macContextLength = macContextLength
+        }
+    }
+
+    /// Fails when `destination` exists and `options` do not allow replacing it (checked again
+    /// when the bundle is renamed into place).
+    public static func checkDestination(_ destination: String, options: Options) throws(BundleError) {
+        if FileManager.default.fileExists(atPath: destination) && !options.replace {
+            throw BundleError(destination, "already exists (replacing it was not asked for)")
+        }
     }
 
     static let baseFile = "weights/base.safetensors", unitsFile = "weights/units.safetensors"
 
-    /// Exports `run` to the bundle directory `destination`. `progress` receives short messages.
+    /// Writes `contents` as the bundle directory `destination`. `progress` receives short messages.
     @discardableResult
-    public static func export(run: RunDirectory, to destination: String, options: Options = Options(),
-                              progress: (String) -> Void = { _ in }) throws(BundleError) -> BundleManifest {
+    public static func write(_ contents: Contents, to destination: String, options: Options = Options(),
+                             progress: (String) -> Void = { _ in }) throws(BundleError) -> BundleManifest {
         guard [.f32, .f16, .bf16].contains(options.dtype) else { throw BundleError(destination, "storage dtype must be F32, F16 or BF16") }
-        let config: CompressionConfig, final: FinalDecisions
-        do {
-            config = try run.readConfig()
-            final = try run.readDecisions()
-        } catch { throw BundleError(run.path, error.description) }
-        let fm = FileManager.default
-        if fm.fileExists(atPath: destination) && !options.force {
-            throw BundleError(destination, "exists; pass --force to replace it")
-        }
-        let unet: UNetCheckpoint
-        do { unet = try UNetCheckpoint(path: run.finalPath + "/unet") } catch { throw BundleError(run.finalPath + "/unet", "\(error)") }
-        let d = final.decisions
+        let unet = contents.unet, d = contents.decisions
+        do { try d.validate() } catch { throw BundleError(destination, "decisions: \(error)") }
         guard d.units == unet.config.units().map(\.name) else {
-            throw BundleError(run.decisionsPath, "units do not match the architecture of \(run.finalPath)/unet")
+            throw BundleError(destination, "the decisions' units do not match the UNet's architecture")
         }
+        try checkDestination(destination, options: options)
+        let fm = FileManager.default
 
-        progress("hashing the source model \(config.model)")
-        let sourceFiles = try sourceDigests(config)
-
-        let dir = (destination as NSString).deletingLastPathComponent
-        let name = (destination as NSString).lastPathComponent
-        let partial = (dir.isEmpty ? "." : dir) + "/.\(name).partial-\(getpid())"
-        try? fm.removeItem(atPath: partial)
-        do { try fm.createDirectory(atPath: partial + "/weights", withIntermediateDirectories: true) } catch {
-            throw BundleError(partial, "cannot create: \(error.localizedDescription)")
-        }
-        do { try fm.createDirectory(atPath: partial + "/experts", withIntermediateDirectories: true) } catch {
-            throw BundleError(partial, "cannot create: \(error.localizedDescription)")
-        }
-        TemporaryPaths.shared.add(partial)
-        var committed = false
-        defer { if !committed { try? fm.removeItem(atPath: partial); _ = TemporaryPaths.shared.remove(partial) } }
+        let staging: AtomicDirectory
+        do {
+            staging = try AtomicDirectory(destination: destination)
+            try staging.createSubdirectory("weights")
+            try staging.createSubdirectory("experts")
+        } catch { throw BundleError(destination, error.description) }
+        let partial = staging.path
 
         // Tensors: outside every unit -> base; of units some expert keeps -> units; others dropped.
         let units = d.units
-        let storedUnits = Set(units.indices.filter { l in d.kept.contains { $0[l] } }.map { units[$0] })
+        let dropped = d.unitsNoExpertKeeps
         func unit(of tensor: String) -> String? { units.first { tensor.hasPrefix($0 + ".") } }
         var base: [UNetConfig.Parameter] = [], unitTensors: [UNetConfig.Parameter] = []
         for p in unet.config.parameters() {
             if let u = unit(of: p.name) {
-                if storedUnits.contains(u) { unitTensors.append(p) }
+                if !dropped.contains(u) { unitTensors.append(p) }
             } else { base.append(p) }
         }
         var entries: [String: ExpertManifest.TensorEntry] = [:]
@@ -78,22 +94,19 @@ public enum BundleExporter {
             do { files.append(.init(path: file, bytes: size, sha256: try SHA256.hex(file: full))) } catch { throw BundleError(full, "\(error)") }
         }
 
-        // MACs at the run's latent size (or the one asked for).
-        let size = options.macSize ?? (final.latentHeight, final.latentWidth, final.contextLength)
-        let cost = CostModel(config: unet.config, latentHeight: size.height, latentWidth: size.width, contextLength: size.context)
-        let unitCost = Dictionary(uniqueKeysWithValues: cost.units.map { ($0.name, $0.cost) })
+        let cost = CostModel(config: unet.config, latentHeight: contents.macLatentHeight, latentWidth: contents.macLatentWidth,
+                             contextLength: contents.macContextLength)
         var expertEntries: [BundleManifest.ExpertEntry] = [], expertMACs: [Int] = []
-        for (e, kept) in d.kept.enumerated() {
-            let skipped = units.indices.filter { !kept[$0] }.map { units[$0] }
-            let skippedCost = skipped.reduce(CostModel.Cost()) { $0 + (unitCost[$1] ?? CostModel.Cost()) }
-            let macs = cost.total.total - skippedCost.total
-            expertMACs.append(macs)
-            let keptSet = Set(units.indices.filter { kept[$0] }.map { units[$0] })
+        for e in 0..<d.experts {
+            let skipped = d.skippedUnits(expert: e)
+            let expertCost = cost.cost(skipping: Set(skipped))
+            expertMACs.append(expertCost.total)
+            let keptSet = Set(d.keptUnits(expert: e))
             let tensors = unet.config.parameters().filter { p in unit(of: p.name).map { keptSet.contains($0) } ?? true }.compactMap { entries[$0.name] }
             let served = d.route.indices.filter { d.route[$0] == e }
-            let m = ExpertManifest(expert: e, keptUnits: units.filter { keptSet.contains($0) }, skippedUnits: skipped, macs: macs,
-                                   macsConvLinear: cost.total.convLinear - skippedCost.convLinear,
-                                   keptFraction: Double(macs) / Double(cost.total.total), timesteps: ExpertManifest.ranges(served),
+            let m = ExpertManifest(expert: e, keptUnits: d.keptUnits(expert: e), skippedUnits: skipped, macs: expertCost.total,
+                                   macsConvLinear: expertCost.convLinear,
+                                   keptFraction: Double(expertCost.total) / Double(cost.total.total), timesteps: RoutingTable.ranges(served),
                                    timestepCount: served.count, tensors: tensors)
             let rel = "experts/expert-\(e).json"
             let data = ManifestCoding.encode(m)
@@ -103,29 +116,14 @@ public enum BundleExporter {
         let mean = d.route.reduce(0.0) { $0 + Double(expertMACs[$1]) } / Double(max(d.route.count, 1))
         let manifest = BundleManifest(
             architecture: (try? JSONValue.parse(unet.config.diffusersJSON())) ?? .null,
-            predictionType: config.predictionType.rawValue, scheduler: schedulerConfig(config),
-            source: .init(model: config.model, files: sourceFiles), trainTimesteps: d.route.count, routing: d.route, units: units,
+            predictionType: contents.predictionType.rawValue, scheduler: contents.scheduler,
+            source: contents.source, trainTimesteps: d.route.count, routing: d.route, units: units,
             experts: expertEntries, files: files,
-            macs: .init(latentHeight: size.height, latentWidth: size.width, contextLength: size.context, dense: cost.total.total,
+            macs: .init(latentHeight: cost.latentHeight, latentWidth: cost.latentWidth, contextLength: cost.contextLength, dense: cost.total.total,
                         denseConvLinear: cost.total.convLinear, experts: expertMACs, meanOverTrainTimesteps: mean,
                         keptFraction: mean / Double(cost.total.total)))
         try writeFile(ManifestCoding.encode(manifest), to: partial + "/bundle.json")
-        syncDirectory(of: partial + "/bundle.json")
-
-        // Into place: the old bundle (with --force) is moved aside first and removed after.
-        let aside = (dir.isEmpty ? "." : dir) + "/.\(name).old-\(getpid())"
-        if fm.fileExists(atPath: destination) {
-            guard rename(destination, aside) == 0 else { throw BundleError(destination, "cannot move the old bundle aside: \(String(cString: strerror(errno)))") }
-        }
-        guard rename(partial, destination) == 0 else {
-            let reason = String(cString: strerror(errno))
-            if fm.fileExists(atPath: aside) { _ = rename(aside, destination) }
-            throw BundleError(destination, "cannot rename the new bundle into place: \(reason)")
-        }
-        committed = true
-        _ = TemporaryPaths.shared.remove(partial)
-        syncDirectory(of: destination)
-        try? fm.removeItem(atPath: aside)
+        do { try staging.commit(replacing: options.replace) } catch { throw BundleError(destination, error.description) }
         return manifest
     }
 
@@ -160,24 +158,25 @@ public enum BundleExporter {
         do { try AtomicFile.write(data, to: path) } catch { throw BundleError(path, error.description) }
     }
 
-    /// SHA-256 of every weight file of the run's source model.
-    static func sourceDigests(_ config: CompressionConfig) throws(BundleError) -> [BundleManifest.FileDigest] {
+    /// The source model `model` (any layout `UNetCheckpoint` reads) with the SHA-256 of every
+    /// weight file.
+    public static func source(model: String, variant: String?) throws(BundleError) -> BundleManifest.Source {
         let source: CheckpointSource
-        do { source = try CheckpointSource.locate(config.model, variant: config.variant) } catch {
-            throw BundleError(config.model, "the run's source model cannot be read for its digest: \(error)")
+        do { source = try CheckpointSource.locate(model, variant: variant) } catch {
+            throw BundleError(model, "the source model cannot be read for its digest: \(error)")
         }
         var out: [BundleManifest.FileDigest] = []
         for p in source.weightPaths {
             let size = (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0
             do { out.append(.init(path: p, bytes: size, sha256: try SHA256.hex(file: p))) } catch { throw BundleError(p, "\(error)") }
         }
-        return out
+        return BundleManifest.Source(model: model, files: out)
     }
 
-    /// The source pipeline's scheduler config if it has one, else SD2.1's DDIM config with the
-    /// run's prediction type.
-    static func schedulerConfig(_ config: CompressionConfig) -> JSONValue {
-        if let source = try? CheckpointSource.locate(config.model, variant: config.variant), let p = source.schedulerConfigPath,
+    /// The scheduler config of the pipeline `model` if it has one, else SD2.1's DDIM config with
+    /// `predictionType`.
+    public static func schedulerConfig(model: String, variant: String?, predictionType: NoiseSchedule.PredictionType) -> JSONValue {
+        if let source = try? CheckpointSource.locate(model, variant: variant), let p = source.schedulerConfigPath,
            let data = FileManager.default.contents(atPath: p), let v = try? JSONValue.parse(data), case .object = v {
             return v
         }
@@ -186,7 +185,7 @@ public enum BundleExporter {
             "beta_schedule": .string("scaled_linear"), "num_train_timesteps": .number(1000), "steps_offset": .number(1),
             "set_alpha_to_one": .bool(false), "clip_sample": .bool(false), "timestep_spacing": .string("leading"),
             "skip_prk_steps": .bool(true),
-            "prediction_type": .string(config.predictionType.rawValue),
+            "prediction_type": .string(predictionType.rawValue),
         ])
     }
 }

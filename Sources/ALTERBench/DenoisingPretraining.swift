@@ -1,3 +1,4 @@
+import ALTER
 import Foundation
 import NN
 import StableDiffusion

@@ -1,3 +1,4 @@
+import ALTER
 import StableDiffusion
 import TensorCore
 

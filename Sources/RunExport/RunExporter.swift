@@ -1,0 +1,43 @@
+import ALTER
+import ExpertBundle
+import Foundation
+import SafeTensors
+import StableDiffusion
+
+/// Exports a finished ALTER run (formats/run-directory.md) as a bundle: the run's fine-tuned UNet
+/// (`final/unet`), its noise-free decisions (`final/decisions.json`), the prediction type and
+/// source model from its `config.json`.
+public enum RunExporter {
+    public struct Options: Sendable {
+        /// Storage dtype and whether an existing bundle may be replaced.
+        public var bundle = BundleWriter.Options()
+        /// Where MACs are counted: (height, width, context length); default the run's training data.
+        public var macSize: (height: Int, width: Int, context: Int)?
+        public init() {}
+    }
+
+    /// Writes the bundle of `run` at `destination`. `progress` receives short messages.
+    @discardableResult
+    public static func export(run: RunDirectory, to destination: String, options: Options = Options(),
+                              progress: (String) -> Void = { _ in }) throws(BundleError) -> BundleManifest {
+        let config: CompressionConfig, final: FinalDecisions
+        do {
+            config = try run.readConfig()
+            final = try run.readDecisions()
+        } catch { throw BundleError(run.path, error.description) }
+        try BundleWriter.checkDestination(destination, options: options.bundle)
+        let unet: UNetCheckpoint
+        do { unet = try UNetCheckpoint(path: run.finalPath + "/unet") } catch { throw BundleError(run.finalPath + "/unet", "\(error)") }
+        guard final.decisions.units == unet.config.units().map(\.name) else {
+            throw BundleError(run.decisionsPath, "units do not match the architecture of \(run.finalPath)/unet")
+        }
+        progress("hashing the source model \(config.model)")
+        let source = try BundleWriter.source(model: config.model, variant: config.variant)
+        let size = options.macSize ?? (final.latentHeight, final.latentWidth, final.contextLength)
+        let contents = BundleWriter.Contents(
+            unet: unet, decisions: final.decisions, predictionType: config.predictionType,
+            scheduler: BundleWriter.schedulerConfig(model: config.model, variant: config.variant, predictionType: config.predictionType),
+            source: source, macLatentHeight: size.height, macLatentWidth: size.width, macContextLength: size.context)
+        return try BundleWriter.write(contents, to: destination, options: options.bundle, progress: progress)
+    }
+}
