@@ -40,7 +40,7 @@ let package = Package(
             ]),
         .target(name: "NN", dependencies: ["TensorCore"]),
         .target(name: "StableDiffusion", dependencies: ["SafeTensors", "NN"]),
-        .target(name: "ALTER", dependencies: ["StableDiffusion", "SafeTensors"]),
+        .target(name: "ALTER", dependencies: ["StableDiffusion", "NN", "SafeTensors"]),
         .target(name: "ExpertBundle", dependencies: ["ALTER", "StableDiffusion", "SafeTensors"]),
         .executableTarget(
             name: "alter",
@@ -51,6 +51,7 @@ let package = Package(
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore"]),
         .testTarget(
             name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors"]),
         .testTarget(name: "ALTERTests", dependencies: ["ALTER", "StableDiffusion", "SafeTensors"]),
