@@ -62,6 +62,7 @@ let package = Package(
         .target(name: "ExampleSupport", dependencies: ["ALTER", "StableDiffusion"], path: "Tests/ExampleSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore"]),
         .testTarget(
             name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
         .testTarget(name: "ALTERTests", dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),

@@ -1,5 +1,6 @@
 import Experts
 import Foundation
+import NN
 import StableDiffusion
 import TensorCore
 

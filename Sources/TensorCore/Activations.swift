@@ -162,10 +162,16 @@ public enum Softmax {
         VectorMath.map(p, p, m) { $0 * inv }
     }
 
-    /// Replaces a row by exp(x - max(x)) and returns the sum of the new values (the softmax
-    /// before its normalisation, which callers may apply later to fewer numbers).
+    /// `row` for a row whose masked entries hold -infinity: they become exactly 0.
     @inline(__always)
-    static func unnormalizedRow(_ p: UnsafeMutablePointer<Float>, _ m: Int) -> Float {
+    static func maskedRow(_ p: UnsafeMutablePointer<Float>, _ m: Int) {
+        let inv = 1 / unnormalizedMaskedRow(p, m)
+        VectorMath.map(p, p, m) { $0 * inv }
+    }
+
+    /// The largest of a row's `m` values (-infinity for none).
+    @inline(__always)
+    static func rowMax(_ p: UnsafeMutablePointer<Float>, _ m: Int) -> Float {
         let raw = UnsafeMutableRawPointer(p)
         var mx = SIMD8<Float>(repeating: -.infinity)
         var j = 0
@@ -176,9 +182,44 @@ public enum Softmax {
         }
         var maxValue = mx.max()
         while j < m { maxValue = max(maxValue, p[j]); j += 1 }
-        let mv = SIMD8<Float>(repeating: maxValue)
+        return maxValue
+    }
+
+    /// `unnormalizedRow` for a row whose masked entries hold -infinity: those become exactly 0
+    /// (exp's clamp alone would leave 2^-126) and add nothing to the sum. Some entry must be finite.
+    @inline(__always)
+    static func unnormalizedMaskedRow(_ p: UnsafeMutablePointer<Float>, _ m: Int) -> Float {
+        let maxValue = rowMax(p, m)
+        precondition(maxValue > -.infinity, "Softmax: a row with every entry masked")
+        let mv = SIMD8<Float>(repeating: maxValue), masked = SIMD8<Float>(repeating: -.infinity)
+        @inline(__always) func e(_ x: SIMD8<Float>) -> SIMD8<Float> {
+            VectorMath.exp(x - mv).replacing(with: 0, where: x .== masked)
+        }
+        let raw = UnsafeMutableRawPointer(p)
         var acc = SIMD8<Float>(repeating: 0)
-        j = 0
+        var j = 0
+        while j + 8 <= m {
+            let y = e(raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self))
+            raw.storeBytes(of: y, toByteOffset: j * 4, as: SIMD8<Float>.self)
+            acc += y
+            j += 8
+        }
+        var total = acc.sum()
+        if j < m {
+            VectorMath.map(p + j, p + j, m - j, e)
+            while j < m { total += p[j]; j += 1 }
+        }
+        return total
+    }
+
+    /// Replaces a row by exp(x - max(x)) and returns the sum of the new values (the softmax
+    /// before its normalisation, which callers may apply later to fewer numbers).
+    @inline(__always)
+    static func unnormalizedRow(_ p: UnsafeMutablePointer<Float>, _ m: Int) -> Float {
+        let raw = UnsafeMutableRawPointer(p)
+        let mv = SIMD8<Float>(repeating: rowMax(p, m))
+        var acc = SIMD8<Float>(repeating: 0)
+        var j = 0
         while j + 8 <= m {
             let e = VectorMath.exp(raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) - mv)
             raw.storeBytes(of: e, toByteOffset: j * 4, as: SIMD8<Float>.self)

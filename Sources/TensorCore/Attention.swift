@@ -1,18 +1,20 @@
 /// Multi-head scaled dot-product attention, softmax(Q K^T / sqrt(d)) V, computed in blocks of
-/// queries so that at most `maxScoreElements` scores exist at a time.
+/// queries so that at most `maxScoreElements` scores exist at a time. With a mask, the scores of
+/// masked keys are -infinity and their probabilities exactly 0.
 public enum Attention {
     /// Upper bound on the score block of one worker (floats): 2^22 = 16 MB.
     public static let maxScoreElements = 1 << 22
 
-    /// q: [B, N, H*d], k, v: [B, M, H*d] -> [B, N, H*d].
+    /// q: [B, N, H*d], k, v: [B, M, H*d] -> [B, N, H*d]; `mask`: the keys each query attends to.
     ///
     /// Work items are (sample, head, query block); each worker computes its items with
     /// single-threaded matrix products into its own score buffer.
-    public static func forward(q: Tensor, k: Tensor, v: Tensor, heads: Int) -> Tensor {
+    public static func forward(q: Tensor, k: Tensor, v: Tensor, heads: Int, mask: AttentionMask? = nil) -> Tensor {
         Profiler.shared.measure("attention", flops: 4.0 * Double(q.count) * Double(k.shape[1])) {
             let (b, n, c) = (q.shape[0], q.shape[1], q.shape[2])
             let m = k.shape[1]
             precondition(k.shape == [b, m, c] && v.shape == [b, m, c] && c % heads == 0, "Attention: q \(q.shape) k \(k.shape) v \(v.shape)")
+            mask?.validate(batch: b, keys: m, "Attention")
             let d = c / heads
             let scale = 1 / Float(d).squareRoot()
             let out = Tensor(uninitialized: [b, n, c])
@@ -35,7 +37,14 @@ public enum Attention {
                     BLAS.sgemm(transB: true, m: rows, n: m, k: d, alpha: scale,
                                a: qb + start * c + h * d, lda: c, b: kb + h * d, ldb: c,
                                c: scores, ldc: m, singleThread: true)
-                    for r in 0..<rows { rowSums[r] = Softmax.unnormalizedRow(scores + r * m, m) }
+                    if let mask {
+                        for r in 0..<rows {
+                            mask.fill(scores + r * m, keys: m, sample: bi, query: start + r)
+                            rowSums[r] = Softmax.unnormalizedMaskedRow(scores + r * m, m)
+                        }
+                    } else {
+                        for r in 0..<rows { rowSums[r] = Softmax.unnormalizedRow(scores + r * m, m) }
+                    }
                     // out[start..., h] = exp-scores V[:, h], then divided by each row's sum.
                     let o = ob + start * c + h * d
                     BLAS.sgemm(m: rows, n: d, k: m, a: scores, lda: m, b: vb + h * d, ldb: c,
@@ -50,8 +59,8 @@ public enum Attention {
         }
     }
 
-    /// q: [B, N, H*d], k, v: [B, M, H*d], output: forward's [B, N, H*d], gradOutput: [B, N, H*d]
-    /// -> (dL/dq: [B, N, H*d], dL/dk, dL/dv: [B, M, H*d]).
+    /// q: [B, N, H*d], k, v: [B, M, H*d], output: forward's [B, N, H*d], gradOutput: [B, N, H*d],
+    /// mask: forward's -> (dL/dq: [B, N, H*d], dL/dk, dL/dv: [B, M, H*d]).
     ///
     /// Flash-attention style: the scores are recomputed per (sample, head, query block), never
     /// stored whole. With P = softmax(scale Q K^T) for the block, D_i = Σ_e dO_ie O_ie and
@@ -59,9 +68,12 @@ public enum Attention {
     /// Each worker holds two [block, M] buffers (P and dP, together at most `maxScoreElements`
     /// floats). dK and dV of a (sample, head) whose query blocks all fall in one worker's items
     /// are accumulated in place; one split between workers accumulates in the workers' own
-    /// buffers, added in at the end.
-    public static func backward(q: Tensor, k: Tensor, v: Tensor, heads: Int, output: Tensor, gradOutput: Tensor) -> (q: Tensor, k: Tensor, v: Tensor) {
-        backward(q: q, k: k, v: v, heads: heads, output: output, gradOutput: gradOutput, scoreLimit: maxScoreElements)
+    /// buffers, added in at the end. Masked keys have P = 0, so dS = 0 there: they receive
+    /// nothing from the queries that do not attend to them.
+    public static func backward(
+        q: Tensor, k: Tensor, v: Tensor, heads: Int, mask: AttentionMask? = nil, output: Tensor, gradOutput: Tensor
+    ) -> (q: Tensor, k: Tensor, v: Tensor) {
+        backward(q: q, k: k, v: v, heads: heads, mask: mask, output: output, gradOutput: gradOutput, scoreLimit: maxScoreElements)
     }
 
     /// Queries per block in `backward`: P and dP together within `scoreLimit` floats, and blocks
@@ -74,7 +86,7 @@ public enum Attention {
 
     /// `backward` with the score bound as a parameter (tests use small bounds to get many blocks).
     static func backward(
-        q: Tensor, k: Tensor, v: Tensor, heads: Int, output: Tensor, gradOutput: Tensor, scoreLimit: Int
+        q: Tensor, k: Tensor, v: Tensor, heads: Int, mask: AttentionMask? = nil, output: Tensor, gradOutput: Tensor, scoreLimit: Int
     ) -> (q: Tensor, k: Tensor, v: Tensor) {
         Profiler.shared.measure("attention.backward", flops: 10.0 * Double(q.count) * Double(k.shape[1])) {
             let (b, n, c) = (q.shape[0], q.shape[1], q.shape[2])
@@ -82,6 +94,7 @@ public enum Attention {
             precondition(k.shape == [b, m, c] && v.shape == [b, m, c] && c % heads == 0
                          && output.shape == q.shape && gradOutput.shape == q.shape,
                          "Attention.backward: q \(q.shape) k \(k.shape) v \(v.shape) output \(output.shape) gradient \(gradOutput.shape)")
+            mask?.validate(batch: b, keys: m, "Attention.backward")
             let d = c / heads
             let scale = 1 / Float(d).squareRoot()
             let dq = Tensor(uninitialized: [b, n, c])
@@ -127,11 +140,16 @@ public enum Attention {
                     let qb = qp + (bi * n + start) * c + h * d, ob = op + (bi * n + start) * c + h * d
                     let gb = gp + (bi * n + start) * c + h * d
                     let kb = kp + bi * m * c + h * d, vb = vp + bi * m * c + h * d
-                    // P[rows, M] = softmax(scale Q K^T)
+                    // P[rows, M] = softmax(scale Q K^T), masked
                     BLAS.sgemm(transB: true, m: rows, n: m, k: d, alpha: scale, a: qb, lda: c, b: kb, ldb: c,
                                c: probs, ldc: m, singleThread: true)
                     for r in 0..<rows {
-                        Softmax.row(probs + r * m, m)
+                        if let mask {
+                            mask.fill(probs + r * m, keys: m, sample: bi, query: start + r)
+                            Softmax.maskedRow(probs + r * m, m)
+                        } else {
+                            Softmax.row(probs + r * m, m)
+                        }
                         rowD[r] = Float(dotDouble(gb + r * c, ob + r * c, d))
                     }
                     // dP[rows, M] = dO V^T

@@ -76,12 +76,12 @@ extension Tape {
         return record(y, inputs: [x]) { [Softmax.backward(output: y, gradOutput: $0)] }
     }
 
-    /// q: [B, N, H*d], k, v: [B, M, H*d] -> [B, N, H*d].
-    public func attention(q: Var, k: Var, v: Var, heads: Int) -> Var {
+    /// q: [B, N, H*d], k, v: [B, M, H*d] -> [B, N, H*d]; `mask`: the keys each query attends to.
+    public func attention(q: Var, k: Var, v: Var, heads: Int, mask: AttentionMask? = nil) -> Var {
         let (qv, kv, vv) = (q.value, k.value, v.value)
-        let y = Attention.forward(q: qv, k: kv, v: vv, heads: heads)
+        let y = Attention.forward(q: qv, k: kv, v: vv, heads: heads, mask: mask)
         return record(y, inputs: [q, k, v]) { g in
-            let r = Attention.backward(q: qv, k: kv, v: vv, heads: heads, output: y, gradOutput: g)
+            let r = Attention.backward(q: qv, k: kv, v: vv, heads: heads, mask: mask, output: y, gradOutput: g)
             return [r.q, r.k, r.v]
         }
     }

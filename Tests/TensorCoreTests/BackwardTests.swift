@@ -401,29 +401,29 @@ final class BackwardTests: XCTestCase {
     // MARK: Attention
 
     func checkAttention(b: Int, n: Int, m: Int, heads: Int, d: Int, range: Double = 1, scoreLimit: Int? = nil,
-                        seed: UInt64, line: UInt = #line) {
+                        mask: AttentionMask? = nil, seed: UInt64, line: UInt = #line) {
         var rng = SplitMix64(seed: seed)
         let c = heads * d
         let q = Sample(&rng, [b, n, c], -range, range), k = Sample(&rng, [b, m, c], -range, range)
         let v = Sample(&rng, [b, m, c]), g = Sample(&rng, [b, n, c])
-        let out = Attention.forward(q: q.tensor, k: k.tensor, v: v.tensor, heads: heads)
+        let out = Attention.forward(q: q.tensor, k: k.tensor, v: v.tensor, heads: heads, mask: mask)
         let r = scoreLimit.map {
-            Attention.backward(q: q.tensor, k: k.tensor, v: v.tensor, heads: heads, output: out, gradOutput: g.tensor, scoreLimit: $0)
-        } ?? Attention.backward(q: q.tensor, k: k.tensor, v: v.tensor, heads: heads, output: out, gradOutput: g.tensor)
+            Attention.backward(q: q.tensor, k: k.tensor, v: v.tensor, heads: heads, mask: mask, output: out, gradOutput: g.tensor,
+                               scoreLimit: $0)
+        } ?? Attention.backward(q: q.tensor, k: k.tensor, v: v.tensor, heads: heads, mask: mask, output: out, gradOutput: g.tensor)
         let label = "Attention b \(b) n \(n) m \(m) heads \(heads) d \(d) range \(range) limit \(scoreLimit.map(String.init) ?? "default")"
+            + (mask.map { " \($0)" } ?? "")
         XCTAssertEqual(r.q.shape, [b, n, c], line: line)
         XCTAssertEqual(r.k.shape, [b, m, c], line: line)
         XCTAssertEqual(r.v.shape, [b, m, c], line: line)
         let (qs, ks, vs, gs) = (q.values, k.values, v.values, g.values)
         func rowLoss(_ qs: [Double], _ ks: [Double], _ vs: [Double], _ s: Int, _ i: Int, _ h: Int) -> Double {
-            let o = attentionRow(qs, ks, vs, n: n, m: m, c: c, heads: heads, sample: s, query: i, head: h)
+            let o = attentionRow(qs, ks, vs, n: n, m: m, c: c, heads: heads, sample: s, query: i, head: h) { j in
+                mask?.attends(sample: s, query: i, key: j, keys: m) ?? true
+            }
             return o.indices.reduce(0.0) { $0 + gs[(s * n + i) * c + h * d + $1] * o[$1] }
         }
         // q[s, i, head h] reaches output row (s, i, h); k and v rows reach every query of (s, h).
-        if m == 1 {
-            // One key: every softmax weight is 1, so the output is v and dq, dk vanish exactly.
-            XCTAssertTrue(r.q.scalars.allSatisfy { $0 == 0 } && r.k.scalars.allSatisfy { $0 == 0 }, "\(label): dq, dk not zero", line: line)
-        }
         let fdQ = centralDifferences(qs) { idx, qs in rowLoss(qs, ks, vs, idx / (n * c), idx / c % n, idx % c / d) }
         let fdK = centralDifferences(ks) { idx, ks in (0..<n).reduce(0.0) { $0 + rowLoss(qs, ks, vs, idx / (m * c), $1, idx % c / d) } }
         let fdV = centralDifferences(vs) { idx, vs in (0..<n).reduce(0.0) { $0 + rowLoss(qs, ks, vs, idx / (m * c), $1, idx % c / d) } }
@@ -435,8 +435,59 @@ final class BackwardTests: XCTestCase {
         if m > 1 {
             assertGradient(r.q, fdQ, scaledAtol: 1e-5, rtol: 1e-5, "\(label) dq", line: line)
             assertGradient(r.k, fdK, scaledAtol: 1e-5, rtol: 1e-5, "\(label) dk", line: line)
+        } else {
+            assertOneKeyGradientsVanish(r, q: qs, k: ks, v: vs, g: gs, b: b, n: n, heads: heads, d: d, fdQ: fdQ, fdK: fdK,
+                                        dvScale: maxAbs(fdV), label, line: line)
         }
         assertGradient(r.v, fdV, scaledAtol: 1e-5, rtol: 1e-5, "\(label) dv", line: line)
+        // A key no query attends to has probability 0 everywhere: its dk and dv are exact zeros
+        // (sums of products with an exact 0), on any machine.
+        if let mask {
+            for s in 0..<b {
+                for j in 0..<m where !(0..<n).contains(where: { mask.attends(sample: s, query: $0, key: j, keys: m) }) {
+                    for e in 0..<c {
+                        let at = (s * m + j) * c + e
+                        XCTAssertTrue(r.k.data[at] == 0 && r.v.data[at] == 0, "\(label): masked key \(j) of sample \(s) has a gradient",
+                                      line: line)
+                    }
+                }
+            }
+        }
+    }
+
+    /// One key: every softmax weight is 1, the output is v, and dq, dk vanish mathematically. In
+    /// float32 they are the rounding of dS = P (dP - D) with P = 1 and O = v exactly (exp(0) = 1),
+    /// dP = dO v^T an sgemm of length d (|err| <= γ_d Σ_e |dO_e v_e|, whatever the CPU's kernel
+    /// and summation order) and D = Σ dO O in Double rounded to float (u |D|): per query,
+    /// |dS_i| <= γ_{d+2} Σ_e |dO_ie v_e|. Then dq_ie = scale dS_i k_e and dk_e = scale Σ_i dS_i q_ie,
+    /// bounded by the same products of magnitudes; the factor 2 covers their own (1 + γ) roundings.
+    /// The bound must stay far below dv's scale (1e-5 of it, the other gradients' tolerance).
+    func assertOneKeyGradientsVanish(
+        _ r: (q: Tensor, k: Tensor, v: Tensor), q qs: [Double], k ks: [Double], v vs: [Double], g gs: [Double],
+        b: Int, n: Int, heads: Int, d: Int, fdQ: [Double], fdK: [Double], dvScale: Double, _ label: String, line: UInt
+    ) {
+        let c = heads * d, scale = 1 / Double(d).squareRoot()
+        var dsBound = [Double](repeating: 0, count: b * n * heads)
+        for s in 0..<b {
+            for i in 0..<n {
+                for h in 0..<heads {
+                    let mag = (0..<d).reduce(0.0) { $0 + abs(gs[(s * n + i) * c + h * d + $1] * vs[s * c + h * d + $1]) }
+                    dsBound[(s * n + i) * heads + h] = gamma(d + 2) * mag
+                }
+            }
+        }
+        let qBound = (0..<(b * n * c)).map { idx in
+            let s = idx / (n * c), i = idx / c % n, h = idx % c / d
+            return 2 * scale * dsBound[(s * n + i) * heads + h] * abs(ks[s * c + idx % c])
+        }
+        let kBound = (0..<(b * c)).map { idx in
+            let s = idx / c, h = idx % c / d
+            return 2 * scale * (0..<n).reduce(0.0) { $0 + dsBound[(s * n + $1) * heads + h] * abs(qs[(s * n + $1) * c + idx % c]) }
+        }
+        XCTAssertLessThan(max(maxAbs(fdQ), maxAbs(fdK)), 1e-8, "\(label): finite differences of dq, dk do not vanish", line: line)
+        XCTAssertLessThan(max(maxAbs(qBound), maxAbs(kBound)), 1e-5 * dvScale, "\(label): bound on dq, dk too loose", line: line)
+        assertClose(r.q, Array(repeating: 0, count: qBound.count), atol: 0, rtol: 0, atolPerElement: qBound, "\(label) dq", line: line)
+        assertClose(r.k, Array(repeating: 0, count: kBound.count), atol: 0, rtol: 0, atolPerElement: kBound, "\(label) dk", line: line)
     }
 
     func testAttention() {
@@ -463,6 +514,24 @@ final class BackwardTests: XCTestCase {
         checkAttention(b: 1, n: 8, m: 5, heads: 5, d: 2, scoreLimit: 2 * 5 * 3, seed: 1521)
         checkAttention(b: 1, n: 20, m: 7, heads: 1, d: 3, scoreLimit: 2 * 7 * 2, seed: 1522)
         checkAttention(b: 2, n: 13, m: 11, heads: 3, d: 2, scoreLimit: 2 * 11 * 4, seed: 1523)
+    }
+
+    /// Masks (the tolerances as above: a mask only removes terms). Keys beyond a sample's length
+    /// or flagged off get no gradient. Where a query sees one key (the causal mask's first query,
+    /// a sample of length 1) its dq, and that key's dk, vanish up to rounding far below the
+    /// tolerance (see assertOneKeyGradientsVanish). With small score bounds, query blocks start
+    /// inside the causal triangle and pairs split between workers.
+    func testAttentionMasked() {
+        checkAttention(b: 2, n: 7, m: 7, heads: 2, d: 3, mask: .causal, seed: 1530)
+        checkAttention(b: 1, n: 19, m: 19, heads: 1, d: 4, scoreLimit: 2 * 19 * 3, mask: .causal, seed: 1531)
+        checkAttention(b: 3, n: 5, m: 9, heads: 2, d: 3, mask: .keyLengths([9, 1, 6]), seed: 1532)
+        checkAttention(b: 2, n: 13, m: 11, heads: 3, d: 2, scoreLimit: 2 * 11 * 4, mask: .keyLengths([4, 11]), seed: 1533)
+        checkAttention(b: 2, n: 9, m: 9, heads: 2, d: 3, mask: AttentionMask(causal: true, keys: .lengths([5, 9])), seed: 1534)
+        let flags = [true, false, true, true, false, false, true, true, true, false, true, true,
+                     true, true, false, true, true, true, false, false, true, false, true, true]
+        checkAttention(b: 2, n: 6, m: 12, heads: 2, d: 3, mask: .keyFlags(flags), seed: 1535)
+        checkAttention(b: 2, n: 12, m: 12, heads: 1, d: 4, scoreLimit: 2 * 12 * 3, mask: AttentionMask(causal: true, keys: .flags(flags)),
+                       seed: 1536)
     }
 
     /// The default bound at SD2.1's largest self-attention (4096 tokens, 2 samples x 5 heads):
@@ -673,6 +742,11 @@ final class BackwardTests: XCTestCase {
             poison([q.count, k.count, 2 * 300 * 290])
             let r = Attention.backward(q: q, k: k, v: v, heads: 2, output: out, gradOutput: g, scoreLimit: 2 * 290 * 70)
             finite([r.q, r.k, r.v], "Attention")
+            let mask = AttentionMask(causal: true, keys: .lengths([290, 100]))
+            let masked = Attention.forward(q: q, k: k, v: v, heads: 2, mask: mask)
+            poison([q.count, k.count, 2 * 300 * 290])
+            let rm = Attention.backward(q: q, k: k, v: v, heads: 2, mask: mask, output: masked, gradOutput: g, scoreLimit: 2 * 290 * 70)
+            finite([rm.q, rm.k, rm.v], "masked Attention")
         }
         let x = rng.tensor([2, 8, 33, 35]), g = rng.tensor([2, 8, 33, 35]), cw = rng.tensor([8]), cb = rng.tensor([8])
         poison([x.count])

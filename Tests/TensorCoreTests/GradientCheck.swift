@@ -190,25 +190,27 @@ func softmaxRow(_ x: [Double], m: Int, row r: Int) -> [Double] {
 }
 
 /// Double attention output of query i, head h of sample s: d values, for q: [B, N, C],
-/// k, v: [B, M, C], C = heads * d.
+/// k, v: [B, M, C], C = heads * d. Keys j with `visible(j)` false get probability 0.
 func attentionRow(
-    _ q: [Double], _ k: [Double], _ v: [Double], n: Int, m: Int, c: Int, heads: Int, sample s: Int, query i: Int, head h: Int
+    _ q: [Double], _ k: [Double], _ v: [Double], n: Int, m: Int, c: Int, heads: Int, sample s: Int, query i: Int, head h: Int,
+    visible: (Int) -> Bool = { _ in true }
 ) -> [Double] {
     let d = c / heads
     let scale = 1 / Double(d).squareRoot()
     let qo = (s * n + i) * c + h * d
+    let keys = (0..<m).filter(visible)
     var scores = [Double](repeating: 0, count: m)
-    for j in 0..<m {
+    for j in keys {
         let ko = (s * m + j) * c + h * d
         var dot = 0.0
         for e in 0..<d { dot += q[qo + e] * k[ko + e] }
         scores[j] = dot * scale
     }
-    let mx = scores.max()!
+    let mx = keys.map { scores[$0] }.max()!
     var total = 0.0
-    for j in 0..<m { scores[j] = exp(scores[j] - mx); total += scores[j] }
+    for j in keys { scores[j] = exp(scores[j] - mx); total += scores[j] }
     var out = [Double](repeating: 0, count: d)
-    for j in 0..<m {
+    for j in keys {
         let p = scores[j] / total, vo = (s * m + j) * c + h * d
         for e in 0..<d { out[e] += p * v[vo + e] }
     }

@@ -1,4 +1,4 @@
-import ALTER
+import NN
 import TensorCore
 import XCTest
 
@@ -50,5 +50,33 @@ final class AdamWTests: XCTestCase {
         XCTAssertEqual(opt.currentLearningRate, 0.5)
         for _ in 0..<3 { a.accumulate(Tensor(shape: [2], values: [1, 1])); opt.update() }
         XCTAssertEqual(opt.currentLearningRate, 1)
+    }
+}
+
+final class OptimizerTests: XCTestCase {
+    /// An optimiser restored from another's state tensors continues exactly as the original.
+    func testStateTensorsRestore() {
+        func parameters() -> [Parameter] {
+            [Parameter(name: "a", value: Tensor(shape: [3], values: [1, -2, 0.5])), Parameter(name: "b", value: Tensor(shape: [2], values: [0.25, 4]))]
+        }
+        func gradients(_ ps: [Parameter], _ k: Int) {
+            for p in ps { p.accumulate(Tensor(shape: p.shape, values: p.value.scalars.map { $0 * 0.1 + Float(k) })) }
+        }
+        var settings = AdamW.Settings(learningRate: 0.01)
+        settings.warmupSteps = 3
+        let first = parameters(), original: any Optimizer = AdamW(parameters: first, settings: settings)
+        for k in 0..<2 { gradients(first, k); original.update() }
+        XCTAssertEqual(original.stateTensors.map(\.name), ["m.a", "m.b", "v.a", "v.b"])
+
+        let second = parameters()
+        for (p, q) in zip(second, first) { p.value.data.update(from: q.value.data, count: q.value.count) }
+        let restored: any Optimizer = AdamW(parameters: second, settings: settings)
+        restored.restore(step: original.step, state: original.stateTensors.map { $0.tensor.copy() })
+        XCTAssertEqual(restored.step, 2)
+        XCTAssertEqual(restored.currentLearningRate, original.currentLearningRate)
+        gradients(first, 2)
+        gradients(second, 2)
+        XCTAssertEqual(original.update(), restored.update())
+        XCTAssertEqual(first.map(\.value.scalars), second.map(\.value.scalars))
     }
 }

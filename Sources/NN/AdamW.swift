@@ -3,7 +3,7 @@ import TensorCore
 
 /// AdamW with decoupled weight decay (PyTorch's `torch.optim.AdamW` update), for one parameter
 /// group, with a linear warm-up of the learning rate and global gradient-norm clipping.
-public final class AdamW {
+public final class AdamW: Optimizer {
     public struct Settings: Codable, Sendable, Equatable {
         public var learningRate: Double
         public var beta1 = 0.9
@@ -82,6 +82,17 @@ public final class AdamW {
             p.zeroGrad()
         }
         return norm
+    }
+
+    /// The first moments (`m.` + parameter name), then the second moments (`v.` + name).
+    public var stateTensors: [(name: String, tensor: Tensor)] {
+        parameters.indices.map { ("m." + parameters[$0].name, m[$0]) } + parameters.indices.map { ("v." + parameters[$0].name, v[$0]) }
+    }
+
+    /// Restores the step count and the moments, first then second, as `stateTensors` lists them.
+    public func restore(step: Int, state: [Tensor]) {
+        precondition(state.count == 2 * parameters.count, "AdamW.restore: \(state.count) state tensors for \(parameters.count) parameters")
+        restore(step: step, m: Array(state.prefix(parameters.count)), v: Array(state.suffix(parameters.count)))
     }
 
     /// Restores moments and the step count (from a run checkpoint).
