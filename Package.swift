@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore"]),
         .testTarget(
-            name: "StableDiffusionTests", dependencies: ["StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
+            name: "StableDiffusionTests", dependencies: ["ExampleSupport", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
         .testTarget(name: "ALTERTests", dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
         .testTarget(
             name: "ExpertBundleTests",

@@ -4,7 +4,7 @@ import NN
 import StableDiffusion
 import TensorCore
 
-/// One ALTER training run (ALTER.md section 6): each iteration takes a UNet step with the current
+/// One ALTER training run (docs/method.md, section 6): each iteration takes a UNet step with the current
 /// hard mask table, then, during the hypernetwork phase, a hypernetwork step with the UNet frozen,
 /// and refreshes the table; after the phase the noise-free decisions are frozen.
 public final class ALTERTrainer {
@@ -25,6 +25,15 @@ public final class ALTERTrainer {
     var noiseRNG: SeededGenerator
     /// MAC fraction the units must keep on average (the ratio loss's p').
     public let unitTarget: Double
+    /// Called after each backward pass and before the optimizer step it feeds, with the phase and
+    /// the parameters about to be updated: the place where a data-parallel run all-reduces the
+    /// gradients. Nil: nothing happens there.
+    public var gradientHook: ((GradientPhase, [Parameter]) -> Void)?
+
+    /// The optimizer step a gradient hook precedes.
+    public enum GradientPhase: Sendable {
+        case unet, hypernet
+    }
 
     /// Prepares a run. `student` and `teacher` must be separate instances of the same model.
     /// Throws, before any training, when the data or the settings do not fit the model.
@@ -100,6 +109,7 @@ public final class ALTERTrainer {
                                   skip: skip, tapFeatures: st.featureKDWeight != 0)
         let u = objective(tape, out, teacher: teacherOut, target: batch.target)
         tape.backward(u.total)
+        gradientHook?(.unet, unetOptimizer.parameters)
         let unetNorm = unetOptimizer.update()
 
         // (2) Hypernetwork step with the UNet frozen, (3) table refresh.
@@ -121,13 +131,13 @@ public final class ALTERTrainer {
             let ratio = ratioLoss(tape, relaxed.maskTable)
             var total = tape.add(perf.total, tape.scale(ratio, Float(st.ratioWeight)))
             var balanceValue: Double?
-            if let logits = relaxed.routerLogits, st.balanceWeight != 0 {
-                let balance = balanceLoss(tape, logits)
+            if st.balanceWeight != 0, let balance = hypernet.router.loss(on: tape, relaxed.routerDraw) {
                 balanceValue = Double(balance.value.data[0])
                 total = tape.add(total, tape.scale(balance, Float(st.balanceWeight)))
             }
             tape.backward(total)
             for p in student.parameters { p.zeroGrad() }
+            gradientHook?(.hypernet, hypernetOptimizer.parameters)
             metrics.gradientNormHypernet = hypernetOptimizer.update()
             metrics.hypernetLoss = Double(total.value.data[0])
             metrics.performance = Double(perf.total.value.data[0])
@@ -167,7 +177,7 @@ public final class ALTERTrainer {
         var outputKD: Double, featureKD: Double, denoise: Double
     }
 
-    /// L_U = w_denoise * L_denoise + w_out * L_outKD + w_feat * L_featKD (ALTER.md 5).
+    /// L_U = w_denoise * L_denoise + w_out * L_outKD + w_feat * L_featKD (docs/method.md, section 5).
     func objective(_ tape: Tape, _ out: (sample: Var, features: [(name: String, value: Var)]), teacher: UNetOutput, target: Tensor) -> Objective {
         let st = config.settings
         let outKD = tape.mseLoss(out.sample, tape.constant(teacher.sample))
@@ -190,21 +200,12 @@ public final class ALTERTrainer {
         return Objective(total: total, outputKD: Double(outKD.value.data[0]), featureKD: featValue, denoise: denoiseValue)
     }
 
-    /// L_ratio = |log S - log p'|, S = sum_l cbar_l * mean_t m[t, l] (ALTER.md 5, target converted
+    /// L_ratio = |log S - log p'|, S = sum_l cbar_l * mean_t m[t, l] (docs/method.md, section 5; target converted
     /// from the kept fraction of total MACs).
     func ratioLoss(_ tape: Tape, _ table: Var) -> Var {
         let shares = tape.constant(Tensor(shape: [budget.share.count], values: budget.share.map(Float.init)))
         let s = tape.sum(tape.multiply(tape.meanRows(table), shares))
         return tape.abs(tape.addScalar(tape.log(s), -Float(Foundation.log(unitTarget))))
-    }
-
-    /// L_balance = N_e * sum_i F_i * P_i over all training timesteps: F_i the share of (noise-free)
-    /// argmax assignments to expert i, P_i its mean router probability.
-    func balanceLoss(_ tape: Tape, _ logits: Var) -> Var {
-        let probs = tape.softmax(logits)
-        let counts = Hypernetwork.argmaxRows(logits.value).reduce(into: [Float](repeating: 0, count: hypernet.experts)) { $0[$1] += 1 }
-        let f = tape.constant(Tensor(shape: [hypernet.experts], values: counts.map { $0 / Float(hypernet.trainSteps) }))
-        return tape.scale(tape.sum(tape.multiply(tape.meanRows(probs), f)), Float(hypernet.experts))
     }
 }
 

@@ -9,8 +9,8 @@ public struct RelaxedDecisions {
     public var expertMasks: Var
     /// Routing per timestep, [T, E] (one-hot values).
     public var routes: Var
-    /// Router logits [T, E] (learned routing only).
-    public var routerLogits: Var?
+    /// The router's draw (for its loss).
+    public var routerDraw: RelaxedRoutes
     /// The same decisions as hard, discrete values.
     public var hard: ExpertDecisions
 }
@@ -28,19 +28,10 @@ extension Hypernetwork {
         let keptHard = soft.value.scalars.map { $0 >= 0.5 }
         let masks = tape.straightThrough(soft, hard: Tensor(shape: [experts, l], values: keptHard.map { $0 ? 1 : 0 }))
 
-        let routes: Var, route: [Int], rLogits = routerLogits(on: tape)
-        if let rLogits {
-            let noise = Tensor(shape: [trainSteps, experts], values: rng.gumbels(trainSteps * experts))
-            let probs = tape.softmax(tape.scale(tape.add(rLogits, tape.constant(noise)), 1 / tau))
-            route = Hypernetwork.argmaxRows(probs.value)
-            routes = tape.straightThrough(probs, hard: Hypernetwork.oneHot(route, experts))
-        } else {
-            route = (0..<trainSteps).map(fixedRoute)
-            routes = tape.constant(Hypernetwork.oneHot(route, experts))
-        }
+        let draw = router.relaxedRoutes(on: tape, temperature: tau, rng: &rng)
         let kept = (0..<experts).map { e in Array(keptHard[(e * l)..<((e + 1) * l)]) }
-        return RelaxedDecisions(maskTable: tape.matmul(routes, masks), expertMasks: masks, routes: routes,
-                                routerLogits: rLogits, hard: ExpertDecisions(units: units, kept: kept, route: route))
+        return RelaxedDecisions(maskTable: tape.matmul(draw.routes, masks), expertMasks: masks, routes: draw.routes,
+                                routerDraw: draw, hard: ExpertDecisions(units: units, kept: kept, route: draw.route))
     }
 
     /// The noise-free decisions that are exported: unit l of expert e kept iff logit + b >= 0;
@@ -50,22 +41,6 @@ extension Hypernetwork {
         let l = units.count
         let logits = unitLogits(on: tape).value.scalars
         let kept = (0..<experts).map { e in (0..<l).map { logits[e * l + $0] + Float(settings.offset) >= 0 } }
-        let route = routerLogits(on: tape).map { Hypernetwork.argmaxRows($0.value) } ?? (0..<trainSteps).map(fixedRoute)
-        return ExpertDecisions(units: units, kept: kept, route: route)
-    }
-
-    static func argmaxRows(_ x: Tensor) -> [Int] {
-        let (r, c) = (x.shape[0], x.shape[1])
-        return (0..<r).map { i in
-            var best = 0
-            for j in 1..<max(c, 1) where x.data[i * c + j] > x.data[i * c + best] { best = j }
-            return best
-        }
-    }
-
-    static func oneHot(_ index: [Int], _ n: Int) -> Tensor {
-        let t = Tensor(zeros: [index.count, n])
-        for (i, j) in index.enumerated() { t.data[i * n + j] = 1 }
-        return t
+        return ExpertDecisions(units: units, kept: kept, route: router.hardRoutes())
     }
 }

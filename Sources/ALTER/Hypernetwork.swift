@@ -11,14 +11,13 @@ public final class Hypernetwork {
     public let experts: Int
     public let units: [String]
     public let routing: ALTERSettings.Routing
+    /// Assigns the training timesteps to experts.
+    public let router: any Router
     public let trainSteps: Int
     /// Z: [experts * units, width], rows orthonormal when flattened per expert (frozen).
     public let generatorInput: Tensor
-    /// The router's input: the UNet's timestep embedding for t = 0..<trainSteps, [T, 320].
-    public let timeEmbedding: Tensor
 
     let genNorm1: LayerNormLayer, genLinear1: LinearLayer, genNorm2: LayerNormLayer, genLinear2: LinearLayer
-    let routeLinear1: LinearLayer?, routeNorm: LayerNormLayer?, routeLinear2: LinearLayer?
 
     /// A freshly initialised hypernetwork (PyTorch's default Linear/LayerNorm initialisation,
     /// orthogonal Z) from `seed`. With `.static` routing there is one expert.
@@ -39,23 +38,19 @@ public final class Hypernetwork {
         genLinear1 = try LinearLayer(source, "generator.linear1", in: width, out: hidden)
         genNorm2 = try LayerNormLayer(source, "generator.norm2", channels: hidden, eps: 1e-5)
         genLinear2 = try LinearLayer(source, "generator.linear2", in: hidden, out: 1, bias: false)
-        timeEmbedding = TimestepEmbedding.sinusoidal((0..<trainSteps).map(Float.init), dim: embDim,
-                                                     flipSinToCos: config.flipSinToCos, freqShift: Float(config.freqShift))
-        if routing == .learned {
-            routeLinear1 = try LinearLayer(source, "router.linear1", in: embDim, out: settings.routerHidden)
-            routeNorm = try LayerNormLayer(source, "router.norm", channels: settings.routerHidden, eps: 1e-5)
-            routeLinear2 = try LinearLayer(source, "router.linear2", in: settings.routerHidden, out: experts, bias: false)
-        } else {
-            routeLinear1 = nil
-            routeNorm = nil
-            routeLinear2 = nil
+        switch routing {
+        case .learned:
+            let embedding = TimestepEmbedding.sinusoidal((0..<trainSteps).map(Float.init), dim: embDim,
+                                                         flipSinToCos: config.flipSinToCos, freqShift: Float(config.freqShift))
+            router = try LearnedRouter(timeEmbedding: embedding, hidden: settings.routerHidden, experts: experts, parameters: source)
+        case .intervals, .static:
+            router = FixedRouter(experts: experts, trainSteps: trainSteps)
         }
     }
 
     /// The trainable parameters (generator, then router).
     public var parameters: [Parameter] {
-        genNorm1.parameters + genLinear1.parameters + genNorm2.parameters + genLinear2.parameters
-            + (routeLinear1?.parameters ?? []) + (routeNorm?.parameters ?? []) + (routeLinear2?.parameters ?? [])
+        genNorm1.parameters + genLinear1.parameters + genNorm2.parameters + genLinear2.parameters + router.parameters
     }
 
     /// Keep logits of every (expert, unit): [experts, units] (before the offset b).
@@ -64,17 +59,6 @@ public final class Hypernetwork {
         h = tape.relu(genNorm2(genLinear1(h, on: tape), on: tape))
         return tape.reshape(genLinear2(h, on: tape), [experts, units.count])
     }
-
-    /// Router logits for every training timestep: [T, experts]; nil unless routing is learned.
-    public func routerLogits(on tape: Tape) -> Var? {
-        guard let routeLinear1, let routeNorm, let routeLinear2 else { return nil }
-        let h = tape.relu(routeNorm(routeLinear1(tape.constant(timeEmbedding), on: tape), on: tape))
-        return routeLinear2(h, on: tape)
-    }
-
-    /// The fixed routing of `.intervals` (equal timestep intervals) and `.static` (one expert):
-    /// expert index per timestep.
-    public func fixedRoute(_ t: Int) -> Int { routing == .intervals ? t * experts / trainSteps : 0 }
 
     /// `rows` x `cols` with orthonormal rows (Gram-Schmidt on Gaussian rows, in Double).
     static func orthonormalRows(_ rows: Int, _ cols: Int, rng: inout SeededGenerator) -> Tensor {
@@ -109,19 +93,5 @@ struct DefaultInitialisation: ParameterSource {
         let fanIn = name.hasSuffix(".bias") ? biasFanIn[name] ?? 1 : shape.dropFirst().reduce(1, *)
         let bound = 1 / Float(fanIn).squareRoot()
         return Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in Float(2 * rng.openUnit() - 1) * bound })
-    }
-}
-
-extension Hypernetwork {
-    /// The mean margin between the top two noise-free router logits over the training timesteps
-    /// (how decided the learned router is); nil unless routing is learned.
-    public func routerMargin() -> Double? {
-        guard let logits = routerLogits(on: Tape(recording: false))?.value, logits.shape[1] >= 2 else { return nil }
-        let (rows, cols) = (logits.shape[0], logits.shape[1])
-        let total = (0..<rows).reduce(0.0) { sum, r in
-            let row = (0..<cols).map { Double(logits.data[r * cols + $0]) }.sorted(by: >)
-            return sum + row[0] - row[1]
-        }
-        return total / Double(rows)
     }
 }

@@ -31,6 +31,17 @@ public struct VerificationReport: Encodable, Sendable {
             case expert, timestep, parityError = "parity_error", parityTolerance = "parity_tolerance"
             case psnrToDense = "psnr_to_dense"
         }
+
+        /// `psnr_to_dense` is null when the output equals the dense output (infinite PSNR), which
+        /// JSON cannot hold.
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(expert, forKey: .expert)
+            try c.encode(timestep, forKey: .timestep)
+            try c.encode(parityError, forKey: .parityError)
+            try c.encode(parityTolerance, forKey: .parityTolerance)
+            try c.encode(psnrToDense.isFinite ? psnrToDense : nil, forKey: .psnrToDense)
+        }
     }
 
     public var checks: [Check] = []

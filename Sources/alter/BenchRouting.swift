@@ -168,7 +168,7 @@ struct BenchRouting: ParsableCommand {
         var line = String(format: "  %@ seed %llu step %d: loss %.4g, output KD %.4g, kept %.4f (noise-free %.4f, shares %@)",
                           trainer.config.settings.routing.rawValue, trainer.config.seed, m.step, m.loss, m.outputKD, m.keptFraction,
                           trainer.budget.keptFraction(now), shares(now.expertShares))
-        if let margin = trainer.hypernet.routerMargin() { line += String(format: ", router margin %.3f", margin) }
+        if let router = trainer.hypernet.router as? LearnedRouter, let margin = router.margin() { line += String(format: ", router margin %.3f", margin) }
         if let ratio = m.ratio { line += String(format: "; ratio loss %.3g, sampled shares %@", ratio, shares(m.expertShares)) }
         return line
     }

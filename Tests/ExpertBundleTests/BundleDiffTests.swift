@@ -1,10 +1,12 @@
 import ALTER
 import Experts
 import RunExport
+import ExampleSupport
 import ExpertBundle
 import Foundation
 import SafeTensors
 import StableDiffusion
+import TensorCore
 import XCTest
 
 /// `BundleDiff` on bundles of two short ALTER runs of the example model that differ in seed and
@@ -279,5 +281,62 @@ final class BundleDiffTests: XCTestCase {
                 XCTAssertTrue(e.message.contains(words), e.description)
             }
         }
+    }
+
+    // MARK: the JSON contract (formats/cli-json.md)
+
+    /// `inspect NAME.alter --json` (with --expert and --schedule), `verify --deep --json`, `diff --json`,
+    /// `sample --json`, `export --json`, bundle.json and an expert manifest against their golden key lists.
+    func testBundleReportKeys() throws {
+        let pa = try bundleA(), pb = try bundleB()
+        let a = try ExpertBundle(path: pa)
+        try GoldenKeys.check(try a.inspection(expert: 0, schedule: try SchedulerKind(parsing: "pndm:20")), name: "inspect-bundle",
+                             opaque: ["expert_manifest.tensors[].shape"])
+        try GoldenKeys.check(ExpertBundle.Summary(a.manifest), name: "export")
+        let reference = try UNet(checkpoint: UNetCheckpoint(path: Self.scratch + "/run-a/final/unet"))
+        let report = a.verify(reference: reference)
+        XCTAssertTrue(report.passed, "\(report.failures)")
+        try GoldenKeys.check(report, name: "verify")
+        try GoldenKeys.check(try BundleDiff(pa, pb), name: "diff")
+        let read = { (p: String) throws -> Data in try XCTUnwrap(FileManager.default.contents(atPath: p), p) }
+        try GoldenKeys.check(json: try read(pa + "/bundle.json"), name: "bundle-manifest", opaque: ["architecture", "scheduler"])
+        try GoldenKeys.check(json: try read(pa + "/experts/expert-0.json"), name: "bundle-expert-manifest")
+
+        let sampler = try RoutedSampler(bundle: a)
+        var options = RoutedSampler.Options(scheduler: try SchedulerKind(.ddim, steps: 2))
+        options.seed = 1
+        let context = Tensor(shape: [1, a.manifest.macs.contextLength, a.config.crossAttentionDim],
+                             values: [Float](repeating: 0.1, count: a.manifest.macs.contextLength * a.config.crossAttentionDim))
+        let result = try sampler.sample(context: context, uncond: nil, options: options)
+        let sample = SamplingReport(result: result, sampler: sampler, model: pa, options: options, uncond: "zeros", output: "out.safetensors",
+                                    loadSeconds: 0, sampleSeconds: result.seconds)
+        XCTAssertTrue(sample.isBundle)
+        try GoldenKeys.check(sample, name: "sample")
+    }
+
+    /// A version 1 bundle (key `kept_fraction`) still reads and verifies.
+    func testVersion1BundleReads() throws {
+        let path = try copy(try bundleA(), to: "version1.alter")
+        func downgrade(_ file: String) throws -> Data {
+            var text = try String(contentsOfFile: file, encoding: .utf8)
+            text = text.replacingOccurrences(of: "\"kept_mac_fraction\"", with: "\"kept_fraction\"")
+                .replacingOccurrences(of: "\"format_version\" : 2", with: "\"format_version\" : 1")
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            return Data(text.utf8)
+        }
+        var manifest = try String(contentsOfFile: path + "/bundle.json", encoding: .utf8)
+        for e in 0..<3 {
+            let old = try SHA256.hex(file: path + "/experts/expert-\(e).json")
+            let new = try downgrade(path + "/experts/expert-\(e).json").withUnsafeBytes { SHA256.hex($0) }
+            manifest = manifest.replacingOccurrences(of: old, with: new)
+        }
+        try manifest.write(toFile: path + "/bundle.json", atomically: true, encoding: .utf8)
+        _ = try downgrade(path + "/bundle.json")
+        let b = try ExpertBundle(path: path)
+        XCTAssertEqual(b.manifest.formatVersion, 1)
+        XCTAssertEqual(b.manifest.macs.keptFraction, try ExpertBundle(path: try bundleA()).manifest.macs.keptFraction)
+        XCTAssertGreaterThan(b.experts[0].keptFraction, 0)
+        let report = b.verify()
+        XCTAssertTrue(report.passed, "\(report.failures)")
     }
 }
