@@ -59,18 +59,18 @@ let package = Package(
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
         // The example model and data for tests of every target.
-        .target(name: "ExampleSupport", dependencies: ["ALTER", "StableDiffusion"], path: "Tests/ExampleSupport"),
+        .target(name: "ExampleSupport", dependencies: ["ALTER", "StableDiffusion", "TensorCore"], path: "Tests/ExampleSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore"]),
         .testTarget(
             name: "StableDiffusionTests", dependencies: ["ExampleSupport", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
-        .testTarget(name: "ALTERTests", dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
+        .testTarget(name: "ALTERTests", dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "SafeTensors", "TensorCore"]),
         .testTarget(
             name: "ExpertBundleTests",
-            dependencies: ["ExampleSupport", "ExpertBundle", "Experts", "ALTER", "RunExport", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
+            dependencies: ["ExampleSupport", "ExpertBundle", "Experts", "ALTER", "RunExport", "StableDiffusion", "SafeTensors", "TensorCore"]),
         .testTarget(
             name: "ALTERBenchTests",
-            dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "ExpertBundle", "StableDiffusion", "NN", "TensorCore"]),
+            dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "TensorCore"]),
     ]
 )

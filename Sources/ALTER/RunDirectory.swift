@@ -34,7 +34,7 @@ public struct RunDirectory: Sendable {
             guard isDir.boolValue else { throw .runDirectory("\(path) exists and is not a directory") }
             let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
             guard contents.isEmpty else {
-                throw .runDirectory("\(path) already holds a run; pass --resume \(path) to continue it, or choose another -o")
+                throw .runDirectory("\(path) already holds a run (resume it, or choose another run directory)")
             }
         }
         do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {

@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// Reading run directories of format version 1 (camelCase keys in `config.json` and
 /// `state.json`, metrics keys without `_loss`), which `--resume` still continues: their files
@@ -27,24 +28,9 @@ enum RunFileVersion {
     /// Marks a decoder that reads version 1 files (no `format` / `format_version` keys).
     static let version1 = CodingUserInfoKey(rawValue: "alter.run.version1")!
 
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int?
-        init(stringValue: String) { self.stringValue = stringValue }
-        init(intValue: Int) {
-            stringValue = String(intValue)
-            self.intValue = intValue
-        }
-    }
-
     /// A decoder that reads version 1 keys as version 2 keys.
     static func version1Decoder() -> JSONDecoder {
-        let d = JSONDecoder()
-        d.keyDecodingStrategy = .custom { path in
-            let last = path[path.count - 1]
-            if let i = last.intValue { return Key(intValue: i) }
-            return Key(stringValue: version1Keys[last.stringValue] ?? last.stringValue)
-        }
+        let d = JSONDecoder.renamingKeys(version1Keys)
         d.userInfo[version1] = true
         return d
     }

@@ -88,9 +88,9 @@ public struct RoutingStudy {
         public var summary: [Summary]
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case model, data, pretrainSteps = "pretrain_steps", pretrainFinalLoss = "pretrain_final_loss", parameters
-            case trainingSamples = "training_samples", heldOutSamples = "held_out_samples", experts, keep, steps
-            case hypernetSteps = "hypernet_steps", batch, evalSamples = "eval_samples", evalSeed = "eval_seed", threads, runs, summary
+            case model, data, pretrainSteps = "pretrain_steps", pretrainFinalLoss = "pretrain_final_loss", parameters = "parameter_count"
+            case trainingSamples = "training_sample_count", heldOutSamples = "held_out_sample_count", experts = "expert_count", keep, steps
+            case hypernetSteps = "hypernet_steps", batch, evalSamples = "eval_sample_count", evalSeed = "eval_seed", threads, runs, summary
         }
     }
 

@@ -33,7 +33,7 @@ public enum SamplingBenchmark {
         public var experts: [Int?]
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case schedule, calls, timedCalls = "timed_calls", totalSeconds = "total_seconds", runTotals = "run_totals"
+            case schedule, calls = "call_count", timedCalls = "timed_call_count", totalSeconds = "total_seconds", runTotals = "run_totals"
             case medianCallSeconds = "median_call_seconds", extrapolated, macs, callSeconds = "call_seconds"
             case callCPUSeconds = "call_cpu_seconds", totalCPUSeconds = "total_cpu_seconds", experts
         }
@@ -54,7 +54,7 @@ public enum SamplingBenchmark {
         public var cpuShare: Double
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case expert, calls, skippedUnitCount = "skipped_unit_count", keptMACFraction = "kept_mac_fraction"
+            case expert, calls = "call_count", skippedUnitCount = "skipped_unit_count", keptMACFraction = "kept_mac_fraction"
             case timeShare = "time_share", deviation, cpuShare = "cpu_share"
         }
     }
@@ -82,7 +82,7 @@ public enum SamplingBenchmark {
         public var loadAverage: [Double]
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, model, latent, contextLength = "context_length", unetBatch = "unet_batch", experts, repeats
+            case name, model, latent, contextLength = "context_length", unetBatch = "unet_batch", experts = "expert_count", repeats
             case keptMACFraction = "kept_mac_fraction", dense, routed, speedup, cpuSpeedup = "cpu_speedup"
             case runKeptMACFraction = "run_kept_mac_fraction", speedupPredictedByMACs = "speedup_predicted_by_macs"
             case perExpert = "per_expert", loadAverage = "load_average"

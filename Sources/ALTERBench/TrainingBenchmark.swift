@@ -18,7 +18,7 @@ public enum TrainingBenchmark {
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case latent, contextLength = "context_length", batch, hypernetStep = "hypernet_step", threads, blasCore = "blas_core"
-            case parameters, stepSeconds = "step_seconds", peakResidentMB = "peak_resident_mb"
+            case parameters = "parameter_count", stepSeconds = "step_seconds", peakResidentMB = "peak_resident_mb"
         }
     }
 

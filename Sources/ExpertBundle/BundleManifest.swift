@@ -98,16 +98,6 @@ enum ManifestCoding {
     /// Keys that format version 1 spelled differently (version 1 -> current).
     static let version1Keys = ["kept_fraction": "kept_mac_fraction"]
 
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int?
-        init(stringValue: String) { self.stringValue = stringValue }
-        init(intValue: Int) {
-            stringValue = String(intValue)
-            self.intValue = intValue
-        }
-    }
-
     /// Decodes `T` from `data`, refusing unknown top-level keys and unknown format versions
     /// (`version` and version 1, whose keys are read through `version1Keys`).
     static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String, format: String, version: Int,
@@ -129,14 +119,7 @@ enum ManifestCoding {
         if let extra = object.keys.sorted().first(where: { !known.contains(rename[$0] ?? $0) }) {
             throw BundleError(path, "unknown key \"\(extra)\"")
         }
-        let decoder = JSONDecoder()
-        if !rename.isEmpty {
-            decoder.keyDecodingStrategy = .custom { codingPath in
-                let last = codingPath[codingPath.count - 1]
-                if let i = last.intValue { return Key(intValue: i) }
-                return Key(stringValue: rename[last.stringValue] ?? last.stringValue)
-            }
-        }
+        let decoder = JSONDecoder.renamingKeys(rename)
         do { return try decoder.decode(T.self, from: data) } catch let DecodingError.keyNotFound(k, _) {
             throw BundleError(path, "missing key \"\(k.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, ctx) {

@@ -1,3 +1,4 @@
+import Experts
 import Foundation
 import NN
 import SafeTensors
@@ -73,6 +74,13 @@ public final class ExpertBundle: @unchecked Sendable {
         let e = manifest.routing[min(max(t, 0), manifest.routing.count - 1)]
         guard e >= 0 && e < experts.count else { throw BundleError(path + "/bundle.json", "routing[\(t)] = \(e) is not an expert") }
         return e
+    }
+
+    /// The bundle's decisions: kept units per expert (from the expert manifests) and the routing table.
+    public var decisions: ExpertDecisions {
+        let units = manifest.units
+        return ExpertDecisions(units: units, kept: experts.map { e in let k = Set(e.keptUnits); return units.map(k.contains) },
+                               route: manifest.routing)
     }
 
     /// Units expert `e` skips.

@@ -209,3 +209,27 @@ extension JSONEncoder {
         return e
     }
 }
+
+extension JSONDecoder {
+    /// A decoder that reads each key named in `table` (at any depth) as the key it maps to: how an
+    /// older version of a JSON file with renamed keys is read by the current types.
+    public static func renamingKeys(_ table: [String: String]) -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .custom { path in
+            let last = path[path.count - 1]
+            if let i = last.intValue { return RenamedKey(intValue: i) }
+            return RenamedKey(stringValue: table[last.stringValue] ?? last.stringValue)
+        }
+        return d
+    }
+}
+
+private struct RenamedKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(stringValue: String) { self.stringValue = stringValue }
+    init(intValue: Int) {
+        stringValue = String(intValue)
+        self.intValue = intValue
+    }
+}

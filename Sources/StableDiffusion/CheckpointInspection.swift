@@ -20,7 +20,7 @@ public struct CheckpointInspection: Sendable, Encodable {
         public var bytes: Int
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case component, tensors = "tensor_count", parameters, bytes
+            case component, tensors = "tensor_count", parameters = "parameter_count", bytes
         }
     }
     public struct TensorEntry: Sendable, Encodable {
@@ -53,7 +53,7 @@ public struct CheckpointInspection: Sendable, Encodable {
             case configOrigin = "config_origin", assumptions, blockOutChannels = "block_out_channels"
             case layersPerBlock = "layers_per_block", crossAttentionDim = "cross_attention_dim"
             case attentionHeads = "attention_heads", useLinearProjection = "use_linear_projection"
-            case upcastAttention = "upcast_attention", sampleSize = "sample_size", parameters, mapped = "mapped_count"
+            case upcastAttention = "upcast_attention", sampleSize = "sample_size", parameters = "parameter_count", mapped = "mapped_count"
             case missing = "missing_count", unused = "unused_count", misshapen = "misshapen_count"
         }
     }
@@ -147,7 +147,7 @@ public struct CheckpointInspection: Sendable, Encodable {
             return "\(t) (from scheduler_config.json)"
         }
         if family.hasPrefix("SD2") {
-            return "not stored: v_prediction for SD2.x 768-v models, epsilon for 512 base models (pass --prediction-type)"
+            return "not stored: v_prediction for SD2.x 768-v models, epsilon for 512 base models (give the prediction type)"
         }
         if family.hasPrefix("SD1") { return "epsilon (SD1.x)" }
         return "not stored"

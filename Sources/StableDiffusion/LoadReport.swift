@@ -42,7 +42,7 @@ public struct LoadReport: Sendable, CustomStringConvertible {
         list("missing", missing) { $0 }
         list("misshapen", misshapen) { "\($0.stored): expected \($0.expected), found \($0.actual)" }
         list("wrong dtype", wrongDType) { "\($0.stored): \($0.dtype.rawValue), expected F32, F16 or BF16" }
-        list("unused (pass --allow-unused to load anyway)", unused) { $0 }
+        list("unused (load option allow_unused loads anyway)", unused) { $0 }
         return lines.joined(separator: "\n")
     }
 }

@@ -63,7 +63,7 @@ public final class UNetCheckpoint: @unchecked Sendable {
         self.assumptions = assumptions
         let ema = options.ema
         if ema && !(source.layout == .original && OriginalUNetKeys.hasEMA(store.names)) {
-            throw .unrecognisedLayout(file: source.path, "--ema asks for EMA weights but the checkpoint has no model_ema.* UNet copies")
+            throw .unrecognisedLayout(file: source.path, "load option ema asks for EMA weights but the checkpoint has no model_ema.* UNet copies")
         }
         keyMap = UNetKeyMap(config: config, layout: source.layout, ema: ema)
         var report = LoadReport(file: source.path, layout: source.layout)

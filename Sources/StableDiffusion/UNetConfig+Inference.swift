@@ -46,7 +46,7 @@ extension UNetConfig {
                 notes.append("attention heads: head size 64 assumed (SD2.x); heads \(c.attentionHeads)")
             } else {
                 c.attentionHeads = Array(repeating: 0, count: structure.levels)
-                notes.append("attention heads: unknown (channels are not multiples of the SD2.x head size 64); pass --config")
+                notes.append("attention heads: unknown (channels are not multiples of the SD2.x head size 64); give a config (load option config_path)")
             }
         } else {
             c.attentionHeads = Array(repeating: 8, count: structure.levels)
@@ -57,7 +57,7 @@ extension UNetConfig {
         c.sampleSize = c.crossAttentionDim == 1024 ? 96 : 64
         notes.append("sample_size: \(c.sampleSize) assumed")
         c.upcastAttention = false
-        notes.append("upcast_attention: false assumed (SD2.1 768-v uses true: pass --upcast-attention)")
+        notes.append("upcast_attention: false assumed (SD2.1 768-v uses true: load option upcast_attention)")
         try c.validateStructure(source: file)
         return (c, notes)
     }

@@ -45,10 +45,10 @@ public struct UNetConfig: Equatable, Sendable {
         try validateStructure(source: source)
         for (i, c) in blockOutChannels.enumerated() {
             guard c % normNumGroups == 0 else {
-                throw bad("block_out_channels[\(i)] = \(c) is not a multiple of norm_num_groups \(normNumGroups); give a config.json (--config)")
+                throw bad("block_out_channels[\(i)] = \(c) is not a multiple of norm_num_groups \(normNumGroups); give a config.json (load option config_path)")
             }
             guard attentionHeads[i] >= 1 else {
-                throw bad("the number of attention heads of block \(i) is unknown; give a config.json (--config)")
+                throw bad("the number of attention heads of block \(i) is unknown; give a config.json (load option config_path)")
             }
             guard c % attentionHeads[i] == 0 else {
                 throw bad("block_out_channels[\(i)] = \(c) is not divisible by \(attentionHeads[i]) attention heads")

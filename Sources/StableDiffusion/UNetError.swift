@@ -8,7 +8,7 @@ public enum UNetError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case .notAUnit(let n): return "'\(n)' is not a prunable unit of this UNet (see `alter inspect MODEL --units`)"
+        case .notAUnit(let n): return "'\(n)' is not a prunable unit of this UNet"
         case .gateCount(let u, let e, let a): return "gate '\(u)' has \(a) values for a batch of \(e)"
         case .gateRange(let u): return "gate '\(u)' has values outside [0, 1]"
         case .shape(let n, let e, let a): return "\(n) has shape \(a), expected \(e)"

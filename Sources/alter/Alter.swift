@@ -61,19 +61,32 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
-/// Exit with a message on stderr, as ArgumentParser prints errors.
+/// Exit with a message on stderr, as ArgumentParser prints errors. Library messages name
+/// configuration fields; they are put in terms of this tool's flags here.
 struct CommandFailure: Error, CustomStringConvertible {
     var description: String
-    init(_ d: String) { description = d }
+    init(_ d: String) { description = flagHints(d) }
+}
+
+/// Library wording -> the command line's.
+let libraryToFlags = [
+    ("(replacing it was not asked for)", "(pass --force to replace it)"),
+    ("load option config_path", "--config"),
+    ("load option upcast_attention", "--upcast-attention"),
+    ("load option allow_unused loads anyway", "pass --allow-unused to load anyway"),
+    ("load option ema", "--ema"),
+    ("(give the prediction type)", "(pass --prediction-type)"),
+    ("is not a prunable unit of this UNet", "is not a prunable unit of this UNet (see `alter inspect MODEL --units`)"),
+    ("(resume it, or choose another run directory)", "(continue it with --resume, or choose another -o)"),
+]
+
+/// A library message in terms of the command line's flags.
+func flagHints(_ message: String) -> String {
+    libraryToFlags.reduce(message) { $0.replacingOccurrences(of: $1.0, with: $1.1) }
 }
 
 func printError(_ s: String) {
     FileHandle.standardError.write(Data((s + "\n").utf8))
-}
-
-/// A library message about an output that exists, with the flag that allows replacing it.
-func forceHint(_ message: String) -> String {
-    message.replacingOccurrences(of: "(replacing it was not asked for)", with: "(pass --force to replace it)")
 }
 
 /// Prints a `--json` report: keys as each type's CodingKeys spell them (formats/cli-json.md).

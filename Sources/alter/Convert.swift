@@ -50,7 +50,7 @@ struct Convert: ParsableCommand {
                 progress: bar.map { b in { done, total in b.update(done, total) } })
         } catch {
             bar?.finish()
-            throw CommandFailure(forceHint(error.description))
+            throw CommandFailure(error.description)
         }
         bar?.finish()
         summary.seconds = Date().timeIntervalSince(start)

@@ -57,7 +57,7 @@ struct Export: ParsableCommand {
         let manifest: BundleManifest
         do {
             manifest = try RunExporter.export(run: dir, to: output, options: options) { printError($0) }
-        } catch { throw CommandFailure(forceHint(error.description)) }
+        } catch { throw CommandFailure(error.description) }
         let summary = ExpertBundle.Summary(manifest)
         if json {
             try writeJSON(summary)

@@ -93,7 +93,7 @@ struct Inspect: ParsableCommand {
         out.append("\(i.path)")
         out.append("  kind:        \(i.kind) (\(i.layout) layout)")
         out.append("  family:      \(i.family)")
-        out.append("  prediction:  \(i.predictionType)" + (i.predictionType == "not stored" ? " (pass --prediction-type)" : ""))
+        out.append("  prediction:  \(flagHints(i.predictionType))")
         let dtypes = i.dtypes.sorted { $0.key < $1.key }.map { "\($0.key) x\($0.value)" }.joined(separator: ", ")
         out.append("  tensors:     \(i.tensorCount) in \(i.files.count) file\(i.files.count == 1 ? "" : "s"), \(formatBytes(i.bytes)); dtypes \(dtypes)")
         if i.hasEMA { out.append("  EMA:         model_ema.* copies present (--ema loads them)") }
@@ -115,11 +115,11 @@ struct Inspect: ParsableCommand {
             out.append("    block_out_channels \(u.blockOutChannels), layers_per_block \(u.layersPerBlock), cross_attention_dim \(u.crossAttentionDim)")
             out.append("    heads \(u.attentionHeads), \(u.useLinearProjection ? "linear" : "1x1-conv") projections, upcast_attention \(u.upcastAttention), sample_size \(u.sampleSize)")
             out.append("    \(grouped(u.parameters)) parameters; load: \(u.mapped) mapped, \(u.missing) missing, \(u.unused) unused, \(u.misshapen) misshapen")
-            for a in u.assumptions { out.append("    assumed: \(a)") }
+            for a in u.assumptions { out.append("    assumed: \(flagHints(a))") }
         }
         if let e = i.unetError {
             out.append("  UNet:        cannot load")
-            out.append(contentsOf: e.split(separator: "\n").map { "    " + $0 })
+            out.append(contentsOf: flagHints(e).split(separator: "\n").map { "    " + $0 })
         }
         if let ts = i.tensors {
             out.append("  tensor list:")

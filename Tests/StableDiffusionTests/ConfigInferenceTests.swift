@@ -32,7 +32,7 @@ final class ConfigInferenceTests: XCTestCase {
         }
         // Channels are not multiples of 64: heads are unknown, and say so.
         XCTAssertEqual(config.attentionHeads, [0, 0, 0, 0])
-        XCTAssertTrue(notes.contains { $0.contains("unknown") && $0.contains("--config") }, "\(notes)")
+        XCTAssertTrue(notes.contains { $0.contains("unknown") && $0.contains("config_path") }, "\(notes)")
         XCTAssertNoThrow(try config.validateStructure(source: "inferred"))
         XCTAssertThrowsError(try config.validate(source: "inferred"))
 

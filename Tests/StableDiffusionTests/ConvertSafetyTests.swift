@@ -57,7 +57,7 @@ final class ConvertSafetyTests: XCTestCase {
         let ckpt = try UNetCheckpoint(path: Fixtures.sd2Original)
         guard let e = expectCheckpointError("no heads", { try ckpt.convert(to: out, layout: .diffusers, dtype: .f16) }) else { return }
         guard case .invalidConfig = e else { return XCTFail("\(e)") }
-        XCTAssertTrue(e.description.contains("--config"), e.description)
+        XCTAssertTrue(e.description.contains("config_path"), e.description)
         XCTAssertEqual(try tmp.contents(), [])
 
         // The same failure over an existing folder with overwrite leaves the old folder.

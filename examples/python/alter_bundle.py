@@ -51,11 +51,13 @@ __all__ = [
     "call_macs",
 ]
 
-BUNDLE_FORMAT, EXPERT_FORMAT, FORMAT_VERSION = "alter.bundle", "alter.bundle.expert", 1
+BUNDLE_FORMAT, EXPERT_FORMAT, FORMAT_VERSION = "alter.bundle", "alter.bundle.expert", 2
+# Keys that format version 1 spelled differently (version 1 -> current); version 1 is still read.
+VERSION1_KEYS = {"kept_fraction": "kept_mac_fraction"}
 BUNDLE_KEYS = {"format", "format_version", "architecture", "prediction_type", "scheduler", "source", "train_timesteps",
                "routing", "units", "experts", "files", "macs"}
 EXPERT_KEYS = {"format", "format_version", "expert", "kept_units", "skipped_units", "macs", "macs_conv_linear",
-               "kept_fraction", "timesteps", "timestep_count", "tensors"}
+               "kept_mac_fraction", "timesteps", "timestep_count", "tensors"}
 
 
 class BundleError(Exception):
@@ -122,8 +124,13 @@ def _read_manifest(path: str, fmt: str, keys: set) -> dict:
         raise BundleError(path, "not a JSON object")
     if obj.get("format") != fmt:
         raise BundleError(path, f'format is {obj.get("format")!r}, expected "{fmt}"')
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise BundleError(path, f"format_version {obj.get('format_version')!r} is not supported (this reader reads {FORMAT_VERSION})")
+    version = obj.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise BundleError(path, f"format_version {version!r} is not supported (this reader reads 1 to {FORMAT_VERSION})")
+    if version == 1:
+        obj = {VERSION1_KEYS.get(k, k): v for k, v in obj.items()}
+        if isinstance(obj.get("macs"), dict):
+            obj["macs"] = {VERSION1_KEYS.get(k, k): v for k, v in obj["macs"].items()}
     extra = sorted(set(obj) - keys)
     if extra:
         raise BundleError(path, f'unknown key "{extra[0]}"')
