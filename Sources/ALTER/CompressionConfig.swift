@@ -51,7 +51,7 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
         guard settings.experts <= 1000 else { throw .tooManyExperts(settings.experts, timesteps: 1000) }
         guard steps >= 1 else { throw bad("steps", "must be at least 1, got \(steps)") }
         guard hypernetSteps >= 0, hypernetSteps <= steps else {
-            throw bad("hypernet_steps", "must be between 0 and steps (\(steps)), got \(hypernetSteps)")
+            throw bad("hypernet_steps", "must be between 0 and `steps` (\(steps)), got \(hypernetSteps)")
         }
         guard batch >= 1 else { throw bad("batch", "must be at least 1, got \(batch)") }
         guard settings.temperature > 0 else { throw bad("temperature", "must be positive, got \(settings.temperature)") }
@@ -110,7 +110,7 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
 }
 
 /// A compression request that cannot run; reported before any training starts. Fields are
-/// named by their `config.json` keys.
+/// named by their `config.json` keys, in backticks.
 public enum CompressionError: Error, CustomStringConvertible, Equatable {
     case keepOutOfRange(Double)
     case keepBelowFixed(keep: Double, fixed: Double)
@@ -132,11 +132,11 @@ public enum CompressionError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case .keepOutOfRange(let k): return "keep must be in (0, 1] (the kept fraction of total UNet MACs), got \(k)"
+        case .keepOutOfRange(let k): return "`keep` must be in (0, 1] (the kept fraction of total UNet MACs), got \(k)"
         case .keepBelowFixed(let k, let f):
-            return "keep \(k) is below the MAC fraction that no pruning can remove (\(String(format: "%.4f", f)): convs in/out, samplers, projections); choose a larger keep"
-        case .tooManyExperts(let e, let t): return "experts \(e) exceeds the \(t) training timesteps; each expert needs at least one timestep"
-        case .invalid(let f, let s): return "\(f) \(s)"
+            return "`keep` \(k) is below the MAC fraction that no pruning can remove (\(String(format: "%.4f", f)): convs in/out, samplers, projections); choose a larger `keep`"
+        case .tooManyExperts(let e, let t): return "`experts` \(e) exceeds the \(t) training timesteps; each expert needs at least one timestep"
+        case .invalid(let f, let s): return "`\(f)` \(s)"
         case .data(let s): return s
         case .runDirectory(let s): return s
         }

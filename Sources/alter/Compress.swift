@@ -93,10 +93,10 @@ struct Compress: ParsableCommand {
         "lr_unet": "--lr-unet", "lr_hypernet": "--lr-hypernet", "warmup_steps": "--warmup", "checkpoint_every": "--checkpoint-every",
     ]
 
-    /// A configuration error in terms of this command's flags.
+    /// A configuration error in terms of this command's flags (fields without a flag keep their
+    /// `config.json` name).
     static func message(_ e: CompressionError) -> String {
-        guard let field = e.field, let flag = flags[field], e.description.hasPrefix(field) else { return e.description }
-        return flag + e.description.dropFirst(field.count)
+        flags.reduce(e.description) { $0.replacingOccurrences(of: "`\($1.key)`", with: $1.value) }
     }
 
     /// The configuration of a new run from the options (paths made absolute, so --resume and export work from any directory).
