@@ -41,6 +41,9 @@ public final class ALTERTrainer {
         try config.validate()
         precondition(student !== teacher, "ALTERTrainer: the student and the teacher must not share weights")
         do { try data.validate(for: student.config) } catch let e { throw .data(e.description) }
+        guard config.batch <= data.count else {
+            throw .invalid(field: "batch", "is \(config.batch), more than the \(data.count) samples of \(data.path)")
+        }
         self.config = config
         self.student = student
         self.teacher = teacher
@@ -84,10 +87,19 @@ public final class ALTERTrainer {
     /// The decisions to export: the frozen ones after the phase, else the current noise-free ones.
     public var finalDecisions: ExpertDecisions { masksFrozen ? decisions : hypernet.finalDecisions(settings: config.settings) }
 
-    /// One training iteration.
-    public func trainStep() -> StepMetrics {
+    /// One training iteration. Throws `CompressionError.nonFinite` when a loss or a gradient norm
+    /// is not finite: a non-finite UNet objective or gradient leaves the trainer exactly as it was
+    /// after the previous step (random streams included), so a checkpoint then holds the last good
+    /// step; a non-finite hypernetwork objective is found after the UNet update of the step, which
+    /// stays in memory and is not checkpointed.
+    public func trainStep() throws(CompressionError) -> StepMetrics {
         let start = DispatchTime.now().uptimeNanoseconds
         let st = config.settings
+        let (dataBefore, noiseBefore) = (dataRNG, noiseRNG)
+        func rewind() {
+            dataRNG = dataBefore
+            noiseRNG = noiseBefore
+        }
         let batch = drawBatch()
         let teacherOut = teacher.forward(sample: batch.noisy, timesteps: batch.timesteps, context: batch.context,
                                          options: { var o = UNetForwardOptions(); o.tapFeatures = st.featureKDWeight != 0; return o }())
@@ -108,9 +120,17 @@ public final class ALTERTrainer {
                                   gates: gates.mapValues { tape.constant(Tensor(shape: [$0.count], values: $0)) },
                                   skip: skip, tapFeatures: st.featureKDWeight != 0)
         let u = objective(tape, out, teacher: teacherOut, target: batch.target)
+        let unetLoss = u.total.value.data[0]
+        guard unetLoss.isFinite else {
+            rewind()
+            throw .nonFinite(step: step + 1, "the UNet objective is \(unetLoss)", stateIsLastGoodStep: true)
+        }
         tape.backward(u.total)
         gradientHook?(.unet, unetOptimizer.parameters)
-        let unetNorm = unetOptimizer.update()
+        guard let unetNorm = unetOptimizer.updateIfFinite() else {
+            rewind()
+            throw .nonFinite(step: step + 1, "the UNet gradient norm is not finite", stateIsLastGoodStep: true)
+        }
 
         // (2) Hypernetwork step with the UNet frozen, (3) table refresh.
         var metrics = StepMetrics(step: step + 1, loss: Double(u.total.value.data[0]), outputKD: u.outputKD, featureKD: u.featureKD,
@@ -135,10 +155,19 @@ public final class ALTERTrainer {
                 balanceValue = Double(balance.value.data[0])
                 total = tape.add(total, tape.scale(balance, Float(st.balanceWeight)))
             }
+            let hyperLoss = total.value.data[0]
+            guard hyperLoss.isFinite else {
+                for p in student.parameters { p.trainable = true }
+                throw .nonFinite(step: step + 1, "the hypernetwork objective is \(hyperLoss)", stateIsLastGoodStep: false)
+            }
             tape.backward(total)
             for p in student.parameters { p.zeroGrad() }
             gradientHook?(.hypernet, hypernetOptimizer.parameters)
-            metrics.gradientNormHypernet = hypernetOptimizer.update()
+            guard let hyperNorm = hypernetOptimizer.updateIfFinite() else {
+                for p in student.parameters { p.trainable = true }
+                throw .nonFinite(step: step + 1, "the hypernetwork gradient norm is not finite", stateIsLastGoodStep: false)
+            }
+            metrics.gradientNormHypernet = hyperNorm
             metrics.hypernetLoss = Double(total.value.data[0])
             metrics.performance = Double(perf.total.value.data[0])
             metrics.ratio = Double(ratio.value.data[0])
@@ -253,12 +282,20 @@ public enum CompressionOutcome: Equatable, Sendable {
 
 extension ALTERTrainer {
     /// Trains until `config.steps`, appending metrics to `dir`, writing a checkpoint every
-    /// `config.checkpointEvery` steps, at the end, and when `shouldStop` turns true (checked
-    /// after each step); at the end writes `final/`.
+    /// `config.checkpointEvery` steps, every `config.checkpointMinutes` minutes, at the end, and
+    /// when `shouldStop` turns true (checked after each step); at the end writes `final/`. A
+    /// non-finite loss stops the run with `CompressionError.nonFinite`, after a checkpoint of the
+    /// last good step when the trainer still holds it.
     public func run(in dir: RunDirectory, progress: (StepMetrics) -> Void = { _ in },
                     shouldStop: () -> Bool = { false }) throws(CompressionError) -> CompressionOutcome {
+        var lastCheckpoint = DispatchTime.now().uptimeNanoseconds
+        let interval = config.checkpointMinutes * 60e9
         while step < config.steps {
-            let m = trainStep()
+            let m: StepMetrics
+            do { m = try trainStep() } catch {
+                if case .nonFinite(_, _, true) = error, step > 0 { try dir.writeCheckpoint(self) }
+                throw error
+            }
             try dir.append(m)
             progress(m)
             if step < config.steps {
@@ -266,7 +303,12 @@ extension ALTERTrainer {
                     try dir.writeCheckpoint(self)
                     return .interrupted(step: step)
                 }
-                if config.checkpointEvery > 0, step % config.checkpointEvery == 0 { try dir.writeCheckpoint(self) }
+                let now = DispatchTime.now().uptimeNanoseconds
+                if (config.checkpointEvery > 0 && step % config.checkpointEvery == 0)
+                    || (interval > 0 && Double(now - lastCheckpoint) >= interval) {
+                    try dir.writeCheckpoint(self)
+                    lastCheckpoint = DispatchTime.now().uptimeNanoseconds
+                }
             }
         }
         try dir.writeCheckpoint(self)

@@ -17,8 +17,12 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
     public var hypernetSteps: Int
     public var batch = 1
     public var seed: UInt64 = 0
-    /// Write a checkpoint every this many steps (0: only at the end and on interrupt).
+    /// Write a checkpoint every this many steps (0: not by step count).
     public var checkpointEvery = 0
+    /// Write a checkpoint when this many minutes have passed since the last one (0: not by time).
+    public var checkpointMinutes = CompressionConfig.defaultCheckpointMinutes
+    /// The default time between checkpoints: a killed run loses at most this much work.
+    public static let defaultCheckpointMinutes = 10.0
     public var predictionType = NoiseSchedule.PredictionType.epsilon
     /// Loader options of the model.
     public var ema = false
@@ -46,24 +50,41 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
     /// (`config.json` key).
     public func validate() throws(CompressionError) {
         func bad(_ field: String, _ why: String) -> CompressionError { .invalid(field: field, why) }
-        guard settings.keep > 0, settings.keep <= 1 else { throw .keepOutOfRange(settings.keep) }
-        guard settings.experts >= 1 else { throw bad("experts", "must be at least 1, got \(settings.experts)") }
-        guard settings.experts <= 1000 else { throw .tooManyExperts(settings.experts, timesteps: 1000) }
+        let s = settings
+        let numbers: [(String, Double)] = [
+            ("keep", s.keep), ("temperature", s.temperature), ("offset", s.offset), ("denoise_weight", s.denoiseWeight),
+            ("output_kd_weight", s.outputKDWeight), ("feature_kd_weight", s.featureKDWeight), ("ratio_weight", s.ratioWeight),
+            ("balance_weight", s.balanceWeight), ("lr_unet", s.learningRateUNet), ("lr_hypernet", s.learningRateHypernet),
+            ("beta1", s.beta1), ("beta2", s.beta2), ("adam_epsilon", s.adamEpsilon), ("weight_decay", s.weightDecay),
+            ("gradient_clip", s.gradientClip), ("checkpoint_minutes", checkpointMinutes),
+        ]
+        for (field, value) in numbers where !value.isFinite { throw bad(field, "must be a finite number, got \(value)") }
+        guard s.keep > 0, s.keep <= 1 else { throw .keepOutOfRange(s.keep) }
+        guard s.experts >= 1 else { throw bad("experts", "must be at least 1, got \(s.experts)") }
+        guard s.experts <= 1000 else { throw .tooManyExperts(s.experts, timesteps: 1000) }
         guard steps >= 1 else { throw bad("steps", "must be at least 1, got \(steps)") }
         guard hypernetSteps >= 0, hypernetSteps <= steps else {
             throw bad("hypernet_steps", "must be between 0 and `steps` (\(steps)), got \(hypernetSteps)")
         }
         guard batch >= 1 else { throw bad("batch", "must be at least 1, got \(batch)") }
-        guard settings.temperature > 0 else { throw bad("temperature", "must be positive, got \(settings.temperature)") }
-        guard settings.learningRateUNet >= 0 else { throw bad("lr_unet", "must not be negative, got \(settings.learningRateUNet)") }
-        guard settings.learningRateHypernet >= 0 else { throw bad("lr_hypernet", "must not be negative, got \(settings.learningRateHypernet)") }
-        guard settings.warmupSteps >= 0 else { throw bad("warmup_steps", "must not be negative, got \(settings.warmupSteps)") }
+        guard s.temperature > 0 else { throw bad("temperature", "must be positive, got \(s.temperature)") }
+        let nonNegative: Set = ["denoise_weight", "output_kd_weight", "feature_kd_weight", "ratio_weight", "balance_weight", "lr_unet",
+                                "lr_hypernet", "weight_decay", "gradient_clip", "checkpoint_minutes"]
+        for (field, value) in numbers where nonNegative.contains(field) && value < 0 {
+            throw bad(field, "must not be negative, got \(value)")
+        }
+        guard s.beta1 >= 0, s.beta1 < 1 else { throw bad("beta1", "must be in [0, 1), got \(s.beta1)") }
+        guard s.beta2 >= 0, s.beta2 < 1 else { throw bad("beta2", "must be in [0, 1), got \(s.beta2)") }
+        guard s.adamEpsilon > 0 else { throw bad("adam_epsilon", "must be positive, got \(s.adamEpsilon)") }
+        guard s.warmupSteps >= 0 else { throw bad("warmup_steps", "must not be negative, got \(s.warmupSteps)") }
+        guard s.warmupSteps <= steps else { throw bad("warmup_steps", "is \(s.warmupSteps), longer than the run (`steps` \(steps))") }
         guard checkpointEvery >= 0 else { throw bad("checkpoint_every", "must not be negative, got \(checkpointEvery)") }
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format, formatVersion = "format_version"
         case model, data, settings, steps, hypernetSteps = "hypernet_steps", batch, seed, checkpointEvery = "checkpoint_every"
+        case checkpointMinutes = "checkpoint_minutes"
         case predictionType = "prediction_type", ema, variant, configPath = "config_path"
     }
 
@@ -84,6 +105,7 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
         batch = try c.decode(Int.self, forKey: .batch)
         seed = try c.decode(UInt64.self, forKey: .seed)
         checkpointEvery = try c.decode(Int.self, forKey: .checkpointEvery)
+        checkpointMinutes = try c.decodeIfPresent(Double.self, forKey: .checkpointMinutes) ?? Self.defaultCheckpointMinutes
         predictionType = try c.decode(NoiseSchedule.PredictionType.self, forKey: .predictionType)
         ema = try c.decode(Bool.self, forKey: .ema)
         variant = try c.decodeIfPresent(String.self, forKey: .variant)
@@ -102,6 +124,7 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
         try c.encode(batch, forKey: .batch)
         try c.encode(seed, forKey: .seed)
         try c.encode(checkpointEvery, forKey: .checkpointEvery)
+        try c.encode(checkpointMinutes, forKey: .checkpointMinutes)
         try c.encode(predictionType, forKey: .predictionType)
         try c.encode(ema, forKey: .ema)
         try c.encode(variant, forKey: .variant)
@@ -119,6 +142,9 @@ public enum CompressionError: Error, CustomStringConvertible, Equatable {
     case invalid(field: String, String)
     case data(String)
     case runDirectory(String)
+    /// A loss or gradient norm of `step` is not finite; `stateIsLastGoodStep`: the trainer still
+    /// holds the state after the previous step (so a checkpoint of it was written).
+    case nonFinite(step: Int, String, stateIsLastGoodStep: Bool)
 
     /// The `config.json` key the error is about, if it is about one.
     public var field: String? {
@@ -126,7 +152,7 @@ public enum CompressionError: Error, CustomStringConvertible, Equatable {
         case .keepOutOfRange, .keepBelowFixed: return "keep"
         case .tooManyExperts: return "experts"
         case .invalid(let f, _): return f
-        case .data, .runDirectory: return nil
+        case .data, .runDirectory, .nonFinite: return nil
         }
     }
 
@@ -139,6 +165,10 @@ public enum CompressionError: Error, CustomStringConvertible, Equatable {
         case .invalid(let f, let s): return "`\(f)` \(s)"
         case .data(let s): return s
         case .runDirectory(let s): return s
+        case .nonFinite(let step, let what, let clean):
+            return "step \(step): \(what); the run stopped "
+                + (clean ? "with a checkpoint of step \(step - 1), the last good step" : "(its last checkpoint is the last state saved)")
+                + ". Check the training data for extreme values, or lower the learning rates"
         }
     }
 }

@@ -28,19 +28,40 @@ public struct RunDirectory: Sendable {
     /// Creates the directory for a new run and writes its configuration. Refuses a directory
     /// that exists and is not empty.
     public func create(config: CompressionConfig) throws(CompressionError) {
+        try config.validate()
         let fm = FileManager.default
-        var isDir: ObjCBool = false
-        if fm.fileExists(atPath: path, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw .runDirectory("\(path) exists and is not a directory") }
+        switch FileKind.of(path) {
+        case .none: break
+        case .directory:
             let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
             guard contents.isEmpty else {
                 throw .runDirectory("\(path) already holds a run (resume it, or choose another run directory)")
             }
+        case let kind: throw .runDirectory("\(path) exists and is \(kind.rawValue), not a directory")
         }
+        let existed = fm.fileExists(atPath: path)
         do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
             throw .runDirectory("cannot create \(path): \(error.localizedDescription)")
         }
-        try writeJSON(config, to: configPath)
+        do { try writeJSON(config, to: configPath) } catch {
+            if !existed { try? fm.removeItem(atPath: path) }
+            throw error
+        }
+    }
+
+    /// The lock file that keeps two processes from training the same run at once.
+    public var lockPath: String { path + "/.alter-lock" }
+
+    /// Locks the run against other alter processes until the lock is released (or the process ends).
+    public func lock() throws(CompressionError) -> PathLock {
+        do { return try PathLock(lockFile: lockPath, describing: path) } catch { throw .runDirectory(error.description) }
+    }
+
+    /// Whether the run has a checkpoint to resume from (a complete `checkpoint/`, or the previous
+    /// one left aside by a crash during its replacement).
+    public var hasCheckpoint: Bool {
+        let fm = FileManager.default
+        return fm.fileExists(atPath: checkpointPath + "/state.json") || fm.fileExists(atPath: path + "/checkpoint.old/state.json")
     }
 
     /// The configuration of an existing run.

@@ -187,7 +187,7 @@ public struct RoutingStudy {
                 let t0 = Measurement.now()
                 var last: StepMetrics?
                 for _ in 0..<settings.steps {
-                    let m = trainer.trainStep()
+                    let m = try trainer.trainStep()
                     last = m
                     events(.step(trainer, m))
                 }

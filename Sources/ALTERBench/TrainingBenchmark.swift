@@ -37,7 +37,7 @@ public enum TrainingBenchmark {
         let trainer = try ALTERTrainer(config: config, student: student, teacher: teacher, data: try TrainingData(latents: latents, context: ctx))
         var seconds: [Double] = []
         for _ in 0..<steps {
-            let m = trainer.trainStep()
+            let m = try trainer.trainStep()
             seconds.append(m.seconds)
             progress(m)
         }

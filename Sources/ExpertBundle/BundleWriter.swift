@@ -10,8 +10,11 @@ public enum BundleWriter {
     public struct Options: Sendable {
         /// Storage dtype of the weight files (F32, F16 or BF16).
         public var dtype: DType = .f32
-        /// Replace an existing bundle.
+        /// Replace an existing bundle (only a bundle is ever replaced).
         public var replace = false
+        /// Paths the export reads besides the UNet (a run directory, say): the bundle may not be
+        /// written over or around them.
+        public var inputs: [String] = []
         public init() {}
     }
 
@@ -41,19 +44,25 @@ public enum BundleWriter {
         }
     }
 
-    /// Fails when `destination` exists and `options` do not allow replacing it (checked again
-    /// when the bundle is renamed into place).
-    public static func checkDestination(_ destination: String, options: Options) throws(BundleError) {
-        if FileManager.default.fileExists(atPath: destination) && !options.replace {
-            throw BundleError(destination, "already exists (replacing it was not asked for)")
-        }
+    /// Applies the output policy (`OutputTarget`: a bundle replaces only a bundle, with `replace`,
+    /// and never an input) to `destination` and locks it against other alter processes until the
+    /// returned lock is released.
+    public static func prepareDestination(_ destination: String, options: Options, unet: UNetCheckpoint? = nil) throws(BundleError) -> PathLock {
+        let sources = unet.map { [$0.source.path] + $0.source.weightPaths } ?? []
+        let target = OutputTarget(path: destination, kind: .bundle, replace: options.replace, inputs: options.inputs + sources)
+        do {
+            try target.prepare()
+            return try PathLock(beside: destination)
+        } catch { throw BundleError(error.file, error.message) }
     }
 
     static let baseFile = "weights/base.safetensors", unitsFile = "weights/units.safetensors"
 
-    /// Writes `contents` as the bundle directory `destination`. `progress` receives short messages.
+    /// Writes `contents` as the bundle directory `destination`. `lock`: the lock of
+    /// `prepareDestination` when the caller took it already (else it is taken here).
+    /// `progress` receives short messages.
     @discardableResult
-    public static func write(_ contents: Contents, to destination: String, options: Options = Options(),
+    public static func write(_ contents: Contents, to destination: String, options: Options = Options(), lock: PathLock? = nil,
                              progress: (String) -> Void = { _ in }) throws(BundleError) -> BundleManifest {
         guard [.f32, .f16, .bf16].contains(options.dtype) else { throw BundleError(destination, "storage dtype must be F32, F16 or BF16") }
         let unet = contents.unet, d = contents.decisions
@@ -61,7 +70,9 @@ public enum BundleWriter {
         guard d.units == unet.config.units().map(\.name) else {
             throw BundleError(destination, "the decisions' units do not match the UNet's architecture")
         }
-        try checkDestination(destination, options: options)
+        let held: PathLock
+        if let lock { held = lock } else { held = try prepareDestination(destination, options: options, unet: unet) }
+        defer { if lock == nil { held.release() } }
         let fm = FileManager.default
 
         let staging: AtomicDirectory

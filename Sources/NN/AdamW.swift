@@ -54,6 +54,23 @@ public final class AdamW: Optimizer {
     @discardableResult
     public func update() -> Double {
         let norm = gradientNorm()
+        apply(norm: norm)
+        return norm
+    }
+
+    /// Like `update`, but when the gradient norm is not finite nothing is changed (gradients are
+    /// cleared, the parameters, moments and step count stay) and nil is returned.
+    public func updateIfFinite() -> Double? {
+        let norm = gradientNorm()
+        guard norm.isFinite else {
+            for p in parameters { p.zeroGrad() }
+            return nil
+        }
+        apply(norm: norm)
+        return norm
+    }
+
+    private func apply(norm: Double) {
         let clip = settings.clipNorm > 0 && norm > settings.clipNorm ? Float(settings.clipNorm / (norm + 1e-6)) : 1
         let lr = currentLearningRate
         step += 1
@@ -81,7 +98,6 @@ public final class AdamW: Optimizer {
             p.markUpdated()
             p.zeroGrad()
         }
-        return norm
     }
 
     /// The first moments (`m.` + parameter name), then the second moments (`v.` + name).

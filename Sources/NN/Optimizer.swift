@@ -11,6 +11,9 @@ public protocol Optimizer: AnyObject {
     /// Applies one update from the accumulated gradients, clears them, and returns the global
     /// gradient norm before any clipping.
     @discardableResult func update() -> Double
+    /// Like `update`, but leaves everything but the gradients unchanged and returns nil when the
+    /// gradient norm is not finite.
+    func updateIfFinite() -> Double?
     /// The state a checkpoint keeps besides the parameters and `step`, named and in a fixed order.
     var stateTensors: [(name: String, tensor: Tensor)] { get }
     /// Restores `step` and the state tensors (in `stateTensors`' order and shapes).

@@ -25,9 +25,12 @@ public enum RunExporter {
             config = try run.readConfig()
             final = try run.readDecisions()
         } catch { throw BundleError(run.path, error.description) }
-        try BundleWriter.checkDestination(destination, options: options.bundle)
         let unet: UNetCheckpoint
         do { unet = try UNetCheckpoint(path: run.finalPath + "/unet") } catch { throw BundleError(run.finalPath + "/unet", "\(error)") }
+        var bundleOptions = options.bundle
+        bundleOptions.inputs += [run.path, config.model, config.data] + [config.configPath].compactMap { $0 }
+        let lock = try BundleWriter.prepareDestination(destination, options: bundleOptions, unet: unet)
+        defer { lock.release() }
         guard final.decisions.units == unet.config.units().map(\.name) else {
             throw BundleError(run.decisionsPath, "units do not match the architecture of \(run.finalPath)/unet")
         }
@@ -38,6 +41,6 @@ public enum RunExporter {
             unet: unet, decisions: final.decisions, predictionType: config.predictionType,
             scheduler: BundleWriter.schedulerConfig(model: config.model, variant: config.variant, predictionType: config.predictionType),
             source: source, macLatentHeight: size.height, macLatentWidth: size.width, macContextLength: size.context)
-        return try BundleWriter.write(contents, to: destination, options: options.bundle, progress: progress)
+        return try BundleWriter.write(contents, to: destination, options: bundleOptions, lock: lock, progress: progress)
     }
 }

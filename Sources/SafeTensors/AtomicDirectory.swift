@@ -30,7 +30,7 @@ public final class AtomicDirectory {
         path = staging ?? dir + "/.\(url.lastPathComponent).alter-tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         asidePath = aside ?? path + ".old"
         let fm = FileManager.default
-        if staging != nil { try? fm.removeItem(atPath: path) }
+        if staging != nil { try? fm.removeItem(atPath: path) } else { TemporaryPaths.removeStale(near: destination) }
         do { try fm.createDirectory(atPath: path, withIntermediateDirectories: false) } catch {
             throw SafeTensorsError(file: destination, .io("cannot create \(path): \(error.localizedDescription)"))
         }

@@ -40,6 +40,7 @@ public final class AtomicFile {
         let url = URL(fileURLWithPath: destination)
         let dir = url.deletingLastPathComponent().path
         temporaryPath = dir + "/.\(url.lastPathComponent).alter-tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        TemporaryPaths.removeStale(near: destination)
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw SafeTensorsError(file: destination, .io("cannot create \(temporaryPath): \(errnoString())")) }
         buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 64)

@@ -7,7 +7,7 @@ import TensorCore
 public enum SamplingError: Error, CustomStringConvertible, Sendable, Equatable {
     /// An input tensor that does not fit the model: the file (or "" for an in-memory tensor),
     /// the tensor's name and what is wrong.
-    case input(file: String, tensor: String, String)
+    case input(file: String, tensor: String?, String)
     /// The scheduler refused a setting or a step.
     case scheduler(SchedulerError)
     /// The routing could not give an expert for a timestep, or the UNet cannot run its skip set.
@@ -15,7 +15,9 @@ public enum SamplingError: Error, CustomStringConvertible, Sendable, Equatable {
 
     public var description: String {
         switch self {
-        case .input(let f, let t, let s): return f.isEmpty ? "\(t): \(s)" : "\(f): tensor '\(t)': \(s)"
+        case .input(let f, let t, let s):
+            guard let t else { return "\(f): \(s)" }
+            return f.isEmpty ? "\(t): \(s)" : "\(f): tensor '\(t)': \(s)"
         case .scheduler(let e): return "\(e)"
         case .routing(let s): return s
         }
@@ -307,7 +309,7 @@ public struct SamplingInputs: Sendable {
     }
 
     static func open(_ path: String) throws(SamplingError) -> SafeTensorsFile {
-        do { return try SafeTensorsFile(path: path) } catch { throw .input(file: path, tensor: "", "\(error)") }
+        do { return try SafeTensorsFile(path: path) } catch { throw .input(file: path, tensor: error.tensor, error.message) }
     }
 
     /// Rows `rows` (each `rowSize` elements) of a float tensor, converted to Float32 and checked finite.

@@ -32,7 +32,9 @@ extension UNetCheckpoint {
     /// (`model.diffusion_model.*`, UNet only). `dtype` nil keeps each tensor's stored dtype.
     ///
     /// Streams one tensor at a time and writes atomically: on any error the destination is
-    /// left as it was. An existing destination is replaced only with `overwrite`.
+    /// left as it was. The output follows `OutputTarget`'s policy: an existing destination is
+    /// replaced only with `overwrite` and only by its own kind (a file by a file, a UNet folder by a
+    /// UNet folder); an input of the conversion is never replaced.
     /// `progress` is called with (bytes done, bytes total).
     public func convert(
         to output: String, layout: CheckpointLayout, dtype: DType?, overwrite: Bool = false,
@@ -41,13 +43,15 @@ extension UNetCheckpoint {
         if let dtype, !dtype.isFloatConvertible {
             throw .io(file: output, "target dtype must be F32, F16 or BF16, not \(dtype.rawValue)")
         }
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        let exists = fm.fileExists(atPath: output, isDirectory: &isDir)
-        if exists && !overwrite { throw .safetensors(SafeTensorsError(file: output, .exists)) }
-        if exists && layout == .original && isDir.boolValue {
-            throw .io(file: output, "is a folder; the original layout is a single .safetensors file")
-        }
+        // The output policy: not an input, replaced only with `overwrite` and only by its own kind.
+        let policy = OutputTarget(path: output, kind: layout == .original ? .file : .unetFolder, replace: overwrite,
+                                  inputs: [source.path] + source.weightPaths + [configFile].compactMap { $0 })
+        let lock: PathLock
+        do {
+            try policy.prepare()
+            lock = try PathLock(beside: output)
+        } catch { throw .safetensors(error) }
+        defer { lock.release() }
         let target = UNetKeyMap(config: config, layout: layout)
         var specs: [TensorSpec] = []
         var sources: [String: TensorStore.Location] = [:]

@@ -23,6 +23,8 @@ public final class UNetCheckpoint: @unchecked Sendable {
     public let config: UNetConfig
     /// How the config was obtained.
     public let configOrigin: String
+    /// The config.json the architecture was read from (nil: inferred from the tensors).
+    public let configFile: String?
     /// What inference assumed (empty when a config.json was read).
     public let assumptions: [String]
     public let store: TensorStore
@@ -60,6 +62,7 @@ public final class UNetCheckpoint: @unchecked Sendable {
         if let s = options.sampleSize { config.sampleSize = s }
         self.config = config
         configOrigin = origin
+        configFile = options.configPath ?? source.configPath
         self.assumptions = assumptions
         let ema = options.ema
         if ema && !(source.layout == .original && OriginalUNetKeys.hasEMA(store.names)) {

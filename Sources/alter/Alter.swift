@@ -1,4 +1,6 @@
+import ALTER
 import ArgumentParser
+import ExpertBundle
 import Foundation
 import SafeTensors
 import StableDiffusion
@@ -26,6 +28,7 @@ struct Alter: ParsableCommand {
             an original single-file checkpoint (model.diffusion_model.* beside VAE and text encoder), or a \
             bare diffusers-named safetensors file; F32, F16 and BF16.
             """,
+        version: "alter 0.3.0 (bundle format \(BundleManifest.formatVersion), run directory format \(CompressionConfig.formatVersion))",
         subcommands: [Inspect.self, Convert.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Diff.self, Bench.self])
 }
 
@@ -114,4 +117,13 @@ func grouped(_ n: Int) -> String {
         out.append(c)
     }
     return (n < 0 ? "-" : "") + out
+}
+
+/// Applies the output policy (`OutputTarget`) to a file this command writes and locks it against
+/// other alter processes until the returned lock is released.
+func prepareOutputFile(_ path: String, force: Bool, inputs: [String?]) throws -> PathLock {
+    do {
+        try OutputTarget(path: path, kind: .file, replace: force, inputs: inputs.compactMap { $0 }).prepare()
+        return try PathLock(beside: path)
+    } catch { throw CommandFailure(error.description) }
 }

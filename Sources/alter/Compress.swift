@@ -28,46 +28,46 @@ struct Compress: ParsableCommand {
     @Option(help: "Training data: safetensors with latents [N,4,h,w] and context [N,S,D].")
     var data: String?
 
-    @Option(help: "Number of temporal experts.")
+    @Option(parsing: .unconditional, help: "Number of temporal experts.")
     var experts = ALTERSettings().experts
 
-    @Option(help: "Target kept fraction of total UNet MACs, averaged over the 1000 training timesteps, in (0, 1].")
+    @Option(parsing: .unconditional, help: "Target kept fraction of total UNet MACs, averaged over the 1000 training timesteps, in (0, 1].")
     var keep = ALTERSettings().keep
 
-    @Option(help: "Training steps (iterations).")
+    @Option(parsing: .unconditional, help: "Training steps (iterations).")
     var steps: Int?
 
-    @Option(help: "Steps with a hypernetwork update (then the masks are frozen). Default: 30% of --steps, rounded (the paper's 2 of about 6.8 epochs).")
+    @Option(parsing: .unconditional, help: "Steps with a hypernetwork update (then the masks are frozen). Default: 30% of --steps, rounded (the paper's 2 of about 6.8 epochs).")
     var hypernetSteps: Int?
 
-    @Option(help: "Samples per step.")
+    @Option(parsing: .unconditional, help: "Samples per step.")
     var batch = 1
 
-    @Option(help: "UNet learning rate (AdamW).")
+    @Option(parsing: .unconditional, help: "UNet learning rate (AdamW).")
     var lrUnet = ALTERSettings().learningRateUNet
 
-    @Option(help: "Hypernetwork learning rate (AdamW).")
+    @Option(parsing: .unconditional, help: "Hypernetwork learning rate (AdamW).")
     var lrHypernet = ALTERSettings().learningRateHypernet
 
-    @Option(help: "Linear learning-rate warm-up steps. Default: min(250, steps/10).")
+    @Option(parsing: .unconditional, help: "Linear learning-rate warm-up steps. Default: min(250, steps/10).")
     var warmup: Int?
 
     @Option(help: "Routing: learned (ALTER), intervals (equal fixed timestep intervals) or static (one mask for all timesteps).")
     var routing: ALTERSettings.Routing = .learned
 
-    @Option(help: "Loss weight of output distillation.")
+    @Option(parsing: .unconditional, help: "Loss weight of output distillation.")
     var outputKdWeight = ALTERSettings().outputKDWeight
 
-    @Option(help: "Loss weight of feature distillation (block outputs).")
+    @Option(parsing: .unconditional, help: "Loss weight of feature distillation (block outputs).")
     var featureKdWeight = ALTERSettings().featureKDWeight
 
-    @Option(help: "Loss weight of the denoising loss (paper: 1e-4; 0 drops it).")
+    @Option(parsing: .unconditional, help: "Loss weight of the denoising loss (paper: 1e-4; 0 drops it).")
     var denoiseWeight = ALTERSettings().denoiseWeight
 
-    @Option(help: "Loss weight of the MAC ratio loss.")
+    @Option(parsing: .unconditional, help: "Loss weight of the MAC ratio loss.")
     var ratioWeight = ALTERSettings().ratioWeight
 
-    @Option(help: "Loss weight of the expert balance loss.")
+    @Option(parsing: .unconditional, help: "Loss weight of the expert balance loss.")
     var balanceWeight = ALTERSettings().balanceWeight
 
     @Option(help: "The model's prediction type, for the denoising loss and the bundle (SD2.1 768-v: v_prediction).")
@@ -76,8 +76,11 @@ struct Compress: ParsableCommand {
     @Option(help: "Random seed (data order, timesteps, noise, hypernetwork initialisation).")
     var seed: UInt64 = 0
 
-    @Option(help: "Write a checkpoint every this many steps (0: only on Ctrl-C and at the end).")
+    @Option(parsing: .unconditional, help: "Also write a checkpoint every this many steps (0: off).")
     var checkpointEvery = 0
+
+    @Option(parsing: .unconditional, help: "Write a checkpoint when this many minutes have passed since the last one (0: off; checkpoints are also written on Ctrl-C, SIGTERM and at the end).")
+    var checkpointMinutes = CompressionConfig.defaultCheckpointMinutes
 
     @Option(name: .shortAndLong, help: "Run directory to create (must not exist or be empty).")
     var output: String?
@@ -91,6 +94,8 @@ struct Compress: ParsableCommand {
     static let flags = [
         "experts": "--experts", "keep": "--keep", "steps": "--steps", "hypernet_steps": "--hypernet-steps", "batch": "--batch",
         "lr_unet": "--lr-unet", "lr_hypernet": "--lr-hypernet", "warmup_steps": "--warmup", "checkpoint_every": "--checkpoint-every",
+        "checkpoint_minutes": "--checkpoint-minutes", "output_kd_weight": "--output-kd-weight", "feature_kd_weight": "--feature-kd-weight",
+        "denoise_weight": "--denoise-weight", "ratio_weight": "--ratio-weight", "balance_weight": "--balance-weight",
     ]
 
     /// A configuration error in terms of this command's flags (fields without a flag keep their
@@ -117,6 +122,7 @@ struct Compress: ParsableCommand {
         config.batch = batch
         config.seed = seed
         config.checkpointEvery = checkpointEvery
+        config.checkpointMinutes = checkpointMinutes
         config.predictionType = predictionType
         config.ema = modelOptions.ema
         config.variant = modelOptions.variant
@@ -126,17 +132,24 @@ struct Compress: ParsableCommand {
 
     func validate() throws {
         if resume == nil {
-            guard model != nil else { throw ValidationError("give the MODEL to compress (or --resume RUN)") }
-            guard data != nil else { throw ValidationError("give the training data with --data FILE") }
-            guard steps != nil else { throw ValidationError("give the number of training steps with --steps N") }
-            guard output != nil else { throw ValidationError("give the run directory with -o RUN") }
             do { try newConfig()?.validate() } catch { throw ValidationError(Self.message(error)) }
         } else if output != nil || model != nil {
             throw ValidationError("--resume RUN continues that run; MODEL and -o are taken from its config.json")
         }
     }
 
+    /// Options a new run cannot do without. Checked in `run()`, after ArgumentParser has reported
+    /// unknown options: a misspelt option is named as such, not as a missing one.
+    func checkRequired() throws {
+        guard resume == nil else { return }
+        guard model != nil else { throw ValidationError("give the MODEL to compress (or --resume RUN)") }
+        guard data != nil else { throw ValidationError("give the training data with --data FILE") }
+        guard steps != nil else { throw ValidationError("give the number of training steps with --steps N") }
+        guard output != nil else { throw ValidationError("give the run directory with -o RUN") }
+    }
+
     func run() throws {
+        try checkRequired()
         var config: CompressionConfig
         let dir: RunDirectory
         if let resume {
@@ -167,14 +180,24 @@ struct Compress: ParsableCommand {
         } catch let e as CompressionError { throw CommandFailure(Self.message(e)) } catch { throw CommandFailure("\(error)") }
 
         let stop = StopRequest.install()
+        var lock: PathLock?
+        defer { lock?.release() }
         do {
             if resume != nil {
-                let at = try dir.restoreCheckpoint(into: trainer)
+                lock = try dir.lock()
+                let at: Int
+                if dir.hasCheckpoint {
+                    at = try dir.restoreCheckpoint(into: trainer)
+                    printError("resuming \(dir.path) at step \(at) of \(config.steps)")
+                } else {
+                    at = 0
+                    printError("\(dir.path) has no checkpoint yet (the run was stopped before its first one): starting it again from step 0")
+                }
                 try dir.truncateMetrics(after: at)
                 try dir.writeJSON(config, to: dir.configPath)
-                printError("resuming \(dir.path) at step \(at) of \(config.steps)")
             } else {
                 try dir.create(config: config)
+                lock = try dir.lock()
                 printError(String(format: "compressing %@: %d experts, keep %.3f of %@ MACs per call (%dx%d latent, %d tokens), %d steps (%d with the hypernetwork) -> %@",
                                   config.model, trainer.hypernet.experts, config.settings.keep, grouped(trainer.budget.totalMACs),
                                   trainer.data.latentHeight, trainer.data.latentWidth, trainer.data.contextLength,
@@ -186,14 +209,17 @@ struct Compress: ParsableCommand {
             switch outcome {
             case .interrupted(let step):
                 printError("stopped after step \(step); checkpoint written. Continue with: alter compress --resume \(dir.path)")
-                throw ExitCode(130)
+                throw ExitCode(stop.exitCode)
             case .finished:
                 let final = try dir.readDecisions()
                 printError(String(format: "done: kept %.4f of the dense MACs (target %.3f); experts serve %@ timesteps; wrote %@/final",
                                   final.keptFraction, config.settings.keep,
                                   final.expertShares.map { String(Int(($0 * 1000).rounded())) }.joined(separator: "/"), dir.path))
             }
-        } catch let e as CompressionError { throw CommandFailure(e.description) }
+        } catch let e as CompressionError {
+            if case .nonFinite = e, isatty(STDERR_FILENO) != 0 { printError("") }
+            throw CommandFailure(Self.message(e))
+        }
     }
 }
 

@@ -35,17 +35,25 @@ struct Forward: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output .safetensors file.")
     var output: String
 
+    @Flag(help: "Replace an existing output file (never one of the inputs).")
+    var force = false
+
     @OptionGroup var modelOptions: ModelOptions
 
     func run() throws {
         let start = Date()
+        let lock = try prepareOutputFile(output, force: force, inputs: [model, inputs, gates, modelOptions.config])
+        defer { lock.release() }
         let unet: UNet
         var options = UNetForwardOptions()
         do {
             switch try ModelInput(path: model) {
             case .bundle(let bundle):
-                guard let expert, (0..<bundle.experts.count).contains(expert) else {
+                guard let expert else {
                     throw ValidationError("\(model) is a bundle: choose an expert with --expert (0..<\(bundle.experts.count))")
+                }
+                guard bundle.experts.indices.contains(expert) else {
+                    throw ValidationError("--expert \(expert) does not exist: \(model) has experts 0..<\(bundle.experts.count)")
                 }
                 unet = try bundle.unet(expert: expert)
                 options.skip = bundle.skippedUnits(expert: expert)

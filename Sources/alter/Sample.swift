@@ -46,8 +46,8 @@ struct Sample: ParsableCommand {
     @Option(help: "Sampler: ddim, pndm or euler (or METHOD:STEPS).")
     var scheduler = SchedulerChoice(method: .pndm)
 
-    @Option(help: "Inference steps.")
-    var steps = 20
+    @Option(help: "Inference steps (default: 20, or the count of --scheduler METHOD:STEPS).")
+    var steps: Int?
 
     @Option(help: "Guidance scale (1: conditional only).")
     var guidance: Float = 7.5
@@ -73,22 +73,31 @@ struct Sample: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output .safetensors file (latents).")
     var output: String
 
+    @Flag(help: "Replace an existing output file (never one of the inputs).")
+    var force = false
+
     @Flag(help: "Print the run (every UNet call: timestep, expert, seconds, MACs) as JSON on stdout.")
     var json = false
 
     @OptionGroup var modelOptions: ModelOptions
 
     func validate() throws {
-        if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
-        if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
         for (name, v) in [("--latent", latent), ("--height", height), ("--width", width)] {
             if let v, v <= 0 { throw ValidationError("\(name) must be positive") }
         }
-        _ = try scheduler.kind(steps: steps)
+        if let given = scheduler.steps, let steps, given != steps {
+            throw ValidationError("--scheduler \(scheduler.defaultValueDescription) says \(given) steps and --steps says \(steps); give one")
+        }
+        _ = try scheduler.kind(steps: steps ?? 20)
     }
 
     func run() throws {
-        let kind = try scheduler.kind(steps: steps)
+        // Checked here, after unknown options are reported: a misspelt --width is not "missing".
+        if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
+        if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
+        let kind = try scheduler.kind(steps: steps ?? 20)
+        let lock = try prepareOutputFile(output, force: force, inputs: [model, context, uncond, schedulerConfig, modelOptions.config])
+        defer { lock.release() }
         let start = Date()
         let sampler: RoutedSampler
         do {

@@ -32,12 +32,10 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    func validate() throws {
+    func run() throws {
+        // Checked here, after unknown options are reported: a misspelt --reference is not "missing".
         if deep && reference == nil { throw ValidationError("--deep needs --reference MODEL (for example RUN/final/unet)") }
         if !deep && reference != nil { throw ValidationError("--reference is used by --deep") }
-    }
-
-    func run() throws {
         let b: ExpertBundle
         do { b = try ExpertBundle(path: bundle) } catch {
             let report = VerificationReport(schemaError: error)
