@@ -7,7 +7,7 @@ import XCTest
 /// lists, and version 1 runs, which `--resume` still continues.
 final class RunDirectoryFormatTests: XCTestCase {
     func testRunFilesMatchTheirGoldenKeys() throws {
-        let config = Example.config(steps: 3, hypernetSteps: 2)
+        let config = Example.config(steps: 6, hypernetSteps: 2)
         let dir = RunDirectory(path: try temporaryDirectory(self) + "/run")
         try dir.create(config: config)
         XCTAssertEqual(try Example.trainer(config).run(in: dir), .finished)
@@ -17,7 +17,7 @@ final class RunDirectoryFormatTests: XCTestCase {
         try GoldenKeys.check(json: try read(dir.decisionsPath), name: "run-decisions")
         let lines = try String(contentsOfFile: dir.metricsPath, encoding: .utf8).split(separator: "\n")
         try GoldenKeys.check(json: Data(lines[0].utf8), name: "run-metrics-hypernet-phase")
-        try GoldenKeys.check(json: Data(lines[2].utf8), name: "run-metrics-frozen")
+        try GoldenKeys.check(json: Data(lines[3].utf8), name: "run-metrics-frozen")
     }
 
     /// A version 1 run (camelCase config and state, metrics keys without `_loss`) stopped after a

@@ -170,4 +170,28 @@ final class ExpertBundleTests: XCTestCase {
         let siblings = try FileManager.default.contentsOfDirectory(atPath: Self.scratch)
         XCTAssertFalse(siblings.contains { $0.contains(".alter-tmp-") }, "\(siblings)")
     }
+
+    /// The output policy of export: never the run directory (or a directory holding it, or a path
+    /// inside it), never a directory that is not a bundle, a bundle only with replace.
+    func testExportNeverReplacesARunOrAnotherKindOfDirectory() throws {
+        let run = try finishedRun()
+        var o = RunExporter.Options()
+        o.bundle.replace = true
+        let parent = (run.path as NSString).deletingLastPathComponent
+        for target in [run.path, parent, run.path + "/final/x.alter"] {
+            XCTAssertThrowsError(try RunExporter.export(run: run, to: target, options: o)) { e in
+                XCTAssertTrue("\(e)".contains("an input of this command"), "\(e)")
+            }
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run.decisionsPath), "the run is intact")
+        let plain = Self.scratch + "/plain-dir"
+        try FileManager.default.createDirectory(atPath: plain + "/sub", withIntermediateDirectories: true)
+        XCTAssertThrowsError(try RunExporter.export(run: run, to: plain, options: o)) { e in
+            XCTAssertTrue("\(e)".contains("is not a bundle"), "\(e)")
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: plain + "/sub"))
+        let bundle = try export("replaced")
+        XCTAssertNoThrow(try RunExporter.export(run: run, to: bundle, options: o))
+        XCTAssertNoThrow(try RunExporter.export(run: run, to: Self.scratch + "/new/parents/b.alter", options: o))
+    }
 }

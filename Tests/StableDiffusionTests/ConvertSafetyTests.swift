@@ -43,9 +43,17 @@ final class ConvertSafetyTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out), ["keep.txt"], "untouched")
         try assertNoTemporaries(tmp)
 
-        _ = try ckpt.convert(to: out, layout: .diffusers, dtype: nil, overwrite: true)
-        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: out)), ["config.json", "diffusion_pytorch_model.safetensors"])
-        XCTAssertEqual(try UNetCheckpoint(path: out).report.mapped, 684)
+        // Even with overwrite, a folder that is not a diffusers UNet folder is not replaced.
+        guard let notUNet = expectCheckpointError("other folder", { try ckpt.convert(to: out, layout: .diffusers, dtype: nil, overwrite: true) }) else { return }
+        XCTAssertTrue(notUNet.description.contains("is not a diffusers UNet folder"), notUNet.description)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out), ["keep.txt"], "untouched")
+
+        // A UNet folder is replaced with overwrite.
+        let unet = tmp.path("unet2")
+        _ = try ckpt.convert(to: unet, layout: .diffusers, dtype: .f16)
+        _ = try ckpt.convert(to: unet, layout: .diffusers, dtype: nil, overwrite: true)
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: unet)), ["config.json", "diffusion_pytorch_model.safetensors"])
+        XCTAssertEqual(try UNetCheckpoint(path: unet).report.mapped, 684)
         try assertNoTemporaries(tmp)
     }
 
@@ -80,10 +88,12 @@ final class ConvertSafetyTests: XCTestCase {
         })
         XCTAssertEqual(try tmp.contents(), ["dir.safetensors"])
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.path("dir.safetensors")), [])
-        // A destination in a folder that does not exist.
-        XCTAssertNotNil(expectCheckpointError("no parent") { try ckpt.convert(to: tmp.path("missing/unet.safetensors"), layout: .original, dtype: nil) })
-        XCTAssertNotNil(expectCheckpointError("no parent, diffusers") { try ckpt.convert(to: tmp.path("missing/unet"), layout: .diffusers, dtype: nil) })
         XCTAssertEqual(try tmp.contents(), ["dir.safetensors"])
+        // A destination in a folder that does not exist: the folders are created.
+        _ = try ckpt.convert(to: tmp.path("missing/a/unet.safetensors"), layout: .original, dtype: nil)
+        _ = try ckpt.convert(to: tmp.path("missing/b/unet"), layout: .diffusers, dtype: nil)
+        XCTAssertEqual(try UNetCheckpoint(path: tmp.path("missing/b/unet")).report.mapped, 684)
+        XCTAssertEqual(try SafeTensorsFile(path: tmp.path("missing/a/unet.safetensors")).tensors.count, 684)
     }
 
     func testProgressReachesTotal() throws {
@@ -95,5 +105,26 @@ final class ConvertSafetyTests: XCTestCase {
         XCTAssertEqual(calls.last?.0, summary.bytes)
         XCTAssertTrue(calls.allSatisfy { $0.1 == summary.bytes })
         XCTAssertTrue(zip(calls, calls.dropFirst()).allSatisfy { $0.0 < $1.0 })
+    }
+
+    /// An input is never an output: the same file (also through a link), a folder holding the
+    /// input, or a path inside an input folder; each refused with the input named, nothing changed.
+    func testInputIsNeverReplaced() throws {
+        let tmp = try TemporaryDirectory()
+        let single = tmp.path("model.safetensors")
+        try FileManager.default.copyItem(atPath: Fixtures.sd2Original, toPath: single)
+        let before = try Data(contentsOf: URL(fileURLWithPath: single))
+        try FileManager.default.createSymbolicLink(atPath: tmp.path("link.safetensors"), withDestinationPath: single)
+        let ckpt = try UNetCheckpoint(path: single, options: Fixtures.options(config: Fixtures.sd2Config))
+        for (out, layout) in [(single, CheckpointLayout.original), (tmp.path("link.safetensors"), .original), (tmp.path(""), .diffusers)] {
+            guard let e = expectCheckpointError("input as output \(out)", { try ckpt.convert(to: out, layout: layout, dtype: .bf16, overwrite: true) }) else { continue }
+            XCTAssertTrue(e.description.contains("an input of this command"), e.description)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: single)), before, "the input is untouched")
+        let folder = try UNetCheckpoint(path: Fixtures.sd2Diffusers)
+        guard let inside = expectCheckpointError("inside the input folder", {
+            try folder.convert(to: Fixtures.sd2Diffusers + "/copy.safetensors", layout: .original, dtype: nil)
+        }) else { return }
+        XCTAssertTrue(inside.description.contains("inside an input"), inside.description)
     }
 }
