@@ -158,7 +158,9 @@ public enum Sampler {
             self.scheduler = scheduler
             batch = guidance != 1 ? 2 * b : b
             modelContext = guidance != 1 ? concatBatch(broadcast(uncond ?? Tensor(zeros: [s, d]), batch: b), context) : context
-            cost = CostModel(config: unet.config, latentHeight: noise.shape[2], latentWidth: noise.shape[3], contextLength: s)
+            do { cost = try CostModel(config: unet.config, latentHeight: noise.shape[2], latentWidth: noise.shape[3], contextLength: s) } catch {
+                throw .input(file: "", tensor: error.field == "context_length" ? "context" : "noise", error.description)
+            }
             latent = scheduler.initialLatent(noise: noise)
         }
 

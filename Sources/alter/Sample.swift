@@ -81,9 +81,7 @@ struct Sample: ParsableCommand {
     func validate() throws {
         if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
         if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
-        for (name, v) in [("--latent", latent), ("--height", height), ("--width", width)] {
-            if let v, v <= 0 { throw ValidationError("\(name) must be positive") }
-        }
+        for (name, v) in [("--latent", latent), ("--height", height), ("--width", width)] { try ArgumentBounds.latent(v, flag: name) }
         _ = try scheduler.kind(steps: steps)
     }
 
@@ -134,7 +132,10 @@ struct Sample: ParsableCommand {
                                                            call.index + 1, total, call.timestep, expert, call.seconds, eta).utf8))
                 drawn = true
             }
-        } catch { throw CommandFailure("\(error)") }
+        } catch {
+            let flag = latent != nil ? "--latent" : nil
+            throw CommandFailure(ArgumentBounds.message("\(error)", flags: ["latent_height": flag ?? "--height", "latent_width": flag ?? "--width"]))
+        }
         if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
         let sampled = Date()
 

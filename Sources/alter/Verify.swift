@@ -35,6 +35,8 @@ struct Verify: ParsableCommand {
     func validate() throws {
         if deep && reference == nil { throw ValidationError("--deep needs --reference MODEL (for example RUN/final/unet)") }
         if !deep && reference != nil { throw ValidationError("--reference is used by --deep") }
+        if probeLatent != nil && !deep { throw ValidationError("--probe-latent is used by --deep") }
+        try ArgumentBounds.latent(probeLatent, flag: "--probe-latent")
     }
 
     func run() throws {
@@ -43,6 +45,11 @@ struct Verify: ParsableCommand {
             let report = VerificationReport(schemaError: error)
             if json { try writeJSON(report) } else { print("FAIL schema: \(error.description)") }
             throw ExitCode(1)
+        }
+        if let probeLatent {
+            do { try LatentSize.checkSide(probeLatent, field: "--probe-latent", multiple: LatentSize.multiple(levels: b.config.levels)) } catch {
+                throw ValidationError(ArgumentBounds.message(error, flags: [:]) + " (this bundle's UNet has \(b.config.levels) levels)")
+            }
         }
         var referenceUNet: UNet?
         if deep, let reference {
