@@ -154,7 +154,8 @@ public struct SchedulerConfig: Sendable, Equatable {
     /// schedule whose betas lie in [0, 1) with alphaBar > 0 at every timestep.
     public func validate(source: String = "scheduler config") throws(SchedulerError) {
         func bad(_ s: String) -> SchedulerError { .invalidConfig(file: source, s) }
-        do { try Bounds.check(trainTimesteps, in: Bounds.trainTimesteps, field: "num_train_timesteps") } catch { throw bad(error.description) }
+        let range = Bounds.trainTimesteps
+        guard range.contains(trainTimesteps) else { throw bad("num_train_timesteps \(trainTimesteps) is not in \(range.lowerBound)...\(range.upperBound)") }
         guard (0..<trainTimesteps).contains(stepsOffset) else { throw bad("steps_offset \(stepsOffset) is not in 0..<\(trainTimesteps)") }
         guard betaStart.isFinite, betaEnd.isFinite else { throw bad("beta_start and beta_end must be finite") }
         if betaSchedule != .squaredcosCapV2 {
