@@ -53,6 +53,7 @@ public final class ExpertBundle: @unchecked Sendable {
             let m = try ManifestCoding.decode(ExpertManifest.self, from: d, path: file, format: ExpertManifest.formatName,
                                               version: ExpertManifest.formatVersion, keys: ExpertManifest.CodingKeys.allCases.map(\.rawValue))
             guard m.expert == i else { throw BundleError(file, "expert is \(m.expert), expected \(i)") }
+            try Self.checkBounds(m, path: file)
             experts.append(m)
         }
         self.experts = experts
@@ -84,6 +85,27 @@ public final class ExpertBundle: @unchecked Sendable {
             for (field, v) in [("macs.dense", m.macs.dense), ("macs.dense_conv_linear", m.macs.denseConvLinear)] + m.macs.experts.enumerated().map({ ("macs.experts[\($0.offset)]", $0.element) })
             where v < 0 {
                 throw SizeError(field: field, "is \(v), expected a MAC count (not negative)")
+            }
+        } catch { throw BundleError(path, error.description) }
+    }
+
+    /// Checks the numbers of an expert manifest that size arithmetic: every tensor's shape has
+    /// dimensions that are not negative and a byte count (at up to 8 bytes an element) within
+    /// `Bounds.fileBytes`, and the bytes of all its tensors fit in an `Int`; MACs not negative.
+    static func checkBounds(_ m: ExpertManifest, path: String) throws(BundleError) {
+        do throws(SizeError) {
+            var bytes: [Int] = []
+            for (i, t) in m.tensors.enumerated() {
+                let field = "tensors[\(i)].shape"
+                guard t.shape.allSatisfy({ $0 >= 0 }) else { throw SizeError(field: field, "is \(t.shape), expected sizes that are not negative") }
+                var n = 8
+                for d in t.shape { n = try Bounds.product(n, d, field: field) }
+                try Bounds.check(n, in: Bounds.fileBytes, field: field + " (bytes)")
+                bytes.append(n)
+            }
+            _ = try Bounds.sum(bytes, field: "tensors[].shape (bytes)")
+            for (field, v) in [("macs", m.macs), ("macs_conv_linear", m.macsConvLinear), ("timestep_count", m.timestepCount)] where v < 0 {
+                throw SizeError(field: field, "is \(v), expected a count (not negative)")
             }
         } catch { throw BundleError(path, error.description) }
     }

@@ -155,6 +155,23 @@ final class BundleBoundsTests: XCTestCase {
         }
     }
 
+    func testExpertManifestShapesAndCountsOutOfBounds() throws {
+        for (edit, field) in [
+            ({ (o: inout [String: Any]) in var t = o["tensors"] as! [[String: Any]]; t[0]["shape"] = [10_000_000_000, 10_000_000_000]; o["tensors"] = t }, "tensors[0].shape"),
+            ({ (o: inout [String: Any]) in var t = o["tensors"] as! [[String: Any]]; t[2]["shape"] = [Int.max, 2]; o["tensors"] = t }, "tensors[2].shape"),
+            ({ (o: inout [String: Any]) in var t = o["tensors"] as! [[String: Any]]; t[1]["shape"] = [-4, 3]; o["tensors"] = t }, "tensors[1].shape"),
+            ({ (o: inout [String: Any]) in o["macs"] = -1 }, "macs"),
+            ({ (o: inout [String: Any]) in o["timestep_count"] = Int.min }, "timestep_count"),
+        ] as [((inout [String: Any]) -> Void, String)] {
+            Self.copies += 1
+            let path = try copy(try exportedBundle(), as: "expert-\(Self.copies).alter")
+            try editJSON(path + "/experts/expert-0.json", edit)
+            XCTAssertThrowsError(try ExpertBundle(path: path)) { e in
+                XCTAssertTrue("\(e)".contains("expert-0.json") && "\(e)".contains("`\(field)"), "\(e) does not name \(field)")
+            }
+        }
+    }
+
     func testSummaryAndScheduleArithmeticIsChecked() throws {
         // Each count is a valid Int, their sum is not (the bundle reader refuses such counts too).
         var o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: try exportedBundle() + "/bundle.json"))) as? [String: Any])
