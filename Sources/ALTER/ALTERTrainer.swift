@@ -14,7 +14,9 @@ public final class ALTERTrainer {
     public let data: TrainingData
     public let hypernet: Hypernetwork
     public let budget: UnitBudget
-    public let schedule = NoiseSchedule.scaledLinear()
+    /// The training timesteps of every ALTER run: its noise schedule's and its routing table's length.
+    public static let trainTimesteps = 1000
+    public let schedule = NoiseSchedule.scaledLinear(steps: ALTERTrainer.trainTimesteps)
     public let unetOptimizer: AdamW
     public let hypernetOptimizer: AdamW
     /// Iterations completed.
@@ -49,13 +51,15 @@ public final class ALTERTrainer {
         self.teacher = teacher
         self.data = data
         let (h, w, s) = (data.latentHeight, data.latentWidth, data.contextLength)
-        budget = UnitBudget(cost: CostModel(config: student.config, latentHeight: h, latentWidth: w, contextLength: s))
+        do { budget = UnitBudget(cost: try CostModel(config: student.config, latentHeight: h, latentWidth: w, contextLength: s)) } catch {
+            throw .data("\(data.path): \(error)")
+        }
         guard config.settings.keep > budget.fixedShare else {
             throw .keepBelowFixed(keep: config.settings.keep, fixed: budget.fixedShare)
         }
         unitTarget = config.settings.keep - budget.fixedShare
         do {
-            hypernet = try Hypernetwork(config: student.config, settings: config.settings, seed: config.seed ^ 0x4859_5045_524E_4554)
+            hypernet = try Hypernetwork(config: student.config, settings: config.settings, trainSteps: Self.trainTimesteps, seed: config.seed ^ 0x4859_5045_524E_4554)
         } catch { preconditionFailure("Hypernetwork: \(error)") }
         var root = SeededGenerator(seed: config.seed)
         dataRNG = root.split()

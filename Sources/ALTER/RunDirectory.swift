@@ -174,6 +174,7 @@ public struct RunDirectory: Sendable {
               let d = try? JSONDecoder().decode(FinalDecisions.self, from: data) else {
             throw .runDirectory("\(decisionsPath) is missing or invalid (has the run finished?)")
         }
+        do { try d.validate() } catch { throw .runDirectory("\(decisionsPath): \(error)") }
         return d
     }
 

@@ -49,11 +49,12 @@ public enum ForwardBenchmark {
 
     /// Times `runs` forwards per batch size and skip set (after one warm-up each), alternating
     /// between the skip sets. `profile` is called once per setting after the timed runs (for a
-    /// kernel profile) with the batch, the skip set and a closure that runs one forward.
+    /// kernel profile) with the batch, the skip set and a closure that runs one forward. Throws
+    /// when the latent size or context length is out of bounds (`LatentSize`).
     public static func run(unet: UNet, batches: [Int], latent: Int, context: Int, runs: Int, skipSets: [Set<String>],
-                           profile: ((Int, Set<String>, () -> Void) -> Void)? = nil) -> Report {
+                           profile: ((Int, Set<String>, () -> Void) -> Void)? = nil) throws(SizeError) -> Report {
         let config = unet.config
-        let cost = CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        let cost = try CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context)
         var rows: [Row] = []
         for b in batches {
             var rng = SeededGenerator(seed: 7)

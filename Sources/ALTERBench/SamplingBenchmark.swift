@@ -282,10 +282,11 @@ public enum SamplingBenchmark {
     /// Each expert of `decisions` (at a timestep it serves: the median one) timed right beside a
     /// dense call of `unet` at UNet batch 2, in `rounds` rounds (the order within a pair alternates
     /// by round): the ratio of each pair is robust to drifts in machine speed slower than a pair.
+    /// Throws when the latent size or context length is out of bounds (`LatentSize`).
     public static func pairs(unet: UNet, decisions: ExpertDecisions, latent: Int, tokens: Int, rounds: Int,
-                             log: (String) -> Void = { _ in }) -> Pairs {
+                             log: (String) -> Void = { _ in }) throws(SizeError) -> Pairs {
         let cfg = unet.config
-        let cost = CostModel(config: cfg, latentHeight: latent, latentWidth: latent, contextLength: tokens)
+        let cost = try CostModel(config: cfg, latentHeight: latent, latentWidth: latent, contextLength: tokens)
         let budget = UnitBudget(cost: cost)
         var rng = SeededGenerator(seed: 77)
         let sample = Tensor(shape: [2, cfg.inChannels, latent, latent], values: rng.normals(2 * cfg.inChannels * latent * latent))

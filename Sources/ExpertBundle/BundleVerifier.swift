@@ -71,7 +71,9 @@ public struct VerificationReport: Encodable, Sendable {
 extension ExpertBundle {
     /// Checks checksums, routing, tensor coverage and MACs; with `reference`, also each expert's
     /// output against the reference model's forward with the same units skipped, on `probes`
-    /// seeded inputs per expert at the bundle's MAC latent size (or `probeLatent`).
+    /// seeded inputs per expert at the bundle's MAC latent size (or `probeLatent`, which must be a
+    /// valid `LatentSize` for the bundle's UNet: otherwise the parity check fails naming it and
+    /// nothing is run; the CLI refuses such an argument before calling this).
     public func verify(reference: UNet? = nil, probeLatent: Int? = nil, seed: UInt64 = 0) -> VerificationReport {
         var report = VerificationReport()
         report.checks.append(.init(name: "schema", passed: true,
@@ -162,10 +164,15 @@ extension ExpertBundle {
         // MACs.
         bad = []
         let macs = manifest.macs
-        let cost = CostModel(config: config, latentHeight: macs.latentHeight, latentWidth: macs.latentWidth, contextLength: macs.contextLength)
-        if cost.total.total != macs.dense { bad.append("dense MACs \(macs.dense), the cost model gives \(cost.total.total)") }
+        let cost: CostModel?
+        do { cost = try CostModel(config: config, latentHeight: macs.latentHeight, latentWidth: macs.latentWidth, contextLength: macs.contextLength) } catch {
+            bad.append("bundle.json: \(error.field == "macs" ? error : error.nested(in: "macs"))")
+            cost = nil
+        }
+        if let cost, cost.total.total != macs.dense { bad.append("dense MACs \(macs.dense), the cost model gives \(cost.total.total)") }
         var perExpert: [Int] = []
         for m in experts {
+            guard let cost else { break }
             let expected = cost.cost(skipping: Set(m.skippedUnits)).total
             perExpert.append(expected)
             if m.macs != expected { bad.append("expert \(m.expert): MACs \(m.macs), the cost model gives \(expected)") }
@@ -183,6 +190,11 @@ extension ExpertBundle {
             bad = []
             let h = probeLatent ?? macs.latentHeight, w = probeLatent ?? macs.latentWidth
             var rng = SeededGenerator(seed: seed)
+            do { _ = try LatentSize(height: h, width: w, contextLength: macs.contextLength, config: config) } catch {
+                // A bad probe size is the caller's argument, not the bundle's fault: nothing is run.
+                report.checks.append(.init(name: "parity", passed: false, detail: "probe latent: \(error)"))
+                return report
+            }
             for m in experts {
                 let t = m.timesteps.first.map { ($0[0] + $0[1]) / 2 } ?? 500
                 let sample = Tensor(shape: [1, config.inChannels, h, w], values: rng.normals(config.inChannels * h * w))

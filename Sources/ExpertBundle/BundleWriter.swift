@@ -66,10 +66,21 @@ public enum BundleWriter {
                              progress: (String) -> Void = { _ in }) throws(BundleError) -> BundleManifest {
         guard [.f32, .f16, .bf16].contains(options.dtype) else { throw BundleError(destination, "storage dtype must be F32, F16 or BF16") }
         let unet = contents.unet, d = contents.decisions
-        do { try d.validate() } catch { throw BundleError(destination, "decisions: \(error)") }
+        // Every number is checked before anything is written: the routing table has one entry per
+        // training timestep of the bundle's scheduler config, the MAC sizes are within bounds.
+        let trainTimesteps: Int
+        do { trainTimesteps = try SchedulerConfig(diffusersJSON: contents.scheduler.data(), source: "scheduler").trainTimesteps } catch {
+            throw BundleError(destination, "scheduler: \(error)")
+        }
+        do { try d.validate(trainTimesteps: trainTimesteps) } catch { throw BundleError(destination, "decisions: \(error)") }
         guard d.units == unet.config.units().map(\.name) else {
             throw BundleError(destination, "the decisions' units do not match the UNet's architecture")
         }
+        let cost: CostModel
+        do {
+            cost = try CostModel(config: unet.config, latentHeight: contents.macLatentHeight, latentWidth: contents.macLatentWidth,
+                                 contextLength: contents.macContextLength)
+        } catch { throw BundleError(destination, "MACs: \(error)") }
         let held: PathLock
         if let lock { held = lock } else { held = try prepareDestination(destination, options: options, unet: unet) }
         defer { if lock == nil { held.release() } }
@@ -105,8 +116,6 @@ public enum BundleWriter {
             do { files.append(.init(path: file, bytes: size, sha256: try SHA256.hex(file: full))) } catch { throw BundleError(full, "\(error)") }
         }
 
-        let cost = CostModel(config: unet.config, latentHeight: contents.macLatentHeight, latentWidth: contents.macLatentWidth,
-                             contextLength: contents.macContextLength)
         var expertEntries: [BundleManifest.ExpertEntry] = [], expertMACs: [Int] = []
         for e in 0..<d.experts {
             let skipped = d.skippedUnits(expert: e)

@@ -80,11 +80,17 @@ extension ExpertBundle {
         var report: Inspection.Schedule?
         if let kind {
             let calls = try schedule(kind)
-            let total = calls.reduce(0) { $0 + $1.macs }, dense = calls.count * manifest.macs.dense
+            let total: Int, dense: Int
+            do {
+                total = try Bounds.sum(calls.map(\.macs), field: "macs.experts")
+                dense = try Bounds.product(calls.count, manifest.macs.dense, field: "macs.dense")
+            } catch { throw BundleError(path + "/bundle.json", "schedule \(kind): \(error)") }
             report = .init(schedule: kind.description, calls: calls, macs: total, denseMACs: dense,
                            keptMACFraction: Double(total) / Double(max(dense, 1)))
         }
-        return Inspection(path: path, summary: Summary(manifest), predictionType: manifest.predictionType, formatVersion: manifest.formatVersion,
+        let summary: Summary
+        do { summary = try Summary(manifest) } catch { throw BundleError(path + "/bundle.json", error.description) }
+        return Inspection(path: path, summary: summary, predictionType: manifest.predictionType, formatVersion: manifest.formatVersion,
                           experts: rows, expertManifest: expert.map { experts[$0] }, schedule: report, absentUnits: manifest.units.filter(absentUnits.contains))
     }
 }

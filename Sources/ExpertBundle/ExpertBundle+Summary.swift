@@ -1,4 +1,5 @@
 import Foundation
+import StableDiffusion
 
 extension ExpertBundle {
     /// A short description of a bundle manifest.
@@ -12,10 +13,12 @@ extension ExpertBundle {
         public var latent: [Int]
         public var contextLength: Int
 
-        public init(_ m: BundleManifest) {
+        /// The summary of `m`; the weight bytes are summed with checked arithmetic (an error names
+        /// `files[].bytes` when they do not fit in an `Int`).
+        public init(_ m: BundleManifest) throws(SizeError) {
             experts = m.experts.count
             units = m.units.count
-            weightBytes = m.files.reduce(0) { $0 + $1.bytes }
+            weightBytes = try Bounds.sum(m.files.map(\.bytes), field: "files[].bytes")
             denseMACs = m.macs.dense
             expertMACs = m.macs.experts
             keptFraction = m.macs.keptFraction

@@ -24,8 +24,11 @@ public final class ExpertBundle: @unchecked Sendable {
             && FileManager.default.fileExists(atPath: path + "/bundle.json")
     }
 
-    /// Reads and checks the manifests (schema, versions, references between them). Checksums and
-    /// tensor contents are checked by `verify`.
+    /// Reads and checks the manifests (schema, versions, references between them) and every
+    /// number in them that sizes anything (`checkBounds`): the architecture (`UNetConfig.validate`),
+    /// the MAC latent size and context length (`LatentSize`), `train_timesteps` and the routing
+    /// table's length, the expert count, file byte counts. Checksums, routing entries and tensor
+    /// contents are checked by `verify`.
     public init(path: String) throws(BundleError) {
         self.path = path
         let manifestPath = path + "/bundle.json"
@@ -41,6 +44,7 @@ public final class ExpertBundle: @unchecked Sendable {
             throw BundleError(manifestPath, "prediction_type \"\(manifest.predictionType)\" is neither epsilon nor v_prediction")
         }
         predictionType = p
+        try Self.checkBounds(manifest, config: config, path: manifestPath)
         var experts: [ExpertManifest] = []
         for (i, entry) in manifest.experts.enumerated() {
             guard entry.index == i else { throw BundleError(manifestPath, "experts[\(i)] has index \(entry.index)") }
@@ -49,6 +53,7 @@ public final class ExpertBundle: @unchecked Sendable {
             let m = try ManifestCoding.decode(ExpertManifest.self, from: d, path: file, format: ExpertManifest.formatName,
                                               version: ExpertManifest.formatVersion, keys: ExpertManifest.CodingKeys.allCases.map(\.rawValue))
             guard m.expert == i else { throw BundleError(file, "expert is \(m.expert), expected \(i)") }
+            try Self.checkBounds(m, path: file)
             experts.append(m)
         }
         self.experts = experts
@@ -57,6 +62,52 @@ public final class ExpertBundle: @unchecked Sendable {
         guard manifest.macs.experts.count == experts.count else {
             throw BundleError(manifestPath, "macs.experts has \(manifest.macs.experts.count) entries for \(experts.count) experts")
         }
+    }
+
+    /// Checks the numbers of `bundle.json` that size memory or arithmetic against `Bounds`, naming
+    /// the field: `macs.latent_height`, `macs.latent_width`, `macs.context_length` (`LatentSize`),
+    /// `train_timesteps` (`Bounds.trainTimesteps`) and `routing` (one entry per training timestep),
+    /// `experts` (`Bounds.experts`, at most one per timestep), `files[i].bytes` and
+    /// `source.files[i].bytes` (`Bounds.fileBytes`, and their sum), MAC counts not negative.
+    static func checkBounds(_ m: BundleManifest, config: UNetConfig, path: String) throws(BundleError) {
+        do throws(SizeError) {
+            do { _ = try LatentSize(height: m.macs.latentHeight, width: m.macs.latentWidth, contextLength: m.macs.contextLength, config: config) } catch {
+                throw error.nested(in: "macs")
+            }
+            try Bounds.check(m.trainTimesteps, in: Bounds.trainTimesteps, field: "train_timesteps")
+            guard m.routing.count == m.trainTimesteps else {
+                throw SizeError(field: "routing", "has \(m.routing.count) entries, expected one per training timestep: \(m.trainTimesteps) (train_timesteps)")
+            }
+            try Bounds.check(m.experts.count, in: Bounds.experts.lowerBound...min(Bounds.experts.upperBound, m.trainTimesteps), field: "experts")
+            for (i, f) in m.files.enumerated() { try Bounds.check(f.bytes, in: Bounds.fileBytes, field: "files[\(i)].bytes") }
+            for (i, f) in m.source.files.enumerated() { try Bounds.check(f.bytes, in: Bounds.fileBytes, field: "source.files[\(i)].bytes") }
+            _ = try Bounds.sum(m.files.map(\.bytes), field: "files[].bytes")
+            for (field, v) in [("macs.dense", m.macs.dense), ("macs.dense_conv_linear", m.macs.denseConvLinear)] + m.macs.experts.enumerated().map({ ("macs.experts[\($0.offset)]", $0.element) })
+            where v < 0 {
+                throw SizeError(field: field, "is \(v), expected a MAC count (not negative)")
+            }
+        } catch { throw BundleError(path, error.description) }
+    }
+
+    /// Checks the numbers of an expert manifest that size arithmetic: every tensor's shape has
+    /// dimensions that are not negative and a byte count (at up to 8 bytes an element) within
+    /// `Bounds.fileBytes`, and the bytes of all its tensors fit in an `Int`; MACs not negative.
+    static func checkBounds(_ m: ExpertManifest, path: String) throws(BundleError) {
+        do throws(SizeError) {
+            var bytes: [Int] = []
+            for (i, t) in m.tensors.enumerated() {
+                let field = "tensors[\(i)].shape"
+                guard t.shape.allSatisfy({ $0 >= 0 }) else { throw SizeError(field: field, "is \(t.shape), expected sizes that are not negative") }
+                var n = 8
+                for d in t.shape { n = try Bounds.product(n, d, field: field) }
+                try Bounds.check(n, in: Bounds.fileBytes, field: field + " (bytes)")
+                bytes.append(n)
+            }
+            _ = try Bounds.sum(bytes, field: "tensors[].shape (bytes)")
+            for (field, v) in [("macs", m.macs), ("macs_conv_linear", m.macsConvLinear), ("timestep_count", m.timestepCount)] where v < 0 {
+                throw SizeError(field: field, "is \(v), expected a count (not negative)")
+            }
+        } catch { throw BundleError(path, error.description) }
     }
 
     /// A path inside the bundle from a manifest's relative path (no absolute paths, no `..`).

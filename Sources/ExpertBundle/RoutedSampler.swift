@@ -124,8 +124,10 @@ public final class RoutedSampler {
     }
 
     /// Standard normal noise of `shape` from `seed` (SplitMix64, Box-Muller; the same values on
-    /// every machine, not those of torch.randn).
+    /// every machine, not those of torch.randn). The shape's sizes must be checked already
+    /// (`LatentSize`); a negative dimension is a programmer error.
     public static func noise(seed: UInt64, shape: [Int]) -> Tensor {
+        precondition(shape.allSatisfy { $0 >= 0 }, "RoutedSampler.noise: negative dimension in \(shape)")
         var rng = SeededGenerator(seed: seed)
         return Tensor(shape: shape, values: rng.normals(Tensor.count(of: shape)))
     }
@@ -139,12 +141,17 @@ public final class RoutedSampler {
         return session.result
     }
 
-    /// The same run as `sample`, one UNet call per `step()`.
+    /// The same run as `sample`, one UNet call per `step()`. The latent size and the context
+    /// length are checked (`LatentSize`: errors name `latent_height`, `latent_width` or
+    /// `context_length`) before the noise is drawn.
     public func session(context: Tensor, uncond: Tensor?, options: Options) throws(SamplingError) -> Sampler.Session {
         let (dh, dw) = defaultLatentSize
         let h = options.latentHeight ?? dh, w = options.latentWidth ?? dw
-        guard context.rank == 3 else {
+        guard context.rank == 3, context.shape[0] >= 1 else {
             throw .input(file: "", tensor: "context", "has shape \(context.shape), expected [B, S, \(unet.config.crossAttentionDim)]")
+        }
+        do { _ = try LatentSize(height: h, width: w, contextLength: context.shape[1], config: unet.config) } catch {
+            throw .input(file: "", tensor: error.field == "context_length" ? "context" : "noise", error.description)
         }
         let noise = Self.noise(seed: options.seed, shape: [context.shape[0], unet.config.inChannels, h, w])
         let scheduler = try makeScheduler(options.scheduler)

@@ -1,3 +1,5 @@
+import StableDiffusion
+
 /// Hard pruning and routing decisions: which units each expert keeps and which expert serves
 /// each training timestep. The mask table is m[t, l] = kept[route[t]][l].
 public struct ExpertDecisions: Codable, Equatable, Sendable {
@@ -16,14 +18,30 @@ public struct ExpertDecisions: Codable, Equatable, Sendable {
 
     public var experts: Int { kept.count }
 
-    /// Checks that the decisions are self-consistent: at least one expert and one timestep, one
-    /// kept flag per unit in every row, and every route entry an expert.
-    public func validate() throws(ExpertsError) {
+    /// Checks that the decisions are self-consistent and within `Bounds`: 1 to
+    /// `Bounds.experts` experts (at most one per timestep), one kept flag per unit in every row,
+    /// a route of `trainTimesteps` entries (when given: the model's training timesteps; else any
+    /// length in `Bounds.trainTimesteps`), and every route entry an expert. Errors name the field
+    /// (`kept`, `kept[e]`, `route`, `route[t]`).
+    public func validate(trainTimesteps: Int? = nil) throws(ExpertsError) {
         guard !kept.isEmpty else { throw .invalid(field: "kept", "has no experts") }
+        guard kept.count <= Bounds.experts.upperBound else {
+            throw .invalid(field: "kept", "has \(kept.count) experts, expected at most \(Bounds.experts.upperBound)")
+        }
         for (e, row) in kept.enumerated() where row.count != units.count {
             throw .invalid(field: "kept[\(e)]", "has \(row.count) entries for \(units.count) units")
         }
         guard !route.isEmpty else { throw .invalid(field: "route", "is empty") }
+        if let trainTimesteps {
+            guard route.count == trainTimesteps else {
+                throw .invalid(field: "route", "has \(route.count) entries, expected one per training timestep: \(trainTimesteps)")
+            }
+        } else if !Bounds.trainTimesteps.contains(route.count) {
+            throw .invalid(field: "route", "has \(route.count) entries, expected \(Bounds.trainTimesteps.lowerBound)...\(Bounds.trainTimesteps.upperBound)")
+        }
+        guard kept.count <= route.count else {
+            throw .invalid(field: "kept", "has \(kept.count) experts for \(route.count) timesteps (at most one expert per timestep)")
+        }
         if let t = route.indices.first(where: { route[$0] < 0 || route[$0] >= kept.count }) {
             throw .invalid(field: "route[\(t)]", "is \(route[t]), not an expert (0..<\(kept.count))")
         }

@@ -34,9 +34,12 @@ public enum RunExporter {
         guard final.decisions.units == unet.config.units().map(\.name) else {
             throw BundleError(run.decisionsPath, "units do not match the architecture of \(run.finalPath)/unet")
         }
+        let size = options.macSize ?? (final.latentHeight, final.latentWidth, final.contextLength)
+        do { _ = try LatentSize(height: size.height, width: size.width, contextLength: size.context, config: unet.config) } catch {
+            throw BundleError(options.macSize == nil ? run.decisionsPath : destination, "MACs: \(error)")
+        }
         progress("hashing the source model \(config.model)")
         let source = try BundleWriter.source(model: config.model, variant: config.variant)
-        let size = options.macSize ?? (final.latentHeight, final.latentWidth, final.contextLength)
         let contents = BundleWriter.Contents(
             unet: unet, decisions: final.decisions, predictionType: config.predictionType,
             scheduler: BundleWriter.schedulerConfig(model: config.model, variant: config.variant, predictionType: config.predictionType),

@@ -144,6 +144,7 @@ public enum Sampler {
         private let modelContext: Tensor
         private let cost: CostModel
         private var checked: [Set<String>: Int] = [:]  // skip set -> MACs per sample
+        private var macsSoFar = 0, denseMACsSoFar = 0  // checked running totals (Result's sums then fit)
 
         /// Checks the inputs and sets up the run (see `Sampler.sample`).
         public init(unet: UNet, scheduler: any Scheduler, noise: Tensor, context: Tensor, uncond: Tensor? = nil, guidance: Float,
@@ -160,7 +161,9 @@ public enum Sampler {
             self.scheduler = scheduler
             batch = guidance != 1 ? 2 * b : b
             modelContext = guidance != 1 ? concatBatch(broadcast(uncond ?? Tensor(zeros: [s, d]), batch: b), context) : context
-            cost = CostModel(config: unet.config, latentHeight: noise.shape[2], latentWidth: noise.shape[3], contextLength: s)
+            do { cost = try CostModel(config: unet.config, latentHeight: noise.shape[2], latentWidth: noise.shape[3], contextLength: s) } catch {
+                throw .input(file: "", tensor: error.field == "context_length" ? "context" : "noise", error.description)
+            }
             latent = scheduler.initialLatent(noise: noise)
         }
 
@@ -187,6 +190,12 @@ public enum Sampler {
                 macs = cost.cost(skipping: r.skip).total
                 checked[r.skip] = macs
             }
+            let callMACs: Int
+            do {
+                callMACs = try Bounds.product(macs, batch, field: "macs")
+                macsSoFar = try Bounds.sum([macsSoFar, callMACs], field: "macs")
+                denseMACsSoFar = try Bounds.sum([denseMACsSoFar, Bounds.product(cost.total.total, batch, field: "dense_macs")], field: "dense_macs")
+            } catch { throw .input(file: "", tensor: "noise", "the run's \(error) (batch \(batch), \(calls.count + 1) calls)") }
             let start = DispatchTime.now().uptimeNanoseconds
             let input: Tensor
             do { input = try scheduler.scaleModelInput(latent, timestep: t) } catch { throw .scheduler(error) }
@@ -198,7 +207,7 @@ public enum Sampler {
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             let call = Call(index: calls.count, timestep: t, expert: r.expert, skippedUnits: r.skip.count, batch: batch,
-                            macsPerSample: macs, macs: macs * batch, seconds: seconds)
+                            macsPerSample: macs, macs: callMACs, seconds: seconds)
             calls.append(call)
             return call
         }

@@ -150,11 +150,12 @@ public struct SchedulerConfig: Sendable, Equatable {
         try self.init(diffusersJSON: data, source: path, defaults: defaults)
     }
 
-    /// Checks the values: 2...1,000,000 training timesteps, 0 <= steps_offset < T, and a beta
+    /// Checks the values: `Bounds.trainTimesteps` (2...1,000,000) training timesteps, 0 <= steps_offset < T, and a beta
     /// schedule whose betas lie in [0, 1) with alphaBar > 0 at every timestep.
     public func validate(source: String = "scheduler config") throws(SchedulerError) {
         func bad(_ s: String) -> SchedulerError { .invalidConfig(file: source, s) }
-        guard (2...1_000_000).contains(trainTimesteps) else { throw bad("num_train_timesteps \(trainTimesteps) is not in 2...1000000") }
+        let range = Bounds.trainTimesteps
+        guard range.contains(trainTimesteps) else { throw bad("num_train_timesteps \(trainTimesteps) is not in \(range.lowerBound)...\(range.upperBound)") }
         guard (0..<trainTimesteps).contains(stepsOffset) else { throw bad("steps_offset \(stepsOffset) is not in 0..<\(trainTimesteps)") }
         guard betaStart.isFinite, betaEnd.isFinite else { throw bad("beta_start and beta_end must be finite") }
         if betaSchedule != .squaredcosCapV2 {

@@ -39,10 +39,23 @@ public struct UNetConfig: Equatable, Sendable {
     /// Number of resolution levels.
     public var levels: Int { blockOutChannels.count }
 
-    /// Checks everything needed to build and run the model: structure, norm groups, heads.
+    /// Checks everything needed to build and run the model: structure, norm groups, heads, and
+    /// every number within `Bounds` (so that no edited config can make the module walk, the
+    /// parameter list or the cost model run away).
     public func validate(source: String) throws(CheckpointError) {
         func bad(_ s: String) -> CheckpointError { .invalidConfig(file: source, s) }
         try validateStructure(source: source)
+        func bound(_ v: Int, _ r: ClosedRange<Int>, _ field: String) throws(CheckpointError) {
+            do { try Bounds.check(v, in: r, field: field) } catch { throw bad(error.description) }
+        }
+        for (i, h) in attentionHeads.enumerated() where h > Bounds.heads.upperBound {
+            try bound(h, Bounds.heads, "attention_head_dim[\(i)]")
+        }
+        try bound(sampleSize, Bounds.latentSide, "sample_size")
+        try bound(freqShift, Bounds.freqShift, "freq_shift")
+        try bound(downsamplePadding, Bounds.downsamplePadding, "downsample_padding")
+        guard normEps.isFinite, normEps > 0, normEps <= 1 else { throw bad("`norm_eps` is \(normEps), expected a number in (0, 1]") }
+        guard midBlockScaleFactor.isFinite else { throw bad("`mid_block_scale_factor` is \(midBlockScaleFactor), expected a finite number") }
         for (i, c) in blockOutChannels.enumerated() {
             guard c % normNumGroups == 0 else {
                 throw bad("block_out_channels[\(i)] = \(c) is not a multiple of norm_num_groups \(normNumGroups); give a config.json (load option config_path)")
@@ -56,20 +69,27 @@ public struct UNetConfig: Equatable, Sendable {
         }
     }
 
-    /// Checks what the parameter list depends on: block counts, channels, layers.
+    /// Checks what the parameter list depends on: block counts, channels, layers (each within
+    /// `Bounds`).
     public func validateStructure(source: String) throws(CheckpointError) {
         func bad(_ s: String) -> CheckpointError { .invalidConfig(file: source, s) }
+        func bound(_ v: Int, _ r: ClosedRange<Int>, _ field: String) throws(CheckpointError) {
+            do { try Bounds.check(v, in: r, field: field) } catch { throw bad(error.description) }
+        }
         guard levels >= 1 else { throw bad("block_out_channels is empty") }
+        guard levels <= Bounds.levels.upperBound else {
+            throw bad("`block_out_channels` has \(levels) entries, expected \(Bounds.levels.lowerBound)...\(Bounds.levels.upperBound) levels")
+        }
+        try bound(layersPerBlock, Bounds.layersPerBlock, "layers_per_block")
+        try bound(inChannels, Bounds.latentChannels, "in_channels")
+        try bound(outChannels, Bounds.latentChannels, "out_channels")
+        try bound(crossAttentionDim, Bounds.channels, "cross_attention_dim")
+        for (i, c) in blockOutChannels.enumerated() { try bound(c, Bounds.channels, "block_out_channels[\(i)]") }
+        try bound(normNumGroups, Bounds.normGroups, "norm_num_groups")
         guard downBlocks.count == levels, upBlocks.count == levels else {
             throw bad("down_block_types (\(downBlocks.count)) and up_block_types (\(upBlocks.count)) must match block_out_channels (\(levels))")
         }
         guard attentionHeads.count == levels else { throw bad("attention_head_dim has \(attentionHeads.count) entries for \(levels) blocks") }
-        guard layersPerBlock >= 1 else { throw bad("layers_per_block must be at least 1") }
-        guard inChannels >= 1, outChannels >= 1, crossAttentionDim >= 1 else { throw bad("channel counts must be positive") }
-        for (i, c) in blockOutChannels.enumerated() where c < 1 {
-            throw bad("block_out_channels[\(i)] = \(c) is not positive")
-        }
-        guard normNumGroups >= 1 else { throw bad("norm_num_groups must be positive") }
         for i in 0..<levels where (downBlocks[i] == .crossAttention) != (upBlocks[levels - 1 - i] == .crossAttention) {
             throw bad("down block \(i) and up block \(levels - 1 - i) disagree on cross-attention")
         }

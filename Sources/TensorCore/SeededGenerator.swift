@@ -36,8 +36,12 @@ public struct SeededGenerator: RandomNumberGenerator, Codable, Sendable, Equatab
     /// A standard Gumbel sample, -log(-log U).
     public mutating func gumbel() -> Double { -Foundation.log(-Foundation.log(openUnit())) }
 
-    /// `count` standard normal Floats.
-    public mutating func normals(_ count: Int) -> [Float] { (0..<count).map { _ in Float(normal()) } }
+    /// `count` standard normal Floats (`count` must not be negative: sizes from files and
+    /// arguments are checked before they get here).
+    public mutating func normals(_ count: Int) -> [Float] {
+        precondition(count >= 0, "SeededGenerator.normals: negative count \(count)")
+        return (0..<count).map { _ in Float(normal()) }
+    }
 
     /// `count` standard Gumbel Floats.
     public mutating func gumbels(_ count: Int) -> [Float] { (0..<count).map { _ in Float(gumbel()) } }

@@ -104,3 +104,32 @@ enum ModelInput {
 
     var isBundle: Bool { if case .bundle = self { return true } else { return false } }
 }
+
+/// Argument bounds: the library's (`Bounds`, `LatentSize`), never a second copy of the numbers;
+/// errors name the flag instead of the library's field.
+enum ArgumentBounds {
+    /// Throws a `ValidationError` naming `flag` unless `value` (when given) lies in `range`.
+    static func check(_ value: Int?, in range: ClosedRange<Int>, flag: String) throws {
+        guard let value else { return }
+        do { try Bounds.check(value, in: range, field: flag) } catch { throw ValidationError(message(error, flags: [:])) }
+    }
+
+    /// Checks a latent side (`Bounds.latentSide`) given with `flag`; the multiple of 2^(levels-1)
+    /// is checked once the model is known (`LatentSize`).
+    static func latent(_ value: Int?, flag: String) throws { try check(value, in: Bounds.latentSide, flag: flag) }
+
+    /// Checks a context length (`Bounds.contextLength`) given with `flag`.
+    static func context(_ value: Int?, flag: String) throws { try check(value, in: Bounds.contextLength, flag: flag) }
+
+    /// A library size error in terms of the command's flags (`latent_height` -> `--latent`, ...);
+    /// a field without a flag keeps its name.
+    static func message(_ e: SizeError, flags: [String: String]) -> String {
+        let field = e.field.split(separator: ".").last.map(String.init) ?? e.field
+        return "\(flags[field] ?? flags[e.field] ?? e.field) \(e.message)"
+    }
+
+    /// A library error whose text names size fields in backticks, with each field replaced by its flag.
+    static func message(_ text: String, flags: [String: String]) -> String {
+        flags.reduce(text) { $0.replacingOccurrences(of: "`\($1.key)`", with: $1.value).replacingOccurrences(of: "`macs.\($1.key)`", with: $1.value) }
+    }
+}

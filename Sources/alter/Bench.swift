@@ -53,6 +53,8 @@ struct BenchForward: ParsableCommand {
             throw ValidationError("--batch, --runs, --latent and --context must be positive")
         }
         guard skipFraction >= 0, skipFraction <= 1 else { throw ValidationError("--skip-fraction must be in [0, 1]") }
+        try ArgumentBounds.latent(latent, flag: "--latent")
+        try ArgumentBounds.context(context, flag: "--context")
     }
 
     func run() throws {
@@ -64,7 +66,7 @@ struct BenchForward: ParsableCommand {
                 unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
             }
         } catch { throw CommandFailure("\(error)") }
-        let cost = CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        let cost = try CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
         var skipSets: [Set<String>] = [[]]
         if skipFraction > 0 { skipSets.append(ForwardBenchmark.skipSet(cost, fraction: skipFraction)) }
         let printProfile: (Int, Set<String>, () -> Void) -> Void = { b, skip, forward in
@@ -79,7 +81,7 @@ struct BenchForward: ParsableCommand {
                 print(String(format: "    %-14@ %8.3f s %6d calls %8.1f GFLOP/s", e.name, e.seconds, e.calls, e.gflops))
             }
         }
-        let report = ForwardBenchmark.run(unet: unet, batches: batch.values, latent: latent, context: context, runs: runs, skipSets: skipSets,
+        let report = try ForwardBenchmark.run(unet: unet, batches: batch.values, latent: latent, context: context, runs: runs, skipSets: skipSets,
                                           profile: profile && !json ? printProfile : nil)
         if json { return try writeJSON(report) }
         for row in report.rows {

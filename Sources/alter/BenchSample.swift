@@ -119,6 +119,9 @@ struct BenchSample: ParsableCommand {
         guard experts >= 1, keep > 0, keep <= 1, latent > 0, context > 0, repeats >= 1, rounds >= 1, denseCalls >= 0 else {
             throw ValidationError("--experts, --latent, --context, --repeats and --rounds must be positive, --keep in (0, 1], --dense-calls >= 0")
         }
+        try ArgumentBounds.latent(latent, flag: "--latent")
+        try ArgumentBounds.context(context, flag: "--context")
+        try ArgumentBounds.check(experts, in: Bounds.experts, flag: "--experts")
     }
 
     func run() throws {
@@ -143,9 +146,9 @@ struct BenchSample: ParsableCommand {
                 case .fullExperts:
                     log("full-experts: building a full-size SD2.1 UNet at random init")
                     let unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
-                    let cost = CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
+                    let cost = try CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
                     let decisions = ExpertDecisions.synthetic(cost: cost, experts: experts, keep: keep, spread: spread)
-                    let p = SamplingBenchmark.pairs(unet: unet, decisions: decisions, latent: latent, tokens: context, rounds: rounds, log: log)
+                    let p = try SamplingBenchmark.pairs(unet: unet, decisions: decisions, latent: latent, tokens: context, rounds: rounds, log: log)
                     pairs = p
                     if !json { print(Self.describe(p)) }
                 }
@@ -195,7 +198,7 @@ struct BenchSample: ParsableCommand {
     func full(_ settings: SamplingBenchmark.Settings) throws -> SamplingBenchmark.Comparison {
         log("full: building a full-size SD2.1 UNet at random init")
         let unet = try UNet(config: .sd21, parameters: RandomParameters(seed: 21))
-        let cost = CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        let cost = try CostModel(config: unet.config, latentHeight: latent, latentWidth: latent, contextLength: context)
         let decisions = ExpertDecisions.synthetic(cost: cost, experts: experts, keep: keep, spread: spread)
         let config = SchedulerConfig.sd21
         let routed = try RoutedSampler(unet: unet, decisions: decisions, schedulerConfig: config)

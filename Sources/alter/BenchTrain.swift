@@ -46,6 +46,8 @@ struct BenchTrain: ParsableCommand {
         guard latent > 0, context > 0, batch > 0, steps > 0, experts > 0 else {
             throw ValidationError("--latent, --context, --batch, --steps and --experts must be positive")
         }
+        try ArgumentBounds.latent(latent, flag: "--latent")
+        try ArgumentBounds.context(context, flag: "--context")
     }
 
     func run() throws {

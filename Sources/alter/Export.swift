@@ -37,9 +37,12 @@ struct Export: ParsableCommand {
     @Flag(help: "Print the bundle's summary as JSON.")
     var json = false
 
+    /// The flag of each size field a library error may name.
+    static let flags = ["latent_height": "--latent", "latent_width": "--latent", "context_length": "--context"]
+
     func validate() throws {
-        if let latent, latent <= 0 { throw ValidationError("--latent must be positive") }
-        if let context, context <= 0 { throw ValidationError("--context must be positive") }
+        try ArgumentBounds.latent(latent, flag: "--latent")
+        try ArgumentBounds.context(context, flag: "--context")
     }
 
     func run() throws {
@@ -57,8 +60,9 @@ struct Export: ParsableCommand {
         let manifest: BundleManifest
         do {
             manifest = try RunExporter.export(run: dir, to: output, options: options) { printError($0) }
-        } catch { throw CommandFailure(error.description) }
-        let summary = ExpertBundle.Summary(manifest)
+        } catch { throw CommandFailure(ArgumentBounds.message(error.description, flags: Self.flags)) }
+        let summary: ExpertBundle.Summary
+        do { summary = try ExpertBundle.Summary(manifest) } catch { throw CommandFailure("\(output)/bundle.json: \(error)") }
         if json {
             try writeJSON(summary)
         } else {

@@ -42,7 +42,8 @@ struct Inspect: ParsableCommand {
     @OptionGroup var model: ModelOptions
 
     func validate() throws {
-        guard latent > 0, context > 0 else { throw ValidationError("--latent and --context must be positive") }
+        try ArgumentBounds.latent(latent, flag: "--latent")
+        try ArgumentBounds.context(context, flag: "--context")
     }
 
     func run() throws {
@@ -68,9 +69,10 @@ struct Inspect: ParsableCommand {
     private func runUnits() throws {
         let config: UNetConfig
         do { config = try UNetCheckpoint(path: path, options: model.loadOptions).config } catch { throw CommandFailure(error.description) }
-        let mult = 1 << (config.levels - 1)
-        guard latent % mult == 0 else { throw ValidationError("--latent must be a multiple of \(mult) for this UNet") }
-        let cost = CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context)
+        let cost: CostModel
+        do { cost = try CostModel(config: config, latentHeight: latent, latentWidth: latent, contextLength: context) } catch {
+            throw ValidationError(ArgumentBounds.message(error, flags: ["latent_height": "--latent", "latent_width": "--latent", "context_length": "--context"]))
+        }
         if json { return try writeJSON(CostModel.Report(cost)) }
         func g(_ x: Int) -> String { String(format: "%.2f", Double(x) / 1e9) }
         func pct(_ x: Int, _ t: Int) -> String { String(format: "%.1f%%", 100 * Double(x) / Double(t)) }

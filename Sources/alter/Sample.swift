@@ -82,9 +82,7 @@ struct Sample: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
 
     func validate() throws {
-        for (name, v) in [("--latent", latent), ("--height", height), ("--width", width)] {
-            if let v, v <= 0 { throw ValidationError("\(name) must be positive") }
-        }
+        for (name, v) in [("--latent", latent), ("--height", height), ("--width", width)] { try ArgumentBounds.latent(v, flag: name) }
         if let given = scheduler.steps, let steps, given != steps {
             throw ValidationError("--scheduler \(scheduler.defaultValueDescription) says \(given) steps and --steps says \(steps); give one")
         }
@@ -143,7 +141,10 @@ struct Sample: ParsableCommand {
                                                            call.index + 1, total, call.timestep, expert, call.seconds, eta).utf8))
                 drawn = true
             }
-        } catch { throw CommandFailure("\(error)") }
+        } catch {
+            let flag = latent != nil ? "--latent" : nil
+            throw CommandFailure(ArgumentBounds.message("\(error)", flags: ["latent_height": flag ?? "--height", "latent_width": flag ?? "--width"]))
+        }
         if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
         let sampled = Date()
 

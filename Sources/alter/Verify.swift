@@ -32,15 +32,25 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
+    func validate() throws {
+        try ArgumentBounds.latent(probeLatent, flag: "--probe-latent")
+    }
+
     func run() throws {
         // Checked here, after unknown options are reported: a misspelt --reference is not "missing".
         if deep && reference == nil { throw ValidationError("--deep needs --reference MODEL (for example RUN/final/unet)") }
         if !deep && reference != nil { throw ValidationError("--reference is used by --deep") }
+        if probeLatent != nil && !deep { throw ValidationError("--probe-latent is used by --deep") }
         let b: ExpertBundle
         do { b = try ExpertBundle(path: bundle) } catch {
             let report = VerificationReport(schemaError: error)
             if json { try writeJSON(report) } else { print("FAIL schema: \(error.description)") }
             throw ExitCode(1)
+        }
+        if let probeLatent {
+            do { try LatentSize.checkSide(probeLatent, field: "--probe-latent", multiple: LatentSize.multiple(levels: b.config.levels)) } catch {
+                throw ValidationError(ArgumentBounds.message(error, flags: [:]) + " (this bundle's UNet has \(b.config.levels) levels)")
+            }
         }
         var referenceUNet: UNet?
         if deep, let reference {

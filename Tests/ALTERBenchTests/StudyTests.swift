@@ -95,7 +95,7 @@ final class StudyTests: XCTestCase {
             XCTAssertGreaterThan(row.timeShare, 0)
         }
 
-        let pairs = SamplingBenchmark.pairs(unet: dense, decisions: bundle.decisions, latent: m.latentHeight,
+        let pairs = try SamplingBenchmark.pairs(unet: dense, decisions: bundle.decisions, latent: m.latentHeight,
                                             tokens: m.contextLength, rounds: 1)
         XCTAssertEqual(pairs.rows.count, bundle.experts.count)
         for row in pairs.rows {
@@ -106,12 +106,12 @@ final class StudyTests: XCTestCase {
 
     func testForwardBenchmarkSkipSetAndRows() throws {
         let unet = try UNet(checkpoint: Example.checkpoint())
-        let cost = CostModel(config: unet.config, latentHeight: 16, latentWidth: 16, contextLength: 5)
+        let cost = try CostModel(config: unet.config, latentHeight: 16, latentWidth: 16, contextLength: 5)
         let skip = ForwardBenchmark.skipSet(cost, fraction: 0.5)
         let skipped = cost.unitTotal.total - cost.cost(skipping: skip).total + (cost.total.total - cost.unitTotal.total)
         XCTAssertLessThanOrEqual(Double(cost.total.total - cost.cost(skipping: skip).total), 0.5 * Double(cost.unitTotal.total))
         XCTAssertGreaterThan(skipped, 0)
-        let report = ForwardBenchmark.run(unet: unet, batches: [1], latent: 16, context: 5, runs: 1, skipSets: [[], skip])
+        let report = try ForwardBenchmark.run(unet: unet, batches: [1], latent: 16, context: 5, runs: 1, skipSets: [[], skip])
         XCTAssertEqual(report.rows.count, 2)
         XCTAssertEqual(report.rows[0].macsPerSample, cost.total.total)
         XCTAssertEqual(report.rows[1].macsPerSample, cost.cost(skipping: skip).total)

@@ -37,7 +37,7 @@ final class SyntheticDataTests: XCTestCase {
     }
 
     func testSyntheticDecisionsHitTheirTargets() throws {
-        let cost = CostModel(config: .sd21, latentHeight: 64, latentWidth: 64, contextLength: 77)
+        let cost = try CostModel(config: .sd21, latentHeight: 64, latentWidth: 64, contextLength: 77)
         let d = ExpertDecisions.synthetic(cost: cost, experts: 4, keep: 0.65)
         XCTAssertEqual(d.units, UNetConfig.sd21.units().map(\.name))
         XCTAssertEqual(d.route.count, 1000)

@@ -83,7 +83,7 @@ final class HypernetworkTests: XCTestCase {
 
     /// Kept fractions follow the cost model: all kept is 1, all skipped is the fixed share.
     func testUnitBudget() throws {
-        let cost = CostModel(config: .sd21, latentHeight: 64, latentWidth: 64, contextLength: 77)
+        let cost = try CostModel(config: .sd21, latentHeight: 64, latentWidth: 64, contextLength: 77)
         let b = UnitBudget(cost: cost)
         XCTAssertEqual(b.fixedShare, 1 - Double(cost.unitTotal.total) / Double(cost.total.total), accuracy: 1e-12)
         XCTAssertEqual(b.fixedShare, 0.23, accuracy: 0.01)  // 77% of SD2.1's MACs are in units (ALTER.md 3)

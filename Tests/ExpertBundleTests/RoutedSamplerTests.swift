@@ -127,7 +127,7 @@ final class RoutedSamplerTests: XCTestCase {
         // Every call dense, batch 2B, at the scheduler's timesteps.
         XCTAssertEqual(result.calls.map(\.timestep), try DDIMScheduler(config: config, steps: 8).timesteps)
         XCTAssertTrue(result.calls.allSatisfy { $0.expert == nil && $0.batch == 4 && $0.macsPerSample == result.denseMACsPerSample && $0.macs == 4 * $0.macsPerSample })
-        XCTAssertEqual(result.denseMACsPerSample, CostModel(config: unet.config, latentHeight: 16, latentWidth: 16, contextLength: 5).total.total)
+        XCTAssertEqual(result.denseMACsPerSample, try CostModel(config: unet.config, latentHeight: 16, latentWidth: 16, contextLength: 5).total.total)
 
         // Deterministic for a seed; another seed, other latents.
         XCTAssertEqual(try sampler.sample(context: context, uncond: uncond, options: options).latents.scalars, result.latents.scalars)

@@ -17,7 +17,7 @@ final class CostModelTests: XCTestCase {
         XCTAssertEqual(Set(latents.keys), ["64x64", "96x96"])
         for (key, entry) in latents {
             let size = try XCTUnwrap(Int(key.split(separator: "x")[0]))
-            let model = CostModel(config: .sd21, latentHeight: size, latentWidth: size, contextLength: contextTokens)
+            let model = try CostModel(config: .sd21, latentHeight: size, latentWidth: size, contextLength: contextTokens)
             let total = try XCTUnwrap(entry["total"] as? [String: Int])
             XCTAssertEqual(model.total.convLinear, total["conv_linear_macs"], "\(key) total conv+linear")
             XCTAssertEqual(model.total.attention, total["attention_macs"], "\(key) total attention")
@@ -31,12 +31,12 @@ final class CostModelTests: XCTestCase {
         }
     }
 
-    func testPublishedFigures() {
-        let c64 = CostModel(config: .sd21, latentHeight: 64, latentWidth: 64, contextLength: 77)
+    func testPublishedFigures() throws {
+        let c64 = try CostModel(config: .sd21, latentHeight: 64, latentWidth: 64, contextLength: 77)
         func g(_ x: Int) -> Double { (Double(x) / 1e8).rounded() / 10 }
         XCTAssertEqual(g(c64.total.convLinear), 339.1)
         XCTAssertEqual(g(c64.total.total), 402.1)
-        XCTAssertEqual(g(CostModel(config: .sd21, latentHeight: 96, latentWidth: 96, contextLength: 77).total.convLinear), 760.5)
+        XCTAssertEqual(g(try CostModel(config: .sd21, latentHeight: 96, latentWidth: 96, contextLength: 77).total.convLinear), 760.5)
         let byName = Dictionary(uniqueKeysWithValues: c64.units.map { ($0.name, $0.cost) })
         func g2(_ x: Int?) -> Double { (Double(x ?? 0) / 1e7).rounded() / 100 }
         XCTAssertEqual(g2(byName["down_blocks.0.attentions.0.transformer_blocks.0"]?.convLinear), 7.60)
@@ -62,7 +62,7 @@ final class CostModelTests: XCTestCase {
             let h = try XCTUnwrap(macs["height"] as? Int)
             let w = (macs["width"] as? Int) ?? h
             let s = try XCTUnwrap(macs["context_tokens"] as? Int)
-            let model = CostModel(config: config, latentHeight: h, latentWidth: w, contextLength: s)
+            let model = try CostModel(config: config, latentHeight: h, latentWidth: w, contextLength: s)
             let total = try XCTUnwrap(macs["total"] as? [String: Int])
             XCTAssertEqual(model.total.convLinear, total["conv_linear_macs"], "\(name) conv+linear")
             XCTAssertEqual(model.total.attention, total["attention_macs"], "\(name) attention")

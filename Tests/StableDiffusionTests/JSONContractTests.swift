@@ -20,7 +20,7 @@ final class JSONContractTests: XCTestCase {
     }
 
     func testUnitsKeys() throws {
-        let cost = CostModel(config: try Example.checkpoint().config, latentHeight: 16, latentWidth: 16, contextLength: 5)
+        let cost = try CostModel(config: try Example.checkpoint().config, latentHeight: 16, latentWidth: 16, contextLength: 5)
         try GoldenKeys.check(CostModel.Report(cost), name: "inspect-units")
     }
 
