@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// The settings of a diffusers scheduler that the samplers use (diffusers' `scheduler_config.json`
 /// field names). Missing fields take the values of Stable Diffusion 2.1 (768-v) unless other
@@ -53,6 +54,9 @@ public struct SchedulerConfig: Sendable, Equatable {
     /// steps_offset 1, set_alpha_to_one false, skip_prk_steps true, clip_sample false.
     public init() {}
 
+    /// Most training timesteps accepted (`num_train_timesteps`; SD uses 1000).
+    public static let maxTrainTimesteps = 100_000
+
     /// The Stable Diffusion 2.1 (768-v) scheduler settings (`SchedulerConfig()`).
     public static let sd21 = SchedulerConfig()
 
@@ -75,7 +79,7 @@ public struct SchedulerConfig: Sendable, Equatable {
     public init(diffusersJSON data: Data, source: String, defaults: SchedulerConfig = .sd21) throws(SchedulerError) {
         func bad(_ s: String) -> SchedulerError { .invalidConfig(file: source, s) }
         let any: Any
-        do { any = try JSONSerialization.jsonObject(with: data) } catch { throw bad("not valid JSON (\(error.localizedDescription))") }
+        do { any = try StrictJSON.jsonObject(data, source: source) } catch { throw bad(error.message) }
         guard let o = any as? [String: Any] else { throw bad("not a JSON object") }
         func value(_ k: String) -> Any? {
             guard let v = o[k], !(v is NSNull) else { return nil }
@@ -144,25 +148,28 @@ public struct SchedulerConfig: Sendable, Equatable {
 
     /// Reads and parses a `scheduler_config.json` file (see `init(diffusersJSON:source:defaults:)`).
     public init(contentsOfFile path: String, defaults: SchedulerConfig = .sd21) throws(SchedulerError) {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .invalidConfig(file: path, "cannot read the file")
-        }
+        let data: Data
+        do { data = try RegularFile.read(path, limit: 64 << 20) } catch { throw .invalidConfig(file: path, "cannot read the file: \(error.reason)") }
         try self.init(diffusersJSON: data, source: path, defaults: defaults)
     }
 
-    /// Checks the values: 2...1,000,000 training timesteps, 0 <= steps_offset < T, and a beta
-    /// schedule whose betas lie in [0, 1) with alphaBar > 0 at every timestep.
+    /// Checks the values: 2...100,000 training timesteps (`maxTrainTimesteps`), 0 <= steps_offset < T,
+    /// and a beta schedule whose betas are finite and lie in (0, 1), with alphaBar > 0 at every
+    /// timestep. Every reader of a scheduler config (`sample`, `verify`, the noise schedule) goes
+    /// through it.
     public func validate(source: String = "scheduler config") throws(SchedulerError) {
         func bad(_ s: String) -> SchedulerError { .invalidConfig(file: source, s) }
-        guard (2...1_000_000).contains(trainTimesteps) else { throw bad("num_train_timesteps \(trainTimesteps) is not in 2...1000000") }
+        guard (2...Self.maxTrainTimesteps).contains(trainTimesteps) else {
+            throw bad("num_train_timesteps \(trainTimesteps) is not in 2...\(Self.maxTrainTimesteps)")
+        }
         guard (0..<trainTimesteps).contains(stepsOffset) else { throw bad("steps_offset \(stepsOffset) is not in 0..<\(trainTimesteps)") }
         guard betaStart.isFinite, betaEnd.isFinite else { throw bad("beta_start and beta_end must be finite") }
         if betaSchedule != .squaredcosCapV2 {
             guard betaStart >= 0, betaEnd >= 0 else { throw bad("beta_start \(betaStart) and beta_end \(betaEnd) must not be negative") }
         }
         let s = unvalidatedNoiseSchedule()
-        guard s.betas.allSatisfy({ $0.isFinite && $0 >= 0 && $0 < 1 }) else {
-            throw bad("beta_start \(betaStart), beta_end \(betaEnd) (\(betaSchedule.rawValue)) give betas outside [0, 1)")
+        guard s.betas.allSatisfy({ $0.isFinite && $0 > 0 && $0 < 1 }) else {
+            throw bad("beta_start \(betaStart), beta_end \(betaEnd) (\(betaSchedule.rawValue)) give betas outside (0, 1)")
         }
         guard let last = s.alphasCumprod.last, last > 0, last.isFinite else {
             throw bad("the cumulative alpha product reaches 0: no finite noise level at the last timestep")

@@ -40,8 +40,8 @@ struct Verify: ParsableCommand {
     func run() throws {
         let b: ExpertBundle
         do { b = try ExpertBundle(path: bundle) } catch {
-            let report = VerificationReport(schemaError: error)
-            if json { try writeJSON(report) } else { print("FAIL schema: \(error.description)") }
+            let report = VerificationReport(schemaError: error, deep: deep)
+            if json { try writeJSON(report) } else { printChecks(report) }
             throw ExitCode(1)
         }
         var referenceUNet: UNet?
@@ -54,13 +54,20 @@ struct Verify: ParsableCommand {
         if json {
             try writeJSON(report)
         } else {
-            for c in report.checks { print("\(c.passed ? "ok  " : "FAIL") \(c.name): \(c.detail)") }
+            printChecks(report)
             for f in report.fidelity {
                 print(String(format: "     expert %d (t=%d): parity %.2e (tolerance %.0e), PSNR to dense %.2f dB", f.expert, f.timestep,
                              f.parityError, f.parityTolerance, f.psnrToDense))
             }
-            if deep && !report.passed && report.fidelity.isEmpty { print("     (parity not run: earlier checks failed)") }
         }
         if !report.passed { throw ExitCode(1) }
+    }
+
+    /// One line per check: `ok`, `FAIL`, `----` (not run) or `skip`, its name and detail.
+    func printChecks(_ report: VerificationReport) {
+        for c in report.checks {
+            let mark = switch c.status { case .passed: "ok  "; case .failed: "FAIL"; case .notRun: "----"; case .skipped: "skip" }
+            print("\(mark) \(c.name): \(c.detail)")
+        }
     }
 }
