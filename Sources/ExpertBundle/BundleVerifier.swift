@@ -309,7 +309,7 @@ extension ExpertBundle {
         // What the manifests list, each path once.
         var listed: [String: String] = ["bundle.json": "bundle.json"]
         func list(_ relative: String, as what: String) {
-            do { _ = try Self.resolve(relative, in: path, what: what) } catch { bad.append(error.description); return }
+            do { try Self.checkRelative(relative, in: path, what: what) } catch { bad.append(error.description); return }
             if let other = listed[relative] { bad.append("\"\(relative)\" is listed twice (\(other) and \(what))"); return }
             listed[relative] = what
         }

@@ -9,11 +9,7 @@ extension ExpertBundle {
     /// `..`, no empty component), refusing a symbolic link at any component under `bundle`.
     /// `what` names the manifest field in errors. The file need not exist.
     static func resolve(_ relative: String, in bundle: String, what: String) throws(BundleError) -> String {
-        let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
-        guard !relative.hasPrefix("/"), !parts.isEmpty, !parts.contains(".."), !parts.contains("."), !parts.contains(""),
-              !relative.utf8.contains(0) else {
-            throw BundleError(bundle + "/bundle.json", "\(what) \"\(relative)\" is not a path inside the bundle")
-        }
+        let parts = try checkRelative(relative, in: bundle, what: what)
         var prefix = bundle
         for p in parts {
             prefix += "/" + p
@@ -23,6 +19,17 @@ extension ExpertBundle {
             if status.kind == .symlink { throw symlinkError(prefix) }
         }
         return bundle + "/" + relative
+    }
+
+    /// The components of a manifest's relative path, or an error when it could leave the bundle.
+    @discardableResult
+    static func checkRelative(_ relative: String, in bundle: String, what: String) throws(BundleError) -> [Substring] {
+        let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
+        guard !relative.hasPrefix("/"), !parts.isEmpty, !parts.contains(".."), !parts.contains("."), !parts.contains(""),
+              !relative.utf8.contains(0) else {
+            throw BundleError(bundle + "/bundle.json", "\(what) \"\(relative)\" is not a path inside the bundle")
+        }
+        return parts
     }
 
     static func symlinkError(_ path: String) -> BundleError {

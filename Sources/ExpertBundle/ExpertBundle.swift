@@ -113,7 +113,7 @@ public final class ExpertBundle: @unchecked Sendable {
             let f = try SafeTensorsFile(path: full)
             files[relative] = f
             return f
-        } catch { throw BundleError(full, "\(error)") }
+        } catch { throw BundleError(full, (error.tensor.map { "tensor '\($0)': " } ?? "") + error.message) }
     }
 
     /// Tensors listed by manifests, converted to Float32 on request.

@@ -47,7 +47,8 @@ public struct SafeTensorsError: Error, CustomStringConvertible, Equatable, Senda
         return "\(where_): \(message)"
     }
 
-    private var message: String {
+    /// What is wrong, without the file and tensor.
+    public var message: String {
         switch reason {
         case .cannotOpen(let why): return "cannot open: \(why)"
         case .fileTooShort(let size):
