@@ -64,8 +64,15 @@ public enum StrictJSON {
         guard let tok = json_tokener_new_ex(Int32(maxDepth)) else { throw SyntaxIssue(message: "out of memory", outOfMemory: true) }
         defer { json_tokener_free(tok) }
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8)
-        let obj = json_tokener_parse_ex(tok, base.assumingMemoryBound(to: CChar.self), Int32(json.count))
-        let err = json_tokener_get_error(tok)
+        var obj = json_tokener_parse_ex(tok, base.assumingMemoryBound(to: CChar.self), Int32(json.count))
+        var err = json_tokener_get_error(tok)
+        // A top-level scalar at the very end (`null`, `12`) waits for a delimiter: give it one.
+        var consumedAll = false
+        if err == json_tokener_continue {
+            obj = json_tokener_parse_ex(tok, " ", 1)
+            err = json_tokener_get_error(tok)
+            consumedAll = true
+        }
         guard err == json_tokener_success else {
             if let obj { json_object_put(obj) }
             let why = err == json_tokener_continue
@@ -73,7 +80,7 @@ public enum StrictJSON {
             throw SyntaxIssue(message: why)
         }
         // Anything after the value must be whitespace.
-        let consumed = Int(json_tokener_get_parse_end(tok))
+        let consumed = consumedAll ? json.count : Int(json_tokener_get_parse_end(tok))
         for b in json[consumed...] where !(b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09) {
             if let obj { json_object_put(obj) }
             throw SyntaxIssue(message: "unexpected bytes after the \(subject) value at offset \(consumed)")
