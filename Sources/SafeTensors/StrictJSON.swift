@@ -97,7 +97,8 @@ public enum StrictJSON {
     /// The first place in JSON text accepted by json-c where RFC 8259 forbids what is there:
     /// invalid UTF-8 (overlong forms, encoded surrogates), a byte below 0x20 inside a string,
     /// a lone surrogate escape, a single-quoted string, a bare word other than `true`, `false`
-    /// and `null` (`NaN`, `Infinity`), or an integer part with a leading zero.
+    /// and `null` (`NaN`, `Infinity`), an integer part with a leading zero, or a number not in RFC 8259's
+    /// grammar (`0.`, `1e`, `-`, `1.e5`).
     static func firstLexicalError(_ json: UnsafeRawBufferPointer) -> (offset: Int, message: String)? {
         if String(validating: json, as: UTF8.self) == nil { return (0, "not valid UTF-8") }
         func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
@@ -114,7 +115,6 @@ public enum StrictJSON {
             return v
         }
         var inString = false
-        var inNumber = false
         var i = 0
         let n = json.count
         while i < n {
@@ -138,10 +138,9 @@ public enum StrictJSON {
                 }
             } else if c == UInt8(ascii: "\"") {
                 inString = true
-                inNumber = false
             } else if c == UInt8(ascii: "'") {
                 return (i, "single-quoted string")
-            } else if !inNumber && isLetter(c) {
+            } else if isLetter(c) {
                 var j = i
                 while j < n && isLetter(json[j]) { j += 1 }
                 let word = String(decoding: UnsafeRawBufferPointer(rebasing: json[i..<j]), as: UTF8.self)
@@ -152,17 +151,29 @@ public enum StrictJSON {
                 continue
             } else if isDigit(c) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+") || c == UInt8(ascii: ".")
                         || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") {
-                // A number starts at a '-' or digit that does not continue a number; its integer
-                // part may be "0" but not "0" followed by more digits.
-                if !inNumber && (isDigit(c) || c == UInt8(ascii: "-")) {
-                    let j = c == UInt8(ascii: "-") ? i + 1 : i
-                    if j + 1 < n, json[j] == UInt8(ascii: "0"), isDigit(json[j + 1]) {
-                        return (i, "number with a leading zero")
-                    }
+                // A whole number token, as RFC 8259 spells it: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+                // (json-c also takes "0.", "1e", "-" and "1.e5"). Its integer part may be "0" but
+                // not "0" followed by more digits.
+                var j = i
+                func digits() -> Int { let start = j; while j < n && isDigit(json[j]) { j += 1 }; return j - start }
+                if j < n && json[j] == UInt8(ascii: "-") { j += 1 }
+                if j + 1 < n, json[j] == UInt8(ascii: "0"), isDigit(json[j + 1]) { return (i, "number with a leading zero") }
+                guard digits() > 0 else { return (i, "malformed number") }
+                if j < n && json[j] == UInt8(ascii: ".") {
+                    j += 1
+                    guard digits() > 0 else { return (i, "malformed number (no digit after the decimal point)") }
                 }
-                inNumber = true
-            } else {
-                inNumber = false
+                if j < n && (json[j] | 0x20) == UInt8(ascii: "e") {
+                    j += 1
+                    if j < n && (json[j] == UInt8(ascii: "+") || json[j] == UInt8(ascii: "-")) { j += 1 }
+                    guard digits() > 0 else { return (i, "malformed number (no digit in the exponent)") }
+                }
+                if j < n, isDigit(json[j]) || json[j] == UInt8(ascii: ".") || (json[j] | 0x20) == UInt8(ascii: "e")
+                    || json[j] == UInt8(ascii: "+") || json[j] == UInt8(ascii: "-") {
+                    return (i, "malformed number")
+                }
+                i = j
+                continue
             }
             i += 1
         }
