@@ -98,7 +98,7 @@ public enum StrictJSON {
     /// invalid UTF-8 (overlong forms, encoded surrogates), a byte below 0x20 inside a string,
     /// a lone surrogate escape, a single-quoted string, a bare word other than `true`, `false`
     /// and `null` (`NaN`, `Infinity`), an integer part with a leading zero, or a number not in RFC 8259's
-    /// grammar (`0.`, `1e`, `-`, `1.e5`).
+    /// grammar (`0.`, `1e`, `-`, `1.e5`) or beyond the range of a double (`1e400`).
     static func firstLexicalError(_ json: UnsafeRawBufferPointer) -> (offset: Int, message: String)? {
         if String(validating: json, as: UTF8.self) == nil { return (0, "not valid UTF-8") }
         func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
@@ -163,7 +163,9 @@ public enum StrictJSON {
                     j += 1
                     guard digits() > 0 else { return (i, "malformed number (no digit after the decimal point)") }
                 }
+                var exponent = false
                 if j < n && (json[j] | 0x20) == UInt8(ascii: "e") {
+                    exponent = true
                     j += 1
                     if j < n && (json[j] == UInt8(ascii: "+") || json[j] == UInt8(ascii: "-")) { j += 1 }
                     guard digits() > 0 else { return (i, "malformed number (no digit in the exponent)") }
@@ -171,6 +173,11 @@ public enum StrictJSON {
                 if j < n, isDigit(json[j]) || json[j] == UInt8(ascii: ".") || (json[j] | 0x20) == UInt8(ascii: "e")
                     || json[j] == UInt8(ascii: "+") || json[j] == UInt8(ascii: "-") {
                     return (i, "malformed number")
+                }
+                // A number no double holds (1e400) is infinity to some readers and an error to others.
+                if exponent || j - i > 300,
+                   Double(String(decoding: UnsafeRawBufferPointer(rebasing: json[i..<j]), as: UTF8.self))?.isFinite != true {
+                    return (i, "number out of range")
                 }
                 i = j
                 continue

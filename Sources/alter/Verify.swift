@@ -5,12 +5,13 @@ import StableDiffusion
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check a bundle: schema, checksums, routing, tensors, MACs; with --deep, numeric parity and fidelity.",
+        abstract: "Check a bundle: schema, files, checksums, routing, tensors, MACs, scheduler; with --deep, numeric parity and fidelity.",
         discussion: """
-            Without --deep: both manifest kinds parse with a known format version; every weight file and expert \
-            manifest matches its SHA-256; every timestep 0..999 is routed to an existing expert; every tensor an \
+            Without --deep: both manifest kinds parse (strict JSON: no duplicate key) with a known format version; \
+            the bundle stores exactly the files its manifests list, as regular files (no symbolic link); every \
+            weight file and expert manifest matches its size and SHA-256; every timestep 0..999 is routed to an existing expert; every tensor an \
             expert needs is present with the right dtype, shape and SHA-256; no unlisted tensor is stored; MACs \
-            equal the cost model's. With --deep: each expert's output on a seeded probe input equals the \
+            equal the cost model's; the scheduler config is valid for sampling. With --deep: each expert's output on a seeded probe input equals the \
             reference model's forward with the same units skipped, and its fidelity to the reference's dense \
             output is reported as PSNR. Exit status 0 only when every check holds; each failure is named.
             """)

@@ -19,7 +19,8 @@ final class BundleManifestFuzzRegressionTests: XCTestCase {
     func testNumbersJSONCTakesAndFoundationRefuses() throws {
         // crash-272dba8f: "0." in the routing table (json-c: 0; Foundation: invalid).
         XCTAssertNoThrow(try BundleManifest.decode(manifest(routing: "[0,0,0]"), path: "fuzz/bundle.json"))
-        for routing in ["[0,0.,0]", "[0,1e,0]", "[0,-,0]", "[0,1.e0,0]"] {
+        // crash-764220a3: "1e3080" in the routing table (json-c: infinity; Foundation: invalid).
+        for routing in ["[0,0.,0]", "[0,1e,0]", "[0,-,0]", "[0,1.e0,0]", "[0,1e3080,0]", "[0,-1e400,0]"] {
             XCTAssertThrowsError(try BundleManifest.decode(manifest(routing: routing), path: "fuzz/bundle.json"), routing) { e in
                 XCTAssertEqual((e as? BundleError)?.path, "fuzz/bundle.json")
                 XCTAssertTrue("\(e)".contains("not valid JSON"), "\(e)")
