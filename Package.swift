@@ -58,6 +58,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
+        // libFuzzer target for the bundle manifest readers (plain build: a corpus replayer).
+        .executableTarget(name: "BundleManifestFuzz", dependencies: ["ExpertBundle", "StableDiffusion", "SafeTensors"]),
         // The example model and data for tests of every target.
         .target(name: "ExampleSupport", dependencies: ["ALTER", "StableDiffusion", "TensorCore"], path: "Tests/ExampleSupport"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),

@@ -66,9 +66,11 @@ public struct RunDirectory: Sendable {
 
     /// The configuration of an existing run.
     public func readConfig() throws(CompressionError) -> CompressionConfig {
-        guard let data = FileManager.default.contents(atPath: configPath) else {
+        guard FileManager.default.fileExists(atPath: configPath) else {
             throw .runDirectory("\(configPath) not found: \(path) is not an alter run directory")
         }
+        let data: Data
+        do { data = try RunFileVersion.read(configPath) } catch { throw .runDirectory("\(configPath) is not a valid run configuration: \(error.message)") }
         do { return try RunFileVersion.decoder(for: data).decode(CompressionConfig.self, from: data) } catch {
             throw .runDirectory("\(configPath) is not a valid run configuration: \(error)")
         }
@@ -92,13 +94,14 @@ public struct RunDirectory: Sendable {
 
     /// Drops metrics lines of steps after `step` (those of an interrupted run past its last checkpoint).
     public func truncateMetrics(after step: Int) throws(CompressionError) {
-        guard let data = FileManager.default.contents(atPath: metricsPath) else { return }
+        guard let data = try? RegularFile.read(metricsPath) else { return }
         let lines = data.split(separator: 0x0A, omittingEmptySubsequences: true)
         var kept = Data()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         for line in lines {
             // Version 1 lines are rewritten with version 2 keys.
+            guard (try? StrictJSON.validate(Data(line), source: metricsPath)) != nil else { continue }
             let m = (try? JSONDecoder().decode(StepMetrics.self, from: Data(line)))
                 ?? (try? RunFileVersion.version1Decoder().decode(StepMetrics.self, from: Data(line)))
             guard let m, m.step <= step, let encoded = try? encoder.encode(m) else { continue }
@@ -139,7 +142,7 @@ public struct RunDirectory: Sendable {
             dir = path + "/checkpoint.old"
             guard fm.fileExists(atPath: dir + "/state.json") else { throw .runDirectory("\(path) has no checkpoint to resume from") }
         }
-        guard let stateData = fm.contents(atPath: dir + "/state.json"),
+        guard let stateData = try? RunFileVersion.read(dir + "/state.json"),
               let state = try? RunFileVersion.decoder(for: stateData).decode(TrainerState.self, from: stateData) else {
             throw .runDirectory("\(dir)/state.json is missing or not a valid trainer state")
         }
@@ -170,7 +173,7 @@ public struct RunDirectory: Sendable {
 
     /// The decisions of a finished run.
     public func readDecisions() throws(CompressionError) -> FinalDecisions {
-        guard let data = FileManager.default.contents(atPath: decisionsPath),
+        guard let data = try? RunFileVersion.read(decisionsPath),
               let d = try? JSONDecoder().decode(FinalDecisions.self, from: data) else {
             throw .runDirectory("\(decisionsPath) is missing or invalid (has the run finished?)")
         }

@@ -35,6 +35,12 @@ enum RunFileVersion {
         return d
     }
 
+    /// The bytes of a run-directory JSON file: a regular file, checked by `StrictJSON` (duplicate
+    /// keys refused) before anything is decoded from it.
+    static func read(_ path: String) throws(StrictJSONError) -> Data {
+        try StrictJSON.read(path, limit: 256 << 20)
+    }
+
     /// The decoder for a run file: version 1 when its top-level object has neither `format` nor
     /// any version 2 key, else the plain one.
     static func decoder(for data: Data) -> JSONDecoder {

@@ -245,8 +245,8 @@ extension BundleDiff {
                 expert = nil
                 return
             }
-            guard let data = fm.contents(atPath: path),
-                  let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+            guard let data = try? StrictJSON.read(path, limit: 64 << 20),
+                  let object = (try? StrictJSON.jsonObject(data, source: path)) as? [String: Any],
                   let format = object["format"] as? String else {
                 throw BundleError(path, "not a bundle: neither a bundle directory nor a bundle or expert manifest (JSON with \"format\")")
             }
@@ -270,8 +270,8 @@ extension BundleDiff {
                     up = parent
                 }
                 for candidate in candidates where ExpertBundle.isBundle(candidate) {
-                    guard let data = fm.contents(atPath: candidate + "/bundle.json"),
-                          let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                    guard let data = try? StrictJSON.read(candidate + "/bundle.json", limit: 64 << 20),
+                          let o = (try? StrictJSON.jsonObject(data, source: candidate + "/bundle.json")) as? [String: Any],
                           let entries = o["experts"] as? [[String: Any]],
                           entries.contains(where: { ($0["manifest"] as? String).map { Self.canonical(candidate + "/" + $0) == target } ?? false })
                     else { continue }

@@ -60,6 +60,15 @@ public struct BundleManifest: Codable, Equatable, Sendable {
     }
 }
 
+extension BundleManifest {
+    /// Parses and checks `bundle.json` bytes (strict JSON, known format and version, no unknown
+    /// keys); errors name `path`. References to other files are checked by `ExpertBundle(path:)`.
+    public static func decode(_ data: Data, path: String) throws(BundleError) -> BundleManifest {
+        try ManifestCoding.decode(BundleManifest.self, from: data, path: path, format: formatName, version: formatVersion,
+                                  keys: CodingKeys.allCases.map(\.rawValue))
+    }
+}
+
 /// `experts/expert-<i>.json` (formats/bundle.md).
 public struct ExpertManifest: Codable, Equatable, Sendable {
     public static let formatName = "alter.bundle.expert"
@@ -94,18 +103,25 @@ public struct ExpertManifest: Codable, Equatable, Sendable {
     }
 }
 
+extension ExpertManifest {
+    /// Parses and checks an expert manifest's bytes (see `BundleManifest.decode`).
+    public static func decode(_ data: Data, path: String) throws(BundleError) -> ExpertManifest {
+        try ManifestCoding.decode(ExpertManifest.self, from: data, path: path, format: formatName, version: formatVersion,
+                                  keys: CodingKeys.allCases.map(\.rawValue))
+    }
+}
+
 enum ManifestCoding {
     /// Keys that format version 1 spelled differently (version 1 -> current).
     static let version1Keys = ["kept_fraction": "kept_mac_fraction"]
 
-    /// Decodes `T` from `data`, refusing unknown top-level keys and unknown format versions
-    /// (`version` and version 1, whose keys are read through `version1Keys`).
+    /// Decodes `T` from `data`, refusing what `StrictJSON` refuses (duplicate keys among it),
+    /// unknown top-level keys and unknown format versions (`version` and version 1, whose keys are
+    /// read through `version1Keys`).
     static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String, format: String, version: Int,
                                      keys: [String]) throws(BundleError) -> T {
         let any: Any
-        do { any = try JSONSerialization.jsonObject(with: data) } catch {
-            throw BundleError(path, "not valid JSON (\(error.localizedDescription))")
-        }
+        do { any = try StrictJSON.jsonObject(data, source: path) } catch { throw BundleError(path, error.message) }
         guard let object = any as? [String: Any] else { throw BundleError(path, "not a JSON object") }
         guard let f = object["format"] as? String, f == format else {
             throw BundleError(path, "format is \(object["format"].map { "\($0)" } ?? "missing"), expected \"\(format)\"")

@@ -8,14 +8,50 @@ import TensorCore
 public struct VerificationReport: Encodable, Sendable {
     /// Each check by name, with what was examined; failures name the file, tensor, expert or entry.
     public struct Check: Encodable, Sendable {
+        /// What became of a check.
+        public enum Status: String, Encodable, Sendable {
+            /// Run, and everything it examines holds.
+            case passed
+            /// Run, and something does not hold (`detail` says what).
+            case failed
+            /// Asked for but not run, because what it needs could not be read or an earlier
+            /// check failed: it vouches for nothing, so the report does not pass.
+            case notRun = "not_run"
+            /// Not asked for (`parity` without `--deep`): no claim either way.
+            case skipped
+        }
+
         public var name: String
-        public var passed: Bool
+        public var status: Status
         public var detail: String
+        /// Whether the check ran and held (`status == .passed`).
+        public var passed: Bool { status == .passed }
+
+        public init(name: String, status: Status, detail: String) {
+            self.name = name
+            self.status = status
+            self.detail = detail
+        }
+
+        public init(name: String, passed: Bool, detail: String) {
+            self.init(name: name, status: passed ? .passed : .failed, detail: detail)
+        }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, passed, detail
+            case name, passed, status, detail
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(passed, forKey: .passed)
+            try c.encode(status, forKey: .status)
+            try c.encode(detail, forKey: .detail)
         }
     }
+
+    /// Every check `verify` reports, in order (formats/bundle.md, "What alter verify checks").
+    public static let checkNames = ["schema", "files", "checksums", "routing", "tensors", "macs", "scheduler", "parity"]
 
     /// Fidelity of one expert on probe inputs.
     public struct Fidelity: Encodable, Sendable {
@@ -49,12 +85,23 @@ public struct VerificationReport: Encodable, Sendable {
 
     public init() {}
 
-    /// The report on a bundle whose manifests could not be read.
-    public init(schemaError: BundleError) {
-        checks = [Check(name: "schema", passed: false, detail: schemaError.description)]
+    /// The report on a bundle whose manifests could not be read: `schema` failed, every other
+    /// check is `not_run` (`parity` is `skipped` unless `deep`).
+    public init(schemaError: BundleError, deep: Bool = false) {
+        checks = Self.checkNames.map { name in
+            if name == "schema" { return Check(name: name, passed: false, detail: schemaError.description) }
+            if name == "parity" && !deep { return Check(name: name, status: .skipped, detail: "not run: --deep not given") }
+            return Check(name: name, status: .notRun, detail: "not run: the manifests could not be read")
+        }
     }
-    public var failures: [String] { checks.filter { !$0.passed }.map { "\($0.name): \($0.detail)" } }
-    public var passed: Bool { checks.allSatisfy(\.passed) }
+
+    /// `name: detail` of every check that failed or could not run.
+    public var failures: [String] {
+        checks.filter { $0.status == .failed || $0.status == .notRun }.map { "\($0.name): \($0.detail)" }
+    }
+
+    /// Whether every check that was asked for ran and held.
+    public var passed: Bool { checks.allSatisfy { $0.status == .passed || $0.status == .skipped } }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case passed, checks, fidelity
@@ -78,30 +125,42 @@ extension ExpertBundle {
         var report = VerificationReport()
         report.checks.append(.init(name: "schema", passed: true,
                                    detail: "bundle.json and \(experts.count) expert manifests, format version \(manifest.formatVersion)"))
-        func check(_ name: String, _ failures: [String], ok: String) {
+        // Each failure is reported once (the same bad file named by every expert is one failure).
+        func check(_ name: String, _ all: [String], ok: String) {
+            var seen = Set<String>()
+            let failures = all.filter { seen.insert($0).inserted }
             report.checks.append(.init(name: name, passed: failures.isEmpty,
                                        detail: failures.isEmpty ? ok : failures.prefix(20).joined(separator: "; ")
                                            + (failures.count > 20 ? "; and \(failures.count - 20) more" : "")))
         }
-        let fm = FileManager.default
 
-        // Checksums of files and expert manifests.
-        var bad: [String] = []
+        // Files: what is stored is exactly what the manifests list, as regular files.
+        let listedWeights = Set(manifest.files.map(\.path))
+        var bad = layoutFailures()
+        check("files", bad, ok: "bundle.json, \(manifest.experts.count) expert manifests and \(manifest.files.count) weight files stored, "
+                  + "nothing else; no symbolic link")
+
+        // Checksums of files (size first: a file of the wrong size is not hashed) and expert manifests.
+        bad = []
         for f in manifest.files {
             do {
                 let full = try Self.resolve(f.path, in: path, what: "files")
-                guard fm.fileExists(atPath: full) else { bad.append("\(f.path) is missing"); continue }
-                let size = (try? fm.attributesOfItem(atPath: full)[.size] as? Int) ?? -1
-                if size != f.bytes { bad.append("\(f.path) has \(size) bytes, the manifest says \(f.bytes)") }
-                let digest = try SHA256.hex(file: full)
+                let status: (kind: RegularFile.Kind, size: Int)?
+                do { status = try RegularFile.status(full, followSymlinks: false) } catch { bad.append("\(f.path): \(error.reason)"); continue }
+                guard let status else { bad.append("\(f.path) is missing"); continue }
+                guard status.kind == .regular else { bad.append("\(f.path) is \(status.kind.rawValue), not a regular file"); continue }
+                guard status.size == f.bytes else { bad.append("\(f.path) has \(status.size) bytes, the manifest says \(f.bytes)"); continue }
+                let digest = try SHA256.hex(file: full, followSymlinks: false)
                 if digest != f.sha256 { bad.append("\(f.path) has SHA-256 \(digest), the manifest says \(f.sha256)") }
             } catch { bad.append("\(error)") }
         }
         for e in manifest.experts {
-            if let d = fm.contents(atPath: path + "/" + e.manifest) {
+            do {
+                let full = try Self.resolve(e.manifest, in: path, what: "experts[\(e.index)].manifest")
+                let d = try RegularFile.read(full, limit: 64 << 20, followSymlinks: false)
                 let digest = d.withUnsafeBytes { SHA256.hex($0) }
                 if digest != e.sha256 { bad.append("\(e.manifest) has SHA-256 \(digest), bundle.json says \(e.sha256)") }
-            }
+            } catch let error as FileAccessError { bad.append("\(e.manifest): \(error.reason)") } catch { bad.append("\(error)") }
         }
         check("checksums", bad, ok: "\(manifest.files.count) weight files and \(manifest.experts.count) expert manifests match their SHA-256")
 
@@ -140,7 +199,8 @@ extension ExpertBundle {
             }
             for entry in m.tensors {
                 listedPerFile[entry.file, default: []].insert(entry.name)
-                guard checkedTensors.insert(entry.file + "\u{0}" + entry.name).inserted else { continue }
+                // A tensor in a file bundle.json does not list is reported by `files`, not read.
+                guard listedWeights.contains(entry.file), checkedTensors.insert(entry.file + "\u{0}" + entry.name).inserted else { continue }
                 do {
                     let f = try file(entry.file)
                     guard let info = f.info(entry.name) else { bad.append("\(entry.file): tensor '\(entry.name)' is missing"); continue }
@@ -185,8 +245,30 @@ extension ExpertBundle {
         check("macs", bad, ok: String(format: "dense %@ MACs per call at %dx%d, %d tokens; routed mean %.4f of dense", "\(macs.dense)",
                                       macs.latentHeight, macs.latentWidth, macs.contextLength, macs.keptFraction))
 
+        // The scheduler config sampling builds (the bounds of SchedulerConfig.validate, shared with `sample`).
+        bad = []
+        do {
+            let scheduler = try schedulerConfig()
+            if scheduler.trainTimesteps != manifest.trainTimesteps {
+                bad.append("bundle.json scheduler.num_train_timesteps is \(scheduler.trainTimesteps), train_timesteps is \(manifest.trainTimesteps)")
+            }
+            if let p = manifest.scheduler["prediction_type"], p != .null, p.stringValue != manifest.predictionType {
+                bad.append("bundle.json scheduler.prediction_type is \(p.stringValue.map { "\"\($0)\"" } ?? "not a string"), "
+                           + "prediction_type is \"\(manifest.predictionType)\"")
+            }
+        } catch { bad.append("\(error)") }
+        check("scheduler", bad, ok: "the scheduler config is valid, with \(manifest.trainTimesteps) training timesteps and \(manifest.predictionType)")
+
         // Numeric parity and fidelity against a reference model.
-        if let reference, report.passed {
+        guard let reference else {
+            report.checks.append(.init(name: "parity", status: .skipped, detail: "not run: --deep not given"))
+            return report
+        }
+        guard report.passed else {
+            report.checks.append(.init(name: "parity", status: .notRun, detail: "not run: earlier checks failed"))
+            return report
+        }
+        do {
             bad = []
             let h = probeLatent ?? macs.latentHeight, w = probeLatent ?? macs.latentWidth
             var rng = SeededGenerator(seed: seed)
@@ -228,5 +310,53 @@ extension ExpertBundle {
             check("parity", bad, ok: "every expert's output equals the reference's masked forward on a probe input")
         }
         return report
+    }
+
+    /// The `files` check: every path bundle.json and the expert manifests name is inside the bundle
+    /// and listed once; every weight file a tensor entry names is listed in `files`; every listed
+    /// file exists as a regular file; and everything stored under the bundle directory (recursively)
+    /// is a listed file or a directory holding one: no other file, no symbolic link, no FIFO or device.
+    func layoutFailures() -> [String] {
+        var bad: [String] = []
+        // What the manifests list, each path once.
+        var listed: [String: String] = ["bundle.json": "bundle.json"]
+        func list(_ relative: String, as what: String) {
+            do { try Self.checkRelative(relative, in: path, what: what) } catch { bad.append(error.description); return }
+            if let other = listed[relative] { bad.append("\"\(relative)\" is listed twice (\(other) and \(what))"); return }
+            listed[relative] = what
+        }
+        for e in manifest.experts { list(e.manifest, as: "experts[\(e.index)].manifest") }
+        for (i, f) in manifest.files.enumerated() { list(f.path, as: "files[\(i)]") }
+        // Tensor entries may name only listed weight files (one failure per file, naming the experts).
+        let weightFiles = Set(manifest.files.map(\.path))
+        var unlisted: [String: [Int]] = [:]
+        for m in experts {
+            for file in Set(m.tensors.map(\.file)) where !weightFiles.contains(file) { unlisted[file, default: []].append(m.expert) }
+        }
+        for (file, users) in unlisted.sorted(by: { $0.key < $1.key }) {
+            let who = users.count == 1 ? "expert \(users[0])" : "experts \(users.sorted().map(String.init).joined(separator: ", "))"
+            bad.append("\(who) list tensors in \"\(file)\", which bundle.json files does not list")
+        }
+        // What is stored.
+        let (stored, errors) = storedEntries()
+        bad += errors
+        var present = Set<String>()
+        for (rel, kind) in stored {
+            switch kind {
+            case .regular:
+                present.insert(rel)
+                if listed[rel] == nil { bad.append("\(rel) is stored in the bundle but no manifest lists it") }
+            case .directory:
+                if !listed.keys.contains(where: { $0.hasPrefix(rel + "/") }) { bad.append("\(rel)/ is a directory holding no listed file") }
+            case .symlink:
+                bad.append("\(rel) " + Self.symlinkError(path + "/" + rel).message)
+            default:
+                bad.append("\(rel) is \(kind.rawValue); a bundle holds regular files only")
+            }
+        }
+        for (rel, what) in listed.sorted(by: { $0.key < $1.key }) where !present.contains(rel) {
+            if !stored.contains(where: { $0.path == rel }) { bad.append("\(rel) (\(what)) is not stored in the bundle") }
+        }
+        return bad
     }
 }

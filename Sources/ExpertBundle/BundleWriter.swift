@@ -197,7 +197,7 @@ public enum BundleWriter {
     /// `predictionType`.
     public static func schedulerConfig(model: String, variant: String?, predictionType: NoiseSchedule.PredictionType) -> JSONValue {
         if let source = try? CheckpointSource.locate(model, variant: variant), let p = source.schedulerConfigPath,
-           let data = FileManager.default.contents(atPath: p), let v = try? JSONValue.parse(data), case .object = v {
+           let data = try? StrictJSON.read(p, limit: 64 << 20), let v = try? JSONValue.parse(data, source: p), case .object = v {
             return v
         }
         return .object([

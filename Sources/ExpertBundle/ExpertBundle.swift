@@ -32,9 +32,10 @@ public final class ExpertBundle: @unchecked Sendable {
     public init(path: String) throws(BundleError) {
         self.path = path
         let manifestPath = path + "/bundle.json"
-        guard let data = FileManager.default.contents(atPath: manifestPath) else {
+        guard (try? RegularFile.status(manifestPath, followSymlinks: false)) != nil else {
             throw BundleError(path, "not a bundle: bundle.json not found")
         }
+        let data = try Self.readManifest("bundle.json", in: path, what: "bundle.json")
         manifest = try ManifestCoding.decode(BundleManifest.self, from: data, path: manifestPath, format: BundleManifest.formatName,
                                              version: BundleManifest.formatVersion, keys: BundleManifest.CodingKeys.allCases.map(\.rawValue))
         do { config = try UNetConfig(diffusersJSON: manifest.architecture.data(), source: manifestPath + " (architecture)") } catch {
@@ -49,7 +50,8 @@ public final class ExpertBundle: @unchecked Sendable {
         for (i, entry) in manifest.experts.enumerated() {
             guard entry.index == i else { throw BundleError(manifestPath, "experts[\(i)] has index \(entry.index)") }
             let file = try Self.resolve(entry.manifest, in: path, what: "experts[\(i)].manifest")
-            guard let d = FileManager.default.contents(atPath: file) else { throw BundleError(file, "expert manifest not found") }
+            guard (try? RegularFile.status(file, followSymlinks: false)) != nil else { throw BundleError(file, "expert manifest not found") }
+            let d = try Self.readManifest(entry.manifest, in: path, what: "experts[\(i)].manifest")
             let m = try ManifestCoding.decode(ExpertManifest.self, from: d, path: file, format: ExpertManifest.formatName,
                                               version: ExpertManifest.formatVersion, keys: ExpertManifest.CodingKeys.allCases.map(\.rawValue))
             guard m.expert == i else { throw BundleError(file, "expert is \(m.expert), expected \(i)") }
@@ -110,15 +112,6 @@ public final class ExpertBundle: @unchecked Sendable {
         } catch { throw BundleError(path, error.description) }
     }
 
-    /// A path inside the bundle from a manifest's relative path (no absolute paths, no `..`).
-    static func resolve(_ relative: String, in bundle: String, what: String) throws(BundleError) -> String {
-        let parts = relative.split(separator: "/")
-        guard !relative.hasPrefix("/"), !parts.isEmpty, !parts.contains(".."), !parts.contains(".") else {
-            throw BundleError(bundle + "/bundle.json", "\(what) \"\(relative)\" is not a path inside the bundle")
-        }
-        return bundle + "/" + relative
-    }
-
     /// The expert that serves training timestep `t` (clamped to 0 ..< train_timesteps), or an
     /// error when the routing table names an expert that does not exist (see `verify`).
     public func expert(forTimestep t: Int) throws(BundleError) -> Int {
@@ -171,7 +164,7 @@ public final class ExpertBundle: @unchecked Sendable {
             let f = try SafeTensorsFile(path: full)
             files[relative] = f
             return f
-        } catch { throw BundleError(full, "\(error)") }
+        } catch { throw BundleError(full, (error.tensor.map { "tensor '\($0)': " } ?? "") + error.message) }
     }
 
     /// Tensors listed by manifests, converted to Float32 on request.

@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// Any JSON value, for manifest fields that hold foreign JSON objects (a diffusers config).
 public enum JSONValue: Codable, Equatable, Sendable {
@@ -32,8 +33,12 @@ public enum JSONValue: Codable, Equatable, Sendable {
         }
     }
 
-    /// Parses JSON bytes.
-    public static func parse(_ data: Data) throws -> JSONValue { try JSONDecoder().decode(JSONValue.self, from: data) }
+    /// Parses JSON bytes after `StrictJSON.validate` (duplicate keys refused); `source` names
+    /// them in errors.
+    public static func parse(_ data: Data, source: String = "JSON text") throws -> JSONValue {
+        try StrictJSON.validate(data, source: source)
+        return try JSONDecoder().decode(JSONValue.self, from: data)
+    }
 
     /// The value as JSON bytes (keys sorted).
     public func data() -> Data {

@@ -76,18 +76,12 @@ public struct SHA256: Sendable {
         return s.hexDigest()
     }
 
-    /// The hex digest of a file, read in 4 MB pieces.
-    public static func hex(file path: String) throws(SafeTensorsError) -> String {
-        guard let h = FileHandle(forReadingAtPath: path) else { throw SafeTensorsError(file: path, .io("cannot open for reading")) }
-        defer { try? h.close() }
+    /// The hex digest of a regular file, read in 4 MB pieces (anything else, such as a FIFO or a
+    /// device, is refused before it is opened: see `RegularFile`).
+    public static func hex(file path: String, followSymlinks: Bool = true) throws(SafeTensorsError) -> String {
         var s = SHA256()
-        while true {
-            let chunk: Data
-            do { chunk = try h.read(upToCount: 4 << 20) ?? Data() } catch {
-                throw SafeTensorsError(file: path, .io("read failed: \(error.localizedDescription)"))
-            }
-            if chunk.isEmpty { break }
-            s.update(chunk)
+        do { try RegularFile.forEachChunk(path, followSymlinks: followSymlinks) { s.update($0) } } catch {
+            throw SafeTensorsError(file: path, .io(error.reason))
         }
         return s.hexDigest()
     }

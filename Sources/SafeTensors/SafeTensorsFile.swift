@@ -21,19 +21,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private let dataStart: Int
     private let index: [String: Int]
 
-    /// Opens and validates `path`. Throws `SafeTensorsError` naming the file (and tensor).
+    /// Opens and validates `path` (a regular file, or a symbolic link to one; see `RegularFile`).
+    /// Throws `SafeTensorsError` naming the file (and tensor).
     public init(path: String) throws(SafeTensorsError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SafeTensorsError(file: path, .cannotOpen(errnoString())) }
+        // Regular files only, checked before opening (a FIFO or a device would block or never end).
+        let fd: Int32, size: Int
+        do { (fd, size) = try RegularFile.open(path) } catch { throw SafeTensorsError(file: path, .cannotOpen(error.reason)) }
         var keepOpen = false
         defer { if !keepOpen { close(fd) } }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SafeTensorsError(file: path, .cannotOpen(errnoString())) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw SafeTensorsError(file: path, .cannotOpen("not a regular file"))
-        }
-        let size = Int(st.st_size)
         fileSize = size
         guard size >= 8 else { throw SafeTensorsError(file: path, .fileTooShort(size: size)) }
         guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {

@@ -66,17 +66,17 @@ public struct SafeTensorsHeader: Sendable, Equatable {
         defer { json_object_put(root) }
         guard json_object_get_type(root) == json_type_object else { throw fail(.headerNotObject) }
         // json-c keeps only the last of duplicate keys and cuts keys at an escaped NUL, so both
-        // are looked for on the raw text before its objects are read.
-        if let issue = firstKeyIssue(json) {
-            switch issue {
-            case .duplicate(let path) where path.count == 1: throw fail(path[0], .duplicateName)
-            case .duplicate(let path) where path[0] == metadataKey:
-                throw fail(.invalidMetadata("key '\(path[1])' appears more than once"))
-            case .duplicate(let path): throw fail(path[0], .invalidEntry("field '\(path[1])' appears more than once"))
-            case .nul(let path) where path.count == 1: throw fail(path[0], .invalidEntry("name contains a NUL character"))
-            case .nul(let path) where path[0] == metadataKey:
-                throw fail(.invalidMetadata("key '\(path[1])' contains a NUL character"))
-            case .nul(let path): throw fail(path[0], .invalidEntry("field name contains a NUL character"))
+        // are looked for on the raw text (StrictJSON) before its objects are read.
+        if let issue = StrictJSON.firstKeyIssue(json) {
+            let path = issue.path
+            let field = path.dropFirst().joined(separator: ".")
+            switch issue.kind {
+            case .duplicate where path.count == 1: throw fail(path[0], .duplicateName)
+            case .duplicate where path[0] == metadataKey: throw fail(.invalidMetadata("key '\(field)' appears more than once"))
+            case .duplicate: throw fail(path[0], .invalidEntry("field '\(field)' appears more than once"))
+            case .nul where path.count == 1: throw fail(path[0], .invalidEntry("name contains a NUL character"))
+            case .nul where path[0] == metadataKey: throw fail(.invalidMetadata("key '\(field)' contains a NUL character"))
+            case .nul: throw fail(path[0], .invalidEntry("field name contains a NUL character"))
             }
         }
 
@@ -117,112 +117,17 @@ public struct SafeTensorsHeader: Sendable, Equatable {
         return SafeTensorsHeader(tensors: entries, metadata: metadata, headerLength: n)
     }
 
+    /// The header's JSON through `StrictJSON`'s json-c parse and RFC 8259 checks.
     private static func parseJSON(
         _ json: UnsafeRawBufferPointer, fail: (SafeTensorsError.Reason) -> SafeTensorsError
     ) throws(SafeTensorsError) -> OpaquePointer {
-        guard json.count > 0, let base = json.baseAddress else { throw fail(.invalidJSON("empty header")) }
-        if json.contains(0) { throw fail(.invalidJSON("header contains a NUL byte")) }
-        guard let tok = json_tokener_new_ex(64) else { throw fail(.io("out of memory")) }
-        defer { json_tokener_free(tok) }
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8)
-        let obj = json_tokener_parse_ex(tok, base.assumingMemoryBound(to: CChar.self), Int32(json.count))
-        let err = json_tokener_get_error(tok)
-        guard err == json_tokener_success else {
-            if let obj { json_object_put(obj) }
-            let why = err == json_tokener_continue
-                ? "unexpected end of header" : String(cString: json_tokener_error_desc(err))
-            throw fail(.invalidJSON(why))
-        }
-        // Anything after the value must be padding whitespace.
-        let consumed = Int(json_tokener_get_parse_end(tok))
-        for b in json[consumed...] where !(b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09) {
-            if let obj { json_object_put(obj) }
-            throw fail(.invalidJSON("unexpected bytes after the header object at offset \(consumed)"))
-        }
-        // json-c's strict mode still takes some text that RFC 8259 (and other safetensors
-        // readers) refuse; names and values read from it would differ between readers.
-        if let (at, why) = firstLexicalError(json) {
-            if let obj { json_object_put(obj) }
-            throw fail(.invalidJSON("\(why) at offset \(at)"))
+        let obj: OpaquePointer?
+        do { obj = try StrictJSON.parseTree(json, subject: "header") } catch {
+            throw fail(error.outOfMemory ? .io("out of memory") : .invalidJSON(error.message))
         }
         // A successful parse without an object is the JSON literal `null`.
         guard let obj else { throw fail(.headerNotObject) }
         return obj
-    }
-
-    /// The first place in JSON text accepted by json-c where RFC 8259 forbids what is there:
-    /// invalid UTF-8 (overlong forms, encoded surrogates), a byte below 0x20 inside a string,
-    /// a lone surrogate escape, a single-quoted string, a bare word other than `true`, `false`
-    /// and `null` (`NaN`, `Infinity`), or an integer part with a leading zero.
-    static func firstLexicalError(_ json: UnsafeRawBufferPointer) -> (offset: Int, message: String)? {
-        if String(validating: json, as: UTF8.self) == nil { return (0, "header is not valid UTF-8") }
-        func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
-        func isLetter(_ c: UInt8) -> Bool { (c | 0x20) >= UInt8(ascii: "a") && (c | 0x20) <= UInt8(ascii: "z") }
-        func hex4(_ at: Int) -> UInt32? {
-            guard at + 4 <= json.count else { return nil }
-            var v: UInt32 = 0
-            for k in at..<(at + 4) {
-                let c = json[k] | 0x20  // ASCII lower case
-                if isDigit(json[k]) { v = v << 4 | UInt32(json[k] - UInt8(ascii: "0")) }
-                else if c >= UInt8(ascii: "a") && c <= UInt8(ascii: "f") { v = v << 4 | UInt32(c - UInt8(ascii: "a") + 10) }
-                else { return nil }
-            }
-            return v
-        }
-        var inString = false
-        var inNumber = false
-        var i = 0
-        let n = json.count
-        while i < n {
-            let c = json[i]
-            if inString {
-                if c < 0x20 { return (i, "unescaped control character 0x\(String(c, radix: 16)) in a string") }
-                if c == UInt8(ascii: "\"") { inString = false }
-                if c == UInt8(ascii: "\\"), i + 1 < n {
-                    if json[i + 1] == UInt8(ascii: "u"), let u = hex4(i + 2) {
-                        if (0xDC00...0xDFFF).contains(u) { return (i, "lone low surrogate escape") }
-                        if (0xD800...0xDBFF).contains(u) {
-                            guard i + 7 < n, json[i + 6] == UInt8(ascii: "\\"), json[i + 7] == UInt8(ascii: "u"),
-                                  let low = hex4(i + 8), (0xDC00...0xDFFF).contains(low)
-                            else { return (i, "lone high surrogate escape") }
-                            i += 6
-                        }
-                        i += 5
-                    } else {
-                        i += 1
-                    }
-                }
-            } else if c == UInt8(ascii: "\"") {
-                inString = true
-                inNumber = false
-            } else if c == UInt8(ascii: "'") {
-                return (i, "single-quoted string")
-            } else if !inNumber && isLetter(c) {
-                var j = i
-                while j < n && isLetter(json[j]) { j += 1 }
-                let word = String(decoding: UnsafeRawBufferPointer(rebasing: json[i..<j]), as: UTF8.self)
-                guard word == "true" || word == "false" || word == "null" else {
-                    return (i, "unexpected word '\(word)'")
-                }
-                i = j
-                continue
-            } else if isDigit(c) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+") || c == UInt8(ascii: ".")
-                        || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") {
-                // A number starts at a '-' or digit that does not continue a number; its integer
-                // part may be "0" but not "0" followed by more digits.
-                if !inNumber && (isDigit(c) || c == UInt8(ascii: "-")) {
-                    let j = c == UInt8(ascii: "-") ? i + 1 : i
-                    if j + 1 < n, json[j] == UInt8(ascii: "0"), isDigit(json[j + 1]) {
-                        return (i, "number with a leading zero")
-                    }
-                }
-                inNumber = true
-            } else {
-                inNumber = false
-            }
-            i += 1
-        }
-        return nil
     }
 
     private static func parseMetadata(
@@ -313,82 +218,6 @@ public struct SafeTensorsHeader: Sendable, Equatable {
         return out
     }
 
-    /// A problem with an object key that json-c would hide: `path` is the top-level key, and the
-    /// key inside that key's object for a problem one level down.
-    enum KeyIssue: Equatable {
-        case duplicate(path: [String])
-        case nul(path: [String])
-    }
-
-    /// Finds the first key, at the top level or in an object directly under a top-level key,
-    /// that occurs twice in its object or holds a NUL character. `json` must be valid JSON.
-    /// Keys are compared as Swift strings (canonical equivalence), as every reader of the
-    /// names and metadata will compare them.
-    static func firstKeyIssue(_ json: UnsafeRawBufferPointer) -> KeyIssue? {
-        struct Frame {
-            var isObject: Bool
-            var parentKey: String?
-            var keys = Set<String>()
-            var lastKey: String?
-        }
-        var stack: [Frame] = []
-        var expectingKey = false
-        var i = 0
-        let n = json.count
-        while i < n {
-            let c = json[i]
-            if c == UInt8(ascii: "\"") {
-                let start = i
-                var escaped = false
-                i += 1
-                while i < n && json[i] != UInt8(ascii: "\"") {
-                    if json[i] == UInt8(ascii: "\\") { escaped = true; i += 2 } else { i += 1 }
-                }
-                // Keys of objects that are array elements are not looked at. (The frame is not
-                // bound to a local: a second reference to its set would copy it on insert.)
-                let d = stack.count - 1
-                if expectingKey, d == 0 || d == 1, stack[d].isObject, d == 0 || stack[d].parentKey != nil {
-                    let key = escaped
-                        ? canonicalKey(Array(json[start...min(i, n - 1)]))
-                        : String(decoding: UnsafeRawBufferPointer(rebasing: json[(start + 1)..<min(i, n)]), as: UTF8.self)
-                    func path() -> [String] { d == 0 ? [key] : [stack[d].parentKey!, key] }
-                    if escaped && key.utf8.contains(0) { return .nul(path: path()) }
-                    if !stack[d].keys.insert(key).inserted { return .duplicate(path: path()) }
-                    stack[d].lastKey = key
-                }
-                expectingKey = false
-            } else if c == UInt8(ascii: "{") || c == UInt8(ascii: "[") {
-                let parentKey = stack.count == 1 && stack[0].isObject ? stack[0].lastKey : nil
-                stack.append(Frame(isObject: c == UInt8(ascii: "{"), parentKey: parentKey))
-                expectingKey = c == UInt8(ascii: "{")
-            } else if c == UInt8(ascii: "}") || c == UInt8(ascii: "]") {
-                _ = stack.popLast()
-                expectingKey = false
-            } else if c == UInt8(ascii: ",") {
-                expectingKey = stack.last?.isObject ?? false
-            }
-            i += 1
-        }
-        return nil
-    }
-
-    /// The unescaped text of a JSON string literal (quotes included in `raw`).
-    private static func canonicalKey(_ raw: [UInt8]) -> String {
-        raw.withUnsafeBufferPointer { buf -> String in
-            let fallback = String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
-            guard let tok = json_tokener_new() else { return fallback }
-            defer { json_tokener_free(tok) }
-            guard let base = buf.baseAddress,
-                  let obj = json_tokener_parse_ex(tok, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), Int32(buf.count))
-            else { return fallback }
-            defer { json_object_put(obj) }
-            return jsonString(obj)
-        }
-    }
-
-    private static func jsonString(_ v: OpaquePointer) -> String {
-        let len = Int(json_object_get_string_len(v))
-        guard let p = json_object_get_string(v) else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
-    }
+    /// The text of a json-c string value.
+    private static func jsonString(_ v: OpaquePointer) -> String { StrictJSON.string(v) }
 }

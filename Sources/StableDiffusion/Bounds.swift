@@ -27,7 +27,7 @@ public enum Bounds {
     /// Context tokens (`context_length`, `--context`).
     public static let contextLength = 1...4096
     /// Training timesteps of a noise schedule or routing table (`num_train_timesteps`, `train_timesteps`).
-    public static let trainTimesteps = 2...1_000_000
+    public static let trainTimesteps = 2...100_000
     /// Experts of decisions or a bundle (and at most one per training timestep).
     public static let experts = 1...1024
     /// Bytes of one file a manifest lists (1 PiB).

@@ -51,8 +51,9 @@ public struct CheckpointSource: Sendable {
                 s.kind = .diffusersPipeline
                 let scheduler = dir.appendingPathComponent("scheduler/scheduler_config.json").path
                 if fm.fileExists(atPath: scheduler) { s.schedulerConfigPath = scheduler }
-                if let data = fm.contents(atPath: dir.appendingPathComponent("model_index.json").path),
-                   let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                let index = dir.appendingPathComponent("model_index.json").path
+                if let data = try? StrictJSON.read(index, limit: 64 << 20),
+                   let o = (try? StrictJSON.jsonObject(data, source: index)) as? [String: Any] {
                     s.pipelineComponents = o.keys.filter { !$0.hasPrefix("_") && o[$0] is [Any] }.sorted()
                 }
                 return s
@@ -109,8 +110,11 @@ public struct CheckpointSource: Sendable {
 
     /// The shard files listed by a diffusers `*.safetensors.index.json`.
     static func shardPaths(index: String, dir: URL) throws(CheckpointError) -> (paths: [String], map: [String: String]) {
-        guard let data = FileManager.default.contents(atPath: index) else { throw .io(file: index, "cannot read") }
-        guard let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+        let data: Data
+        do { data = try RegularFile.read(index, limit: 256 << 20) } catch { throw .io(file: index, "cannot read: \(error.reason)") }
+        let any: Any
+        do { any = try StrictJSON.jsonObject(data, source: index) } catch { throw .shardIndex(file: index, error.message) }
+        guard let o = any as? [String: Any],
               let map = o["weight_map"] as? [String: Any] else {
             throw .shardIndex(file: index, "expected a JSON object with a \"weight_map\" object")
         }

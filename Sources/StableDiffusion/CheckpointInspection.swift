@@ -141,8 +141,8 @@ public struct CheckpointInspection: Sendable, Encodable {
     }
 
     static func predictionType(source: CheckpointSource, family: String) -> String {
-        if let p = source.schedulerConfigPath, let data = FileManager.default.contents(atPath: p),
-           let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+        if let p = source.schedulerConfigPath, let data = try? StrictJSON.read(p, limit: 64 << 20),
+           let o = (try? StrictJSON.jsonObject(data, source: p)) as? [String: Any],
            let t = o["prediction_type"] as? String {
             return "\(t) (from scheduler_config.json)"
         }

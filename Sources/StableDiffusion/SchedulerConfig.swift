@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// The settings of a diffusers scheduler that the samplers use (diffusers' `scheduler_config.json`
 /// field names). Missing fields take the values of Stable Diffusion 2.1 (768-v) unless other
@@ -53,6 +54,7 @@ public struct SchedulerConfig: Sendable, Equatable {
     /// steps_offset 1, set_alpha_to_one false, skip_prk_steps true, clip_sample false.
     public init() {}
 
+
     /// The Stable Diffusion 2.1 (768-v) scheduler settings (`SchedulerConfig()`).
     public static let sd21 = SchedulerConfig()
 
@@ -75,7 +77,7 @@ public struct SchedulerConfig: Sendable, Equatable {
     public init(diffusersJSON data: Data, source: String, defaults: SchedulerConfig = .sd21) throws(SchedulerError) {
         func bad(_ s: String) -> SchedulerError { .invalidConfig(file: source, s) }
         let any: Any
-        do { any = try JSONSerialization.jsonObject(with: data) } catch { throw bad("not valid JSON (\(error.localizedDescription))") }
+        do { any = try StrictJSON.jsonObject(data, source: source) } catch { throw bad(error.message) }
         guard let o = any as? [String: Any] else { throw bad("not a JSON object") }
         func value(_ k: String) -> Any? {
             guard let v = o[k], !(v is NSNull) else { return nil }
@@ -144,14 +146,14 @@ public struct SchedulerConfig: Sendable, Equatable {
 
     /// Reads and parses a `scheduler_config.json` file (see `init(diffusersJSON:source:defaults:)`).
     public init(contentsOfFile path: String, defaults: SchedulerConfig = .sd21) throws(SchedulerError) {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .invalidConfig(file: path, "cannot read the file")
-        }
+        let data: Data
+        do { data = try RegularFile.read(path, limit: 64 << 20) } catch { throw .invalidConfig(file: path, "cannot read the file: \(error.reason)") }
         try self.init(diffusersJSON: data, source: path, defaults: defaults)
     }
 
-    /// Checks the values: `Bounds.trainTimesteps` (2...1,000,000) training timesteps, 0 <= steps_offset < T, and a beta
-    /// schedule whose betas lie in [0, 1) with alphaBar > 0 at every timestep.
+    /// Checks the values: `Bounds.trainTimesteps` training timesteps, 0 <= steps_offset < T, and a
+    /// beta schedule whose betas are finite and lie in (0, 1), with alphaBar > 0 at every timestep.
+    /// Every reader of a scheduler config (`sample`, `verify`, the noise schedule) goes through it.
     public func validate(source: String = "scheduler config") throws(SchedulerError) {
         func bad(_ s: String) -> SchedulerError { .invalidConfig(file: source, s) }
         let range = Bounds.trainTimesteps
@@ -162,8 +164,8 @@ public struct SchedulerConfig: Sendable, Equatable {
             guard betaStart >= 0, betaEnd >= 0 else { throw bad("beta_start \(betaStart) and beta_end \(betaEnd) must not be negative") }
         }
         let s = unvalidatedNoiseSchedule()
-        guard s.betas.allSatisfy({ $0.isFinite && $0 >= 0 && $0 < 1 }) else {
-            throw bad("beta_start \(betaStart), beta_end \(betaEnd) (\(betaSchedule.rawValue)) give betas outside [0, 1)")
+        guard s.betas.allSatisfy({ $0.isFinite && $0 > 0 && $0 < 1 }) else {
+            throw bad("beta_start \(betaStart), beta_end \(betaEnd) (\(betaSchedule.rawValue)) give betas outside (0, 1)")
         }
         guard let last = s.alphasCumprod.last, last > 0, last.isFinite else {
             throw bad("the cumulative alpha product reaches 0: no finite noise level at the last timestep")

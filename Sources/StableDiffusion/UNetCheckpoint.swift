@@ -49,7 +49,8 @@ public final class UNetCheckpoint: @unchecked Sendable {
         var origin: String
         var assumptions: [String] = []
         if let p = options.configPath ?? source.configPath {
-            guard let data = FileManager.default.contents(atPath: p) else { throw .io(file: p, "cannot read") }
+            let data: Data
+            do { data = try RegularFile.read(p, limit: 64 << 20) } catch { throw .io(file: p, "cannot read: \(error.reason)") }
             config = try UNetConfig(diffusersJSON: data, source: p)
             origin = p
         } else {

@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// Architecture of a Stable Diffusion UNet (SD1.x / SD2.x family), in the terms of diffusers'
 /// `UNet2DConditionModel` `config.json`.
@@ -131,7 +132,7 @@ extension UNetConfig {
     public init(diffusersJSON data: Data, source: String) throws(CheckpointError) {
         func bad(_ s: String) -> CheckpointError { .invalidConfig(file: source, s) }
         let any: Any
-        do { any = try JSONSerialization.jsonObject(with: data) } catch { throw bad("not valid JSON (\(error.localizedDescription))") }
+        do { any = try StrictJSON.jsonObject(data, source: source) } catch { throw bad(error.message) }
         guard let o = any as? [String: Any] else { throw bad("not a JSON object") }
         if let cls = o["_class_name"] as? String, cls != "UNet2DConditionModel" {
             throw bad("_class_name is '\(cls)', expected UNet2DConditionModel")

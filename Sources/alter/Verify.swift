@@ -5,12 +5,13 @@ import StableDiffusion
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check a bundle: schema, checksums, routing, tensors, MACs; with --deep, numeric parity and fidelity.",
+        abstract: "Check a bundle: schema, files, checksums, routing, tensors, MACs, scheduler; with --deep, numeric parity and fidelity.",
         discussion: """
-            Without --deep: both manifest kinds parse with a known format version; every weight file and expert \
-            manifest matches its SHA-256; every timestep 0..999 is routed to an existing expert; every tensor an \
+            Without --deep: both manifest kinds parse (strict JSON: no duplicate key) with a known format version; \
+            the bundle stores exactly the files its manifests list, as regular files (no symbolic link); every \
+            weight file and expert manifest matches its size and SHA-256; every timestep 0..999 is routed to an existing expert; every tensor an \
             expert needs is present with the right dtype, shape and SHA-256; no unlisted tensor is stored; MACs \
-            equal the cost model's. With --deep: each expert's output on a seeded probe input equals the \
+            equal the cost model's; the scheduler config is valid for sampling. With --deep: each expert's output on a seeded probe input equals the \
             reference model's forward with the same units skipped, and its fidelity to the reference's dense \
             output is reported as PSNR. Exit status 0 only when every check holds; each failure is named.
             """)
@@ -43,8 +44,8 @@ struct Verify: ParsableCommand {
         if probeLatent != nil && !deep { throw ValidationError("--probe-latent is used by --deep") }
         let b: ExpertBundle
         do { b = try ExpertBundle(path: bundle) } catch {
-            let report = VerificationReport(schemaError: error)
-            if json { try writeJSON(report) } else { print("FAIL schema: \(error.description)") }
+            let report = VerificationReport(schemaError: error, deep: deep)
+            if json { try writeJSON(report) } else { printChecks(report) }
             throw ExitCode(1)
         }
         if let probeLatent {
@@ -62,13 +63,20 @@ struct Verify: ParsableCommand {
         if json {
             try writeJSON(report)
         } else {
-            for c in report.checks { print("\(c.passed ? "ok  " : "FAIL") \(c.name): \(c.detail)") }
+            printChecks(report)
             for f in report.fidelity {
                 print(String(format: "     expert %d (t=%d): parity %.2e (tolerance %.0e), PSNR to dense %.2f dB", f.expert, f.timestep,
                              f.parityError, f.parityTolerance, f.psnrToDense))
             }
-            if deep && !report.passed && report.fidelity.isEmpty { print("     (parity not run: earlier checks failed)") }
         }
         if !report.passed { throw ExitCode(1) }
+    }
+
+    /// One line per check: `ok`, `FAIL`, `----` (not run) or `skip`, its name and detail.
+    func printChecks(_ report: VerificationReport) {
+        for c in report.checks {
+            let mark = switch c.status { case .passed: "ok  "; case .failed: "FAIL"; case .notRun: "----"; case .skipped: "skip" }
+            print("\(mark) \(c.name): \(c.detail)")
+        }
     }
 }

@@ -171,6 +171,21 @@ final class TrainingDataTests: XCTestCase {
 
     // MARK: - errors while loading
 
+    /// A FIFO, a directory, a device or a link to a device as `--data`: refused before opening
+    /// (a FIFO would block in `open`, /dev/zero would be read forever), naming the file.
+    func testSpecialFilesAreRefusedBeforeOpening() throws {
+        let fifo = dir.appendingPathComponent("data.fifo").path
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        let zero = dir.appendingPathComponent("zero.safetensors").path
+        try FileManager.default.createSymbolicLink(atPath: zero, withDestinationPath: "/dev/zero")
+        for (path, kind) in [(fifo, "a FIFO"), (dir.path, "a directory"), ("/dev/zero", "a character device"), (zero, "a character device")] {
+            let e = loadError(path)
+            XCTAssertEqual(e?.file, path)
+            XCTAssertTrue(e?.description.contains("is \(kind), not a regular file") ?? false, "\(String(describing: e))")
+        }
+    }
+
+
     func testNotASafetensorsFile() throws {
         let path = dir.appendingPathComponent("captions.txt").path
         try Data("a photograph of an astronaut riding a horse\n".utf8).write(to: URL(fileURLWithPath: path))

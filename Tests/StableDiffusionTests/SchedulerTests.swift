@@ -426,7 +426,7 @@ final class SchedulerTests: XCTestCase {
             (#"{"beta_start": "0.00085"}"#, "beta_start must be a finite number"),
             (#"{"beta_end": false}"#, "beta_end must be a finite number"),
             (#"{"beta_start": -0.1}"#, "must not be negative"),
-            (#"{"beta_schedule": "linear", "beta_end": 1.5}"#, "betas outside [0, 1)"),
+            (#"{"beta_schedule": "linear", "beta_end": 1.5}"#, "betas outside (0, 1)"),
             (#"{"beta_schedule": "cosine"}"#, "unsupported beta_schedule 'cosine'"),
             (#"{"prediction_type": "sample"}"#, "unsupported prediction_type 'sample'"),
             (#"{"prediction_type": 1}"#, "prediction_type must be a string"),
