@@ -30,14 +30,14 @@ public struct RunDirectory: Sendable {
     public func create(config: CompressionConfig) throws(CompressionError) {
         try config.validate()
         let fm = FileManager.default
-        switch FileKind.of(path) {
-        case .none: break
-        case .directory:
+        switch try? RegularFile.status(path)?.kind {
+        case nil: break
+        case .directory?:
             let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
             guard contents.isEmpty else {
                 throw .runDirectory("\(path) already holds a run (resume it, or choose another run directory)")
             }
-        case let kind: throw .runDirectory("\(path) exists and is \(kind.rawValue), not a directory")
+        case let kind?: throw .runDirectory("\(path) exists and is \(kind.rawValue), not a directory")
         }
         let existed = fm.fileExists(atPath: path)
         do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {

@@ -23,16 +23,16 @@ public struct OutputTarget: Sendable {
         /// A diffusers UNet folder (holds `config.json` and `diffusion_pytorch_model*.safetensors`).
         case unetFolder = "diffusers UNet folder"
 
-        /// Whether the existing entry at `path` is of this kind.
-        func matches(_ path: String) -> Bool {
+        /// Whether the existing entry at `path` (of kind `existing`) is of this kind.
+        func matches(_ path: String, _ existing: RegularFile.Kind) -> Bool {
             let fm = FileManager.default
             switch self {
             case .file:
-                return FileKind.of(path) == .regular
+                return existing == .regular
             case .bundle:
-                return FileKind.of(path) == .directory && fm.fileExists(atPath: path + "/bundle.json")
+                return existing == .directory && fm.fileExists(atPath: path + "/bundle.json")
             case .unetFolder:
-                guard FileKind.of(path) == .directory, fm.fileExists(atPath: path + "/config.json") else { return false }
+                guard existing == .directory, fm.fileExists(atPath: path + "/config.json") else { return false }
                 let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
                 return names.contains { $0.hasPrefix("diffusion_pytorch_model") }
             }
@@ -64,10 +64,11 @@ public struct OutputTarget: Sendable {
                                                        + "an input of this command (\(input)); choose another output"))
             }
         }
-        let existing = FileKind.of(path)
-        if existing != .none {
+        let existing: RegularFile.Kind?
+        do { existing = try RegularFile.status(path)?.kind } catch { throw SafeTensorsError(file: path, .io(error.reason)) }
+        if let existing {
             guard replace else { throw SafeTensorsError(file: path, .exists) }
-            guard kind.matches(path) else {
+            guard kind.matches(path, existing) else {
                 throw SafeTensorsError(file: path, .io("exists and is not a \(kind.rawValue) (\(existing.rawValue)); only a \(kind.rawValue) is replaced"))
             }
         }
@@ -93,29 +94,5 @@ public struct OutputTarget: Sendable {
     /// Whether `inner` lies strictly inside the directory `outer`.
     static func isInside(_ inner: String, _ outer: String) -> Bool {
         inner.count > outer.count && inner.hasPrefix(outer == "/" ? "/" : outer + "/")
-    }
-}
-
-/// What a path names, without following a final symbolic link.
-public enum FileKind: String, Sendable {
-    case none = "absent", regular = "a regular file", directory = "a directory", symlink = "a symbolic link", other = "a special file"
-
-    public static func of(_ path: String) -> FileKind {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return .none }
-        switch st.st_mode & S_IFMT {
-        case S_IFREG: return .regular
-        case S_IFDIR: return .directory
-        case S_IFLNK:
-            // A link to a regular file or directory counts as what it points to.
-            var target = stat()
-            guard stat(path, &target) == 0 else { return .symlink }
-            switch target.st_mode & S_IFMT {
-            case S_IFREG: return .regular
-            case S_IFDIR: return .directory
-            default: return .other
-            }
-        default: return .other
-        }
     }
 }
