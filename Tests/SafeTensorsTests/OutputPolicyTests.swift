@@ -51,7 +51,7 @@ final class OutputPolicyTests: XCTestCase {
         XCTAssertNoThrow(try OutputTarget(path: dir.file("b.alter"), kind: .bundle, replace: true, inputs: []).prepare())
         // Special files are never replaced.
         XCTAssertEqual(mkfifo(dir.file("fifo"), 0o600), 0)
-        expectRefusal(OutputTarget(path: dir.file("fifo"), kind: .file, replace: true, inputs: []), "a special file")
+        expectRefusal(OutputTarget(path: dir.file("fifo"), kind: .file, replace: true, inputs: []), "a FIFO")
     }
 
     func testParentsAreCreated() throws {
