@@ -26,6 +26,22 @@ public enum Example {
                                 data: try TrainingData(contentsOf: URL(fileURLWithPath: data)))
     }
 
+    /// A finished ALTER run on the example at `path` (its parent is created): `steps` steps,
+    /// `hypernetSteps` of them with the hypernetwork, batch 2, the other settings the defaults unless
+    /// `configure` changes them.
+    public static func finishedRun(at path: String, steps: Int, hypernetSteps: Int,
+                                   configure: (inout CompressionConfig) -> Void = { _ in }) throws -> RunDirectory {
+        var c = CompressionConfig(model: model, data: data, steps: steps, hypernetSteps: hypernetSteps)
+        c.configPath = config
+        c.batch = 2
+        configure(&c)
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let dir = RunDirectory(path: path)
+        try dir.create(config: c)
+        XCTAssertEqual(try trainer(c).run(in: dir), .finished)
+        return dir
+    }
+
     public static func config(steps: Int, hypernetSteps: Int, experts: Int = 4, keep: Double = 0.65) -> CompressionConfig {
         var c = CompressionConfig(model: model, data: data, steps: steps, hypernetSteps: hypernetSteps)
         c.settings.experts = experts

@@ -24,30 +24,19 @@ final class BundleDiffTests: XCTestCase {
     /// The bundle of a finished 12-step run (made once per name).
     func bundle(_ name: String, seed: UInt64, keep: Double) throws -> String {
         if let p = Self.bundles[name] { return p }
-        let model = Self.root.appendingPathComponent("examples/sd21-tiny.safetensors").path
-        let data = Self.root.appendingPathComponent("examples/sd21-tiny-data.safetensors").path
-        var config = CompressionConfig(model: model, data: data, steps: 12, hypernetSteps: 8)
-        config.configPath = Self.root.appendingPathComponent("examples/sd21-tiny.config.json").path
-        config.settings.experts = 3
-        config.settings.keep = keep
-        config.settings.learningRateHypernet = 5e-2
-        config.settings.warmupSteps = 2
-        config.batch = 2
-        config.seed = seed
-        var o = LoadOptions()
-        o.configPath = config.configPath
-        let ckpt = try UNetCheckpoint(path: model, options: o)
-        let trainer = try ALTERTrainer(config: config, student: try UNet(checkpoint: ckpt), teacher: try UNet(checkpoint: ckpt),
-                                       data: try TrainingData(contentsOf: URL(fileURLWithPath: data)))
-        let run = RunDirectory(path: Self.scratch + "/run-\(name)")
-        try? FileManager.default.removeItem(atPath: run.path)
-        try FileManager.default.createDirectory(atPath: Self.scratch, withIntermediateDirectories: true)
-        try run.create(config: config)
-        XCTAssertEqual(try trainer.run(in: run), .finished)
+        let run = Self.scratch + "/run-\(name)"
+        try? FileManager.default.removeItem(atPath: run)
+        let dir = try Example.finishedRun(at: run, steps: 12, hypernetSteps: 8) {
+            $0.settings.experts = 3
+            $0.settings.keep = keep
+            $0.settings.learningRateHypernet = 5e-2
+            $0.settings.warmupSteps = 2
+            $0.seed = seed
+        }
         let path = Self.scratch + "/\(name).alter"
         var eo = RunExporter.Options()
         eo.bundle.replace = true
-        try RunExporter.export(run: run, to: path, options: eo)
+        try RunExporter.export(run: dir, to: path, options: eo)
         Self.bundles[name] = path
         return path
     }

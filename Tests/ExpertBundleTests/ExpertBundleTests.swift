@@ -1,4 +1,5 @@
 import ALTER
+import ExampleSupport
 import Experts
 import RunExport
 import ExpertBundle
@@ -18,24 +19,13 @@ final class ExpertBundleTests: XCTestCase {
     /// A finished 12-step run on the example (made once for the class).
     func finishedRun() throws -> RunDirectory {
         if let p = Self.runPath { return RunDirectory(path: p) }
-        let model = Self.root.appendingPathComponent("examples/sd21-tiny.safetensors").path
-        let data = Self.root.appendingPathComponent("examples/sd21-tiny-data.safetensors").path
-        var config = CompressionConfig(model: model, data: data, steps: 12, hypernetSteps: 8)
-        config.configPath = Self.root.appendingPathComponent("examples/sd21-tiny.config.json").path
-        config.settings.experts = 3
-        config.settings.keep = 0.7
-        config.settings.learningRateHypernet = 5e-2
-        config.settings.warmupSteps = 2
-        config.batch = 2
-        var o = LoadOptions()
-        o.configPath = config.configPath
-        let ckpt = try UNetCheckpoint(path: model, options: o)
-        let trainer = try ALTERTrainer(config: config, student: try UNet(checkpoint: ckpt), teacher: try UNet(checkpoint: ckpt),
-                                       data: try TrainingData(contentsOf: URL(fileURLWithPath: data)))
-        let dir = RunDirectory(path: Self.scratch + "/run")
         try? FileManager.default.removeItem(atPath: Self.scratch)
-        try dir.create(config: config)
-        XCTAssertEqual(try trainer.run(in: dir), .finished)
+        let dir = try Example.finishedRun(at: Self.scratch + "/run", steps: 12, hypernetSteps: 8) {
+            $0.settings.experts = 3
+            $0.settings.keep = 0.7
+            $0.settings.learningRateHypernet = 5e-2
+            $0.settings.warmupSteps = 2
+        }
         Self.runPath = dir.path
         return dir
     }

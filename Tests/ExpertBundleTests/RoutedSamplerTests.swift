@@ -1,4 +1,5 @@
 import ALTER
+import ExampleSupport
 import Experts
 import RunExport
 import ExpertBundle
@@ -42,22 +43,13 @@ final class RoutedSamplerTests: XCTestCase {
     /// A finished 12-step run on the example, 3 experts, and its F32 bundle (made once).
     func exampleBundle() throws -> (run: RunDirectory, bundle: String) {
         if let r = Self.runPath, let b = Self.bundlePath { return (RunDirectory(path: r), b) }
-        var config = CompressionConfig(model: Self.modelPath, data: Self.dataPath, steps: 12, hypernetSteps: 8)
-        config.configPath = Self.configPath
-        config.settings.experts = 3
-        config.settings.keep = 0.6
-        config.settings.learningRateHypernet = 5e-2
-        config.settings.warmupSteps = 2
-        config.batch = 2
-        var o = LoadOptions()
-        o.configPath = Self.configPath
-        let ckpt = try UNetCheckpoint(path: Self.modelPath, options: o)
-        let trainer = try ALTERTrainer(config: config, student: try UNet(checkpoint: ckpt), teacher: try UNet(checkpoint: ckpt),
-                                       data: try TrainingData(contentsOf: URL(fileURLWithPath: Self.dataPath)))
         try? FileManager.default.removeItem(atPath: Self.scratch)
-        let dir = RunDirectory(path: Self.scratch + "/run")
-        try dir.create(config: config)
-        XCTAssertEqual(try trainer.run(in: dir), .finished)
+        let dir = try Example.finishedRun(at: Self.scratch + "/run", steps: 12, hypernetSteps: 8) {
+            $0.settings.experts = 3
+            $0.settings.keep = 0.6
+            $0.settings.learningRateHypernet = 5e-2
+            $0.settings.warmupSteps = 2
+        }
         let bundle = Self.scratch + "/example.alter"
         try RunExporter.export(run: dir, to: bundle)
         Self.runPath = dir.path
