@@ -175,6 +175,9 @@ public final class ExpertBundle: @unchecked Sendable {
         func tensor(_ name: String, shape: [Int]) throws -> Tensor {
             guard let e = entries[name] else { throw BundleError(bundle.path, "tensor '\(name)' is not listed by the expert manifests") }
             guard e.shape == shape else { throw BundleError(bundle.path, "tensor '\(name)' is listed with shape \(e.shape), the architecture needs \(shape)") }
+            guard bundle.manifest.files.contains(where: { $0.path == e.file }) else {
+                throw BundleError(bundle.path + "/bundle.json", "tensor '\(name)' is stored in \(e.file), which `files` does not list (see `alter verify`)")
+            }
             let f = try bundle.file(e.file)
             let info = try f.require(name)
             guard info.shape == shape else { throw BundleError(f.path, "tensor '\(name)' has shape \(info.shape), expected \(shape)") }

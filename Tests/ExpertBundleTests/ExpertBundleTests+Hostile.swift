@@ -75,6 +75,12 @@ extension ExpertBundleTests {
             let text = r.failures.joined(separator: "\n")
             for w in words { XCTAssertTrue(text.contains(w), "\(name): no failure mentions \(w):\n\(text)") }
         }
+        // Loading for sampling refuses tensors stored in a file `files` does not list, too.
+        let dropped = try tampered(good, "files-dropped-load") { p in try self.editJSON(p + "/bundle.json") { o in
+            o["files"] = (o["files"] as! [[String: Any]]).filter { $0["path"] as? String != units } } }
+        XCTAssertThrowsError(try ExpertBundle(path: dropped).unet()) { e in
+            XCTAssertTrue("\(e)".contains("which `files` does not list"), "\(e)")
+        }
     }
 
     func testNoSymbolicLinkAnywhereInABundle() throws {
