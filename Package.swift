@@ -71,6 +71,8 @@ let package = Package(
         .testTarget(
             name: "ExpertBundleTests",
             dependencies: ["ExampleSupport", "ExpertBundle", "Experts", "ALTER", "RunExport", "StableDiffusion", "SafeTensors", "TensorCore"]),
+        // The command line, run as a process (the `alter` executable is built for it).
+        .testTarget(name: "CLITests", dependencies: ["alter", "ExampleSupport"]),
         .testTarget(
             name: "ALTERBenchTests",
             dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "TensorCore"]),

@@ -1,0 +1,178 @@
+import ExampleSupport
+import Foundation
+import XCTest
+
+/// The command line as a user meets it: arguments, exit statuses, messages and the output policy,
+/// running the built `alter` executable.
+final class CLITests: XCTestCase {
+    /// The `alter` executable beside the test bundle.
+    static var executable: URL {
+        var dir = Bundle(for: CLITests.self).bundleURL
+        while dir.pathExtension == "xctest" || dir.lastPathComponent.hasSuffix(".xctest") { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent("alter")
+    }
+
+    struct Result {
+        var status: Int32
+        var output: String
+    }
+
+    /// Runs alter with `arguments` in the package root; stdout and stderr together.
+    @discardableResult
+    func alter(_ arguments: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = Self.executable
+        p.arguments = arguments
+        p.currentDirectoryURL = Example.root
+        var env = ProcessInfo.processInfo.environment
+        env["ALTER_KEEP_BLAS_CORE"] = "1"
+        p.environment = env
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    }
+
+    func assertFails(_ arguments: [String], saying words: String..., file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try alter(arguments)
+        XCTAssertNotEqual(r.status, 0, "\(arguments) succeeded:\n\(r.output)", file: file, line: line)
+        for w in words { XCTAssertTrue(r.output.contains(w), "\(arguments): no '\(w)' in:\n\(r.output)", file: file, line: line) }
+    }
+
+    var exampleModel: [String] { [Example.model, "--config", Example.config] }
+
+    func testVersionAndUnknownOptions() throws {
+        let v = try alter(["--version"])
+        XCTAssertEqual(v.status, 0)
+        XCTAssertTrue(v.output.hasPrefix("alter "), v.output)
+        // A misspelt option is named as unknown, not reported as a missing one.
+        try assertFails(["compress"] + exampleModel + ["--stepz", "3"], saying: "Unknown option '--stepz'")
+        try assertFails(["sample", Example.model, "--context", Example.data, "--widht", "16", "--height", "16", "-o", "/tmp/x"],
+                        saying: "Unknown option '--widht'")
+    }
+
+    /// Settings a run cannot use are refused before anything is written, naming the flag.
+    func testCompressRefusesBadSettingsByFlag() throws {
+        let out = try temporaryDirectory(self) + "/run"
+        let base = ["compress"] + exampleModel + ["--data", Example.data, "--steps", "10", "-o", out]
+        for (extra, words) in [(["--lr-unet", "nan"], "--lr-unet must be a finite number"), (["--lr-hypernet", "inf"], "--lr-hypernet must be a finite number"),
+                               (["--ratio-weight", "-5"], "--ratio-weight must not be negative"), (["--warmup", "100"], "--warmup is 100, longer than the run (--steps 10)"),
+                               (["--experts", "0"], "--experts must be at least 1"), (["--hypernet-steps", "20"], "--hypernet-steps must be between 0 and --steps"),
+                               (["--batch", "64"], "--batch is 64, more than the 32 samples"), (["--keep", "1.5"], "--keep must be in (0, 1]")] {
+            try assertFails(base + extra, saying: words)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(extra) left a run directory")
+        }
+    }
+
+    /// The output policy from the command line: no overwrite without --force, never an input, only
+    /// the same kind; every refusal leaves the files as they were.
+    func testOutputPolicy() throws {
+        let dir = try temporaryDirectory(self)
+        let inputs = dir + "/in.safetensors"
+        try FileManager.default.copyItem(atPath: Example.inputs, toPath: inputs)
+        let before = try Data(contentsOf: URL(fileURLWithPath: inputs))
+        let forward = ["forward"] + exampleModel + ["--inputs", inputs, "-o"]
+        try assertFails(forward + [inputs, "--force"], saying: "an input of this command")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: inputs)), before)
+        XCTAssertEqual(try alter(forward + [dir + "/new/dir/out.safetensors"]).status, 0, "parents are created")
+        try assertFails(forward + [dir + "/new/dir/out.safetensors"], saying: "already exists", "--force")
+        XCTAssertEqual(try alter(forward + [dir + "/new/dir/out.safetensors", "--force"]).status, 0)
+        try assertFails(forward + [dir + "/new", "--force"], saying: "is not a file")
+
+        let model = dir + "/model.safetensors"
+        try FileManager.default.copyItem(atPath: Example.model, toPath: model)
+        try assertFails(["convert", model, "--config", Example.config, "-o", model, "--layout", "original", "--force"], saying: "an input of this command")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: model)), try Data(contentsOf: URL(fileURLWithPath: Example.model)))
+    }
+
+    /// Export never replaces its run or another kind of directory; sample never its context.
+    func testExportAndSampleOutputs() throws {
+        let dir = try temporaryDirectory(self)
+        let run = try Example.finishedRun(at: dir + "/run", steps: 6, hypernetSteps: 3) {
+            $0.settings.experts = 2
+            $0.settings.keep = 0.7
+            $0.settings.warmupSteps = 1
+        }
+        try assertFails(["export", run.path, "-o", run.path, "--force"], saying: "an input of this command")
+        try assertFails(["export", run.path, "-o", dir, "--force"], saying: "an input of this command")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run.decisionsPath))
+        let bundle = dir + "/b.alter"
+        XCTAssertEqual(try alter(["export", run.path, "-o", bundle]).status, 0)
+        try assertFails(["export", run.path, "-o", bundle], saying: "already exists", "--force")
+        XCTAssertEqual(try alter(["export", run.path, "-o", bundle, "--force"]).status, 0)
+        try FileManager.default.createDirectory(atPath: dir + "/plain", withIntermediateDirectories: false)
+        try assertFails(["export", run.path, "-o", dir + "/plain", "--force"], saying: "is not a bundle")
+
+        let context = dir + "/ctx.safetensors"
+        try FileManager.default.copyItem(atPath: Example.data, toPath: context)
+        let sample = ["sample", bundle, "--context", context, "--rows", "0", "--steps", "2"]
+        try assertFails(sample + ["-o", context, "--force"], saying: "an input of this command")
+        try assertFails(sample + ["--scheduler", "ddim:3", "--steps", "5", "-o", dir + "/l.safetensors"], saying: "give one")
+        try assertFails(sample + ["--uncond", dir + "/missing.safetensors", "-o", dir + "/l.safetensors"], saying: "missing.safetensors: cannot open")
+        let ok = try alter(sample + ["-o", dir + "/l.safetensors", "--json"])
+        XCTAssertEqual(ok.status, 0, ok.output)
+        try assertFails(["forward", bundle, "--expert", "99", "--inputs", Example.inputs, "-o", dir + "/f.safetensors"],
+                        saying: "--expert 99 does not exist", "0..<2")
+        let verify = try alter(["verify", bundle, "--json"])
+        XCTAssertEqual(verify.status, 0, verify.output)
+        XCTAssertTrue(verify.output.contains("\"passed\" : true"), verify.output)
+    }
+
+    /// SIGTERM stops a run after its step with a checkpoint and exit status 143; a run killed before
+    /// its first checkpoint restarts at step 0 on --resume; a second process on the same run is
+    /// refused while the first holds it.
+    func testSignalsAndRunsWithoutACheckpoint() throws {
+        let dir = try temporaryDirectory(self)
+        /// Starts alter with its output going to the file `log` (read while it runs).
+        func start(_ arguments: [String], log: String) throws -> Process {
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let out = try XCTUnwrap(FileHandle(forWritingAtPath: log))
+            let p = Process()
+            p.executableURL = Self.executable
+            p.arguments = arguments
+            p.currentDirectoryURL = Example.root
+            p.standardOutput = out
+            p.standardError = out
+            try p.run()
+            return p
+        }
+        func read(_ log: String) -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        /// Waits (up to a minute) until the log holds `words`.
+        func wait(for words: String, in log: String) {
+            let deadline = Date().addingTimeInterval(60)
+            while !read(log).contains(words), Date() < deadline { usleep(50_000) }
+        }
+        let long = ["compress"] + exampleModel + ["--data", Example.data, "--steps", "100000", "--batch", "2"]
+
+        // SIGTERM during a run: a checkpoint after the current step, exit status 143. The step line
+        // is written after the signal handlers are installed.
+        let a = dir + "/a"
+        let p = try start(long + ["-o", a], log: dir + "/a.log")
+        wait(for: "1/100000", in: dir + "/a.log")
+        try assertFails(["compress", "--resume", a], saying: "another alter process is writing it")
+        p.terminate()
+        p.waitUntilExit()
+        let text = read(dir + "/a.log")
+        XCTAssertEqual(p.terminationStatus, 143, text)
+        XCTAssertTrue(text.contains("SIGTERM: stopping after this step") && text.contains("checkpoint written"), text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: a + "/checkpoint/state.json"))
+
+        // Killed before its first checkpoint: --resume starts the run again from step 0.
+        let b = dir + "/b"
+        let q = try start(long + ["-o", b], log: dir + "/b.log")
+        wait(for: "1/100000", in: dir + "/b.log")
+        kill(q.processIdentifier, SIGKILL)
+        q.waitUntilExit()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: b + "/checkpoint/state.json"))
+        let r = try start(["compress", "--resume", b], log: dir + "/r.log")
+        wait(for: "1/100000", in: dir + "/r.log")
+        r.terminate()
+        r.waitUntilExit()
+        let rtext = read(dir + "/r.log")
+        XCTAssertTrue(rtext.contains("has no checkpoint yet") && rtext.contains("starting it again from step 0"), rtext)
+        XCTAssertEqual(r.terminationStatus, 143, rtext)
+    }
+}
