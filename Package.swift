@@ -26,9 +26,12 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .target(name: "CFileCopy"),
         .target(
-            name: "SafeTensors", dependencies: ["CJSON", "CFileCopy"],
+            name: "SafeTensors", dependencies: ["CJSON", "CFileCopy", "CZlib"],
             // Optimised in debug builds too: tests hash and convert megabytes.
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(
