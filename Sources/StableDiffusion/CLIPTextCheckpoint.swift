@@ -80,7 +80,7 @@ public final class CLIPTextCheckpoint: @unchecked Sendable {
         do { store = try TensorStore(paths: weights) } catch { throw .checkpoint(error) }
         if let shardIndex { do { try Self.checkShards(store, map: shardIndex.map, index: shardIndex.path) } catch { throw .checkpoint(error) } }
         if layout == .original && !OriginalCLIPTextKeys.isPresent(store.names) {
-            throw .checkpoint(.unrecognisedLayout(file: path, "no OpenCLIP text encoder (SD2.x) under \(OriginalCLIPTextKeys.prefix)"))
+            throw .checkpoint(.unrecognisedLayout(file: path, OriginalCLIPTextKeys.absenceReason(store.names)))
         }
         var config: CLIPTextConfig
         var assumptions: [String] = []

@@ -62,6 +62,16 @@ enum OriginalCLIPTextKeys {
     /// Whether `key` belongs to the text encoder of an original checkpoint.
     static func inNamespace(_ key: String) -> Bool { key.hasPrefix(namespace) }
 
+    /// SD1.x's text encoder (OpenAI CLIP in transformers names), not read yet.
+    static let sd1Prefix = "cond_stage_model.transformer."
+
+    /// What the text encoder of a file without an OpenCLIP one is, for the error message.
+    static func absenceReason(_ keys: some Sequence<String>) -> String {
+        keys.contains { $0.hasPrefix(sd1Prefix) }
+            ? "its text encoder is SD1.x's (\(sd1Prefix)*), which is not read yet; only SD2.x's OpenCLIP one (\(prefix)*) is"
+            : "no OpenCLIP text encoder (SD2.x) under \(prefix)"
+    }
+
     /// Whether the checkpoint has an OpenCLIP text encoder.
     static func isPresent(_ keys: some Sequence<String>) -> Bool { keys.contains { $0 == tokenEmbedding } }
 

@@ -149,6 +149,47 @@ final class CLIPTextEncoderTests: XCTestCase {
         assertClose(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "pipeline folder")
     }
 
+    func testFolderVariants() throws {
+        let (ids, outputs) = try Self.expected()
+        let fm = FileManager.default
+        do {
+            // Only an fp16 variant: found without a variant and with --variant fp16.
+            let tmp = try TemporaryDirectory()
+            try fm.copyItem(atPath: Self.folderConfig, toPath: tmp.path("config.json"))
+            try fm.copyItem(atPath: Self.folder + "/model.safetensors", toPath: tmp.path("model.fp16.safetensors"))
+            var o = CLIPTextLoadOptions()
+            XCTAssertEqual(try CLIPTextCheckpoint(path: tmp.path, options: o).store.files.map(\.path), [tmp.path("model.fp16.safetensors")])
+            o.variant = "fp16"
+            assertClose(try CLIPTextCheckpoint(path: tmp.path, options: o).encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "fp16 variant name")
+            o.variant = "bf16"
+            guard case .checkpoint(.notFound(let p))? = expectTextError("bf16", { try CLIPTextCheckpoint(path: tmp.path, options: o) }) else { return XCTFail() }
+            XCTAssertTrue(p.hasSuffix("model.bf16.safetensors"), p)
+        }
+        do {
+            // Sharded: an index naming one shard.
+            let tmp = try TemporaryDirectory()
+            try fm.copyItem(atPath: Self.folderConfig, toPath: tmp.path("config.json"))
+            try fm.copyItem(atPath: Self.folder + "/model.safetensors", toPath: tmp.path("model-00001-of-00001.safetensors"))
+            let names = try SafeTensorsFile(path: Self.folder + "/model.safetensors").names
+            let map = Dictionary(uniqueKeysWithValues: names.map { ($0, "model-00001-of-00001.safetensors") })
+            try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map]).write(to: URL(fileURLWithPath: tmp.path("model.safetensors.index.json")))
+            assertClose(try CLIPTextCheckpoint(path: tmp.path).encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "sharded folder")
+        }
+        do {
+            // Pickle weights are refused, naming the file.
+            let tmp = try TemporaryDirectory()
+            try fm.copyItem(atPath: Self.folderConfig, toPath: tmp.path("config.json"))
+            try Data([0x80]).write(to: URL(fileURLWithPath: tmp.path("pytorch_model.bin")))
+            guard case .checkpoint(.unsupportedFormat(let f, _))? = expectTextError("bin", { try CLIPTextCheckpoint(path: tmp.path) }) else { return XCTFail() }
+            XCTAssertEqual(f, tmp.path("pytorch_model.bin"))
+        }
+        // An SD1.x single file: its text encoder is named and refused.
+        let sd1 = Fixtures.sd1Original
+        guard case .checkpoint(.unrecognisedLayout(let f, let why))? = expectTextError("sd1", { try CLIPTextCheckpoint(path: sd1) }) else { return XCTFail() }
+        XCTAssertEqual(f, sd1)
+        XCTAssertTrue(why.contains("SD1.x"), why)
+    }
+
     /// The encoder reads exactly the parameters the key table lists, in its order.
     func testParameterListMatchesEncoder() throws {
         var c = CLIPTextConfig()
