@@ -24,6 +24,11 @@ Writes, for a small CLIPTextConfig built at a fixed seed (CONFIG):
   last_hidden_state.quick_gelu [B, 77, D]: CLIPTextModel run in float64 (model.double()), with
   attention_mask None as diffusers' SD pipelines call it, stored as F32. Metadata: the rel. L2 error
   of a float32 transformers run (fp32_rel_l2.*) and the versions.
+- sd21-random.safetensors: the full SD2.1 text encoder (23 layers, width 1024, 16 heads, gelu) at
+  alter's deterministic random init (RandomParameters, ported in `random_parameter`, seed 21): only
+  input_ids (I64 [1, 77], SD21_PROMPT through transformers' CLIPTokenizer on
+  Tests/Fixtures/tokenizer/sd21-tokenizer) and the float64 last_hidden_state (F32 [1, 77, 1024]);
+  metadata: seed, prompt, two values of one weight (the Swift test checks the port with them).
 """
 
 import json
@@ -150,6 +155,64 @@ def check_with_diffusers(original_path, config, reference):
     return len(converted)
 
 
+SD21_SEED = 21
+SD21 = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+            num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5,
+            projection_dim=1024, bos_token_id=49406, eos_token_id=49407, pad_token_id=0)
+SD21_PROMPT = "a photograph of an astronaut riding a horse"
+SD21_TOKENIZER = os.path.join(REPO, "Tests", "Fixtures", "tokenizer", "sd21-tokenizer")
+
+
+def random_parameter(name, shape, seed):
+    """alter's RandomParameters (Sources/NN/ParameterSource.swift) in numpy: a SplitMix64 stream
+    per tensor seeded by seed XOR FNV-1a(name); u = (next >> 40) / 2^24; value = offset + (2u - 1) *
+    bound in float32, bound 1/sqrt(fan-in) for matrices and 0.1 for vectors, offset 1 for vectors
+    named *.weight."""
+    m = (1 << 64) - 1
+    h = 0xCBF29CE484222325
+    for b in name.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001B3) & m
+    n = int(np.prod(shape))
+    with np.errstate(over="ignore"):
+        state = np.uint64(seed ^ h) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
+    if len(shape) > 1:
+        bound = np.float32(1) / np.sqrt(np.float32(int(np.prod(shape[1:]))))
+    else:
+        bound = np.float32(0.1)
+    offset = np.float32(1 if len(shape) == 1 and name.endswith(".weight") else 0)
+    return (offset + (np.float32(2) * u - np.float32(1)) * bound).astype(np.float32).reshape(shape)
+
+
+def make_sd21():
+    """The full SD2.1 text encoder at alter's random init (seed SD21_SEED): only the reference output
+    for one prompt is stored (sd21-random.safetensors); the Swift test makes the same weights."""
+    config = CLIPTextConfig(**SD21)
+    model = CLIPTextModel(config).eval()
+    model.config._attn_implementation = "eager"
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("position_ids"):
+            continue
+        sd[k] = torch.from_numpy(random_parameter(LEGACY + k, list(v.shape), SD21_SEED))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k.endswith("position_ids") for k in missing), (missing, unexpected)
+    from transformers import CLIPTokenizer
+    tokenizer = CLIPTokenizer.from_pretrained(SD21_TOKENIZER)
+    ids = tokenizer([SD21_PROMPT], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        f32 = model(input_ids=ids).last_hidden_state
+        ref = model.double()(input_ids=ids).last_hidden_state
+    meta = dict(versions(), seed=str(SD21_SEED), prompt=SD21_PROMPT, fp32_rel_l2=f"{rel_l2(f32.double(), ref):.3e}",
+                probe=str(sd["encoder.layers.0.mlp.fc1.weight"].flatten()[:2].tolist()))
+    path = os.path.join(OUT_DIR, "sd21-random.safetensors")
+    save_canonical({"input_ids": ids, "last_hidden_state": ref.float().contiguous()}, path, meta)
+    print(f"sd21: float32 transformers vs float64 rel. L2 {meta['fp32_rel_l2']}; wrote {path}")
+
+
 def rel_l2(a, b):
     return float(torch.linalg.norm((a - b).flatten()) / torch.linalg.norm(b.flatten()))
 
@@ -209,3 +272,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    make_sd21()
