@@ -50,7 +50,7 @@ PREFIX = "cond_stage_model.model."
 LEGACY = "text_model."
 
 CONFIG = dict(
-    vocab_size=512,
+    vocab_size=520,
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=3,
@@ -59,11 +59,11 @@ CONFIG = dict(
     hidden_act="gelu",
     layer_norm_eps=1e-5,
     projection_dim=16,
-    bos_token_id=510,
-    eos_token_id=511,
+    bos_token_id=518,
+    eos_token_id=519,
     pad_token_id=0,
 )
-BOS, EOS, PAD = 510, 511, 0
+BOS, EOS, PAD = 518, 519, 0
 
 
 def versions():

@@ -2,6 +2,7 @@ import Foundation
 import NN
 import SafeTensors
 import TensorCore
+import ExampleSupport
 import XCTest
 @testable import StableDiffusion
 
@@ -87,7 +88,7 @@ final class CLIPTextEncoderTests: XCTestCase {
         XCTAssertEqual(ckpt.report.mapped, CLIPTextKeys.parameters(ckpt.config).count)
         XCTAssertTrue(ckpt.assumptions.isEmpty)
         var c = CLIPTextConfig()
-        (c.vocabSize, c.hiddenSize, c.intermediateSize, c.numHiddenLayers, c.numAttentionHeads) = (512, 32, 64, 3, 2)
+        (c.vocabSize, c.hiddenSize, c.intermediateSize, c.numHiddenLayers, c.numAttentionHeads) = (520, 32, 64, 3, 2)
         XCTAssertEqual(ckpt.config, c)
         let out = try ckpt.encoder().encode(ids)
         XCTAssertEqual(out.shape, [4, 77, 32])
@@ -219,12 +220,29 @@ final class CLIPTextEncoderTests: XCTestCase {
 
     func testInvalidInput() throws {
         let enc = try CLIPTextCheckpoint(path: Self.folder).encoder()
-        for (ids, needle) in [([[Int]](), "no token rows"), ([[1, 512]], "512"), ([[1, -1]], "-1"), ([[1, 2], [3]], "row 1"),
+        for (ids, needle) in [([[Int]](), "no token rows"), ([[1, 520]], "520"), ([[1, -1]], "-1"), ([[1, 2], [3]], "row 1"),
                               ([Array(repeating: 1, count: 78)], "78")] {
             let e = expectTextError("\(ids)") { try enc.encode(ids) }
             guard case .invalidInput(let why)? = e else { XCTFail("\(String(describing: e))"); continue }
             XCTAssertTrue(why.contains(needle), why)
         }
+    }
+
+    /// `alter encode-prompt --json`'s keys (formats/cli-json.md).
+    func testPromptEncodingReportKeys() throws {
+        let ckpt = try CLIPTextCheckpoint(path: Self.folder)
+        let t = CLIPTokenization(inputIds: [1, 2, 0], attentionMask: [1, 1, 0], length: 2, untruncatedLength: 2)
+        let report = PromptEncodingReport(checkpoint: ckpt, tokenizerSource: "tok", prompt: "p", tokenization: t, output: "o.safetensors",
+                                          shape: [1, 3, 32], loadSeconds: 0.5, encodeSeconds: 0.25)
+        try GoldenKeys.check(report, name: "encode-prompt")
+        // A context file holds `context` as F32.
+        let tmp = try TemporaryDirectory()
+        let context = Tensor(shape: [1, 2, 3], values: [1, 2, 3, 4, 5, 6])
+        try PromptEncodingReport.writeContext(context, to: tmp.path("c.safetensors"), metadata: ["prompt": "p"])
+        let f = try SafeTensorsFile(path: tmp.path("c.safetensors"))
+        XCTAssertEqual(f.names, ["context"])
+        XCTAssertEqual(try f.floats("context"), context.scalars)
+        XCTAssertEqual(f.metadata?["prompt"], "p")
     }
 
     // MARK: config
