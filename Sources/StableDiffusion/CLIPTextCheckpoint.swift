@@ -9,7 +9,8 @@ public struct CLIPTextLoadOptions: Sendable {
     public var variant: String?
     /// A transformers `config.json` that overrides the one found or inferred.
     public var configPath: String?
-    /// Attention heads of an original checkpoint, whose tensors do not tell them (default: width / 64).
+    /// Attention heads: for an original checkpoint, whose tensors do not tell them (default: width
+    /// / 64); with a config.json, they override its `num_attention_heads`.
     public var heads: Int?
     public init() {}
 }

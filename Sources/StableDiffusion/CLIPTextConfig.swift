@@ -47,8 +47,9 @@ public struct CLIPTextConfig: Sendable, Equatable {
         }
         if let a = o["architectures"], !(a is NSNull) {
             guard let names = a as? [String] else { throw bad("architectures must be a list of strings") }
-            let known: Set = ["CLIPTextModel", "CLIPTextModelWithProjection"]
-            guard names.allSatisfy(known.contains) else { throw bad("architectures \(names): expected CLIPTextModel") }
+            guard names.allSatisfy({ $0 == "CLIPTextModel" }) else {
+                throw bad("architectures \(names): expected CLIPTextModel (the projection of CLIPTextModelWithProjection is not read)")
+            }
         }
         func int(_ k: String, _ d: Int) throws(CLIPTextEncoderError) -> Int {
             guard let v = o[k], !(v is NSNull) else { return d }

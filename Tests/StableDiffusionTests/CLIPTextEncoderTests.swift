@@ -260,6 +260,7 @@ final class CLIPTextEncoderTests: XCTestCase {
                                (#"{"hidden_size": "32"}"#, "hidden_size"),
                                (#"{"num_hidden_layers": 0}"#, "num_hidden_layers"),
                                (#"{"hidden_act": "gelu", "hidden_act": "gelu"}"#, "duplicate"),
+                               (#"{"architectures": ["CLIPTextModelWithProjection"]}"#, "projection"),
                                ("[1]", "not a JSON object")] {
             guard case .invalidConfig(let f, let why)? = parse(json) else { XCTFail(json); continue }
             XCTAssertEqual(f, "cfg.json")
