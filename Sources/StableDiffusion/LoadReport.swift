@@ -1,6 +1,7 @@
 import SafeTensors
 
-/// The outcome of matching a checkpoint's tensors against the UNet's expected parameters.
+/// The outcome of matching a checkpoint's tensors against a component's expected parameters
+/// (the UNet's, or the text encoder's).
 public struct LoadReport: Sendable, CustomStringConvertible {
     public struct Misshapen: Sendable, Equatable {
         public var canonical: String
@@ -16,11 +17,13 @@ public struct LoadReport: Sendable, CustomStringConvertible {
     /// The checkpoint path.
     public var file: String
     public var layout: CheckpointLayout
+    /// The component whose tensors were matched.
+    public var component: Component = .unet
     /// Parameters found with the right shape and a float dtype.
     public var mapped = 0
     /// Stored names of expected parameters that are absent.
     public var missing: [String] = []
-    /// Stored UNet-namespace tensors that no parameter uses.
+    /// Stored tensors of the component's namespace that no parameter uses.
     public var unused: [String] = []
     public var misshapen: [Misshapen] = []
     public var wrongDType: [WrongDType] = []
@@ -31,7 +34,7 @@ public struct LoadReport: Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        var lines = ["\(file): UNet tensors (\(layout.rawValue) layout): \(mapped) mapped, \(missing.count) missing, \(unused.count) unused, \(misshapen.count + wrongDType.count) misshapen"]
+        var lines = ["\(file): \(component.rawValue) tensors (\(layout.rawValue) layout): \(mapped) mapped, \(missing.count) missing, \(unused.count) unused, \(misshapen.count + wrongDType.count) misshapen"]
         let limit = 20
         func list<T>(_ title: String, _ xs: [T], _ f: (T) -> String) {
             guard !xs.isEmpty else { return }
@@ -42,7 +45,7 @@ public struct LoadReport: Sendable, CustomStringConvertible {
         list("missing", missing) { $0 }
         list("misshapen", misshapen) { "\($0.stored): expected \($0.expected), found \($0.actual)" }
         list("wrong dtype", wrongDType) { "\($0.stored): \($0.dtype.rawValue), expected F32, F16 or BF16" }
-        list("unused (load option allow_unused loads anyway)", unused) { $0 }
+        list(component == .textEncoder ? "unused" : "unused (load option allow_unused loads anyway)", unused) { $0 }
         return lines.joined(separator: "\n")
     }
 }

@@ -29,7 +29,7 @@ struct Alter: ParsableCommand {
             bare diffusers-named safetensors file; F32, F16 and BF16.
             """,
         version: "alter 0.3.0 (bundle format \(BundleManifest.formatVersion), run directory format \(CompressionConfig.formatVersion))",
-        subcommands: [Inspect.self, Convert.self, Tokenize.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Diff.self, Bench.self])
+        subcommands: [Inspect.self, Convert.self, Tokenize.self, EncodePrompt.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Diff.self, Bench.self])
 }
 
 /// Options shared by commands that read a UNet.

@@ -175,4 +175,52 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(rtext.contains("has no checkpoint yet") && rtext.contains("starting it again from step 0"), rtext)
         XCTAssertEqual(r.terminationStatus, 143, rtext)
     }
+
+    /// A tokenizer folder of the 512 byte symbols (GPT-2's byte table) and start/end tokens 512 and
+    /// 513, no merges: ids within the text encoder fixture's vocabulary of 520.
+    func writeByteTokenizer(_ dir: String) throws {
+        var bytes = Array(33...126) + Array(161...172) + Array(174...255)
+        var symbols = bytes.map { Character(Unicode.Scalar(UInt32($0))!) }
+        var n = 0
+        for b in 0..<256 where !bytes.contains(b) {
+            bytes.append(b)
+            symbols.append(Character(Unicode.Scalar(UInt32(256 + n))!))
+            n += 1
+        }
+        let tokens = symbols.map { String($0) } + symbols.map { String($0) + "</w>" } + ["<|startoftext|>", "<|endoftext|>"]
+        let vocab = Dictionary(uniqueKeysWithValues: tokens.enumerated().map { ($1, $0) })
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: vocab).write(to: URL(fileURLWithPath: dir + "/vocab.json"))
+        try "#version: 0.2\n".write(toFile: dir + "/merges.txt", atomically: true, encoding: .utf8)
+        try #"{"pad_token": "!", "model_max_length": 77}"#.write(toFile: dir + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+    }
+
+    /// `alter encode-prompt` on the text encoder fixtures: both layouts give the same context; the
+    /// output policy; the flags that a failure names.
+    func testEncodePrompt() throws {
+        let dir = try temporaryDirectory(self)
+        try writeByteTokenizer(dir + "/tok")
+        let folder = "Tests/Fixtures/text-encoder/diffusers", original = "Tests/Fixtures/text-encoder/original.safetensors"
+        let a = try alter(["encode-prompt", folder, "--tokenizer", dir + "/tok", "--prompt", "a cat", "-o", dir + "/a.safetensors", "--json"])
+        XCTAssertEqual(a.status, 0, a.output)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(a.output.utf8)) as? [String: Any])
+        XCTAssertEqual(report["shape"] as? [Int], [1, 77, 32])
+        // "a" -> "a</w>" (256 + 64); "cat" -> "c", "a", "t</w>" (66, 64, 256 + 83); padding "!" (0).
+        XCTAssertEqual(report["input_ids"] as? [Int], [512, 320, 66, 64, 339, 513] + Array(repeating: 0, count: 71))
+        XCTAssertEqual(report["token_count"] as? Int, 6)
+        try GoldenKeys.check(json: Data(a.output.utf8), name: "encode-prompt")
+
+        try assertFails(["encode-prompt", folder, "--tokenizer", dir + "/tok", "--prompt", "a cat", "-o", dir + "/a.safetensors"], saying: "--force")
+        try assertFails(["encode-prompt", original, "--tokenizer", dir + "/tok", "--prompt", "a cat", "-o", dir + "/b.safetensors"], saying: "--heads")
+        try assertFails(["encode-prompt", folder, "--prompt", "a cat", "-o", dir + "/c.safetensors"], saying: "--tokenizer")
+        try assertFails(["encode-prompt", folder, "--tokenizer", "Tests/Fixtures/tokenizer/sd21-tokenizer", "--prompt", "a cat", "-o", dir + "/c.safetensors"],
+                        saying: "49406", "outside the vocabulary")
+        let b = try alter(["encode-prompt", original, "--heads", "2", "--tokenizer", dir + "/tok", "--prompt", "a cat", "-o", dir + "/b.safetensors"])
+        XCTAssertEqual(b.status, 0, b.output)
+        XCTAssertTrue(b.output.contains("assumed: num_hidden_layers = 3"), b.output)
+        // Same weights in the two layouts: the same bytes of `context` (the headers differ in metadata only).
+        let fa = try Data(contentsOf: URL(fileURLWithPath: dir + "/a.safetensors")), fb = try Data(contentsOf: URL(fileURLWithPath: dir + "/b.safetensors"))
+        XCTAssertEqual(fa.suffix(77 * 32 * 4), fb.suffix(77 * 32 * 4))
+        XCTAssertNotEqual(fa.suffix(77 * 32 * 4), Data(count: 77 * 32 * 4))
+    }
 }

@@ -1,0 +1,51 @@
+import Foundation
+import NN
+import SafeTensors
+import TensorCore
+import XCTest
+@testable import StableDiffusion
+
+/// The full SD2.1 text encoder (23 layers, width 1024, 16 heads) at alter's deterministic random
+/// init (`RandomParameters`, ported to numpy by scripts/make_text_encoder_fixtures.py) against
+/// transformers' CLIPTextModel in float64, for one prompt tokenized by `CLIPTokenizer`.
+final class CLIPTextEncoderSD21Tests: XCTestCase {
+    func testFullSizeRandomInit() throws {
+        let file = try SafeTensorsFile(path: Fixtures.path("text-encoder/sd21-random.safetensors"))
+        let meta = try XCTUnwrap(file.metadata)
+        let seed = try XCTUnwrap(UInt64(try XCTUnwrap(meta["seed"])))
+        let info = try file.require("input_ids")
+        let raw = file.rawBytes(info)
+        let ids = (0..<info.elementCount).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+
+        // The stored ids are the prompt as alter's tokenizer gives it.
+        let tokenizer = try CLIPTokenizer(folder: Fixtures.path("tokenizer/sd21-tokenizer"))
+        XCTAssertEqual(tokenizer.tokenize(try XCTUnwrap(meta["prompt"])).inputIds, ids)
+
+        let parameters = RandomParameters(seed: seed)
+        // The numpy port draws the same values (the script stores two of them).
+        let probe = try parameters.tensor("text_model.encoder.layers.0.mlp.fc1.weight", shape: [4096, 1024])
+        XCTAssertEqual(meta["probe"], "[\(Double(probe.data[0])), \(Double(probe.data[1]))]")
+
+        let encoder = try CLIPTextEncoder(config: .sd21, parameters: parameters)
+        let out = try encoder.encode([ids])
+        let expected = try file.require("last_hidden_state")
+        let reference = Tensor(shape: expected.shape, values: try file.floats("last_hidden_state"))
+        XCTAssertEqual(out.shape, [1, 77, 1024])
+        XCTAssertEqual(out.shape, reference.shape)
+        guard out.shape == reference.shape else { return }
+        var diff = 0.0, norm = 0.0, worst = 0, worstRatio = -1.0
+        for i in 0..<out.count {
+            let a = Double(out.data[i]), e = Double(reference.data[i])
+            diff += (a - e) * (a - e)
+            norm += e * e
+            let ratio = Swift.abs(a - e) / (1e-5 + 1e-4 * Swift.abs(e))
+            if ratio > worstRatio { (worstRatio, worst) = (ratio, i) }
+        }
+        let rel = (diff / norm).squareRoot()
+        let message = String(format: "SD2.1 random init: relative L2 error %.3g; worst element %d: %.8g vs reference %.8g (%.3g of the element tolerance)",
+                             rel, worst, out.data[worst], reference.data[worst], worstRatio)
+        print(message)
+        XCTAssertLessThanOrEqual(rel, 1e-5, message)
+        XCTAssertLessThanOrEqual(worstRatio, 1, message)
+    }
+}
