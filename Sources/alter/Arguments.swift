@@ -101,8 +101,6 @@ enum ModelInput {
             self = .checkpoint(path)
         }
     }
-
-    var isBundle: Bool { if case .bundle = self { return true } else { return false } }
 }
 
 /// Argument bounds: the library's (`Bounds`, `LatentSize`), never a second copy of the numbers;
