@@ -129,7 +129,8 @@ public final class CLIPTextCheckpoint: @unchecked Sendable {
 
     /// The weight files of a text encoder folder: `model[.variant].safetensors` or its shard index
     /// (without a variant, the `fp16` variant when it is the only one).
-    static func weightFiles(_ dir: URL, variant: String?) throws(CheckpointError) -> ([String], (path: String, map: [String: String])?) {
+    static func weightFiles(_ dir: URL, variant: String?, weightsName: String = weightsName, pickleName: String = "pytorch_model",
+                            component: String = "text encoder") throws(CheckpointError) -> ([String], (path: String, map: [String: String])?) {
         let fm = FileManager.default
         var candidates = [variant.map { ".\($0)" } ?? ""]
         if variant == nil { candidates.append(".fp16") }
@@ -143,14 +144,14 @@ public final class CLIPTextCheckpoint: @unchecked Sendable {
             }
         }
         let suffix = candidates[0]
-        let bin = dir.appendingPathComponent("pytorch_model\(suffix).bin").path
+        let bin = dir.appendingPathComponent("\(pickleName)\(suffix).bin").path
         if fm.fileExists(atPath: bin) {
-            throw .unsupportedFormat(file: bin, "PyTorch pickle weights are not read (they can run code); save the text encoder with safe_serialization=True")
+            throw .unsupportedFormat(file: bin, "PyTorch pickle weights are not read (they can run code); save the \(component) with safe_serialization=True")
         }
         throw .notFound(dir.appendingPathComponent("\(weightsName)\(suffix).safetensors").path)
     }
 
-    private static func checkShards(_ store: TensorStore, map: [String: String], index: String) throws(CheckpointError) {
+    static func checkShards(_ store: TensorStore, map: [String: String], index: String) throws(CheckpointError) {
         for name in store.names {
             guard let expected = map[name] else { throw .shardIndex(file: index, "tensor '\(name)' is in a shard but not in the index") }
             if let actual = store[name]?.file.path, actual != expected {

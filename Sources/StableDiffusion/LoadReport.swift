@@ -1,7 +1,7 @@
 import SafeTensors
 
 /// The outcome of matching a checkpoint's tensors against a component's expected parameters
-/// (the UNet's, or the text encoder's).
+/// (the UNet's, the text encoder's or the VAE's).
 public struct LoadReport: Sendable, CustomStringConvertible {
     public struct Misshapen: Sendable, Equatable {
         public var canonical: String
@@ -45,7 +45,7 @@ public struct LoadReport: Sendable, CustomStringConvertible {
         list("missing", missing) { $0 }
         list("misshapen", misshapen) { "\($0.stored): expected \($0.expected), found \($0.actual)" }
         list("wrong dtype", wrongDType) { "\($0.stored): \($0.dtype.rawValue), expected F32, F16 or BF16" }
-        list(component == .textEncoder ? "unused" : "unused (load option allow_unused loads anyway)", unused) { $0 }
+        list(component == .textEncoder || component == .vae ? "unused" : "unused (load option allow_unused loads anyway)", unused) { $0 }
         return lines.joined(separator: "\n")
     }
 }
