@@ -5,6 +5,14 @@ converter `diffusers.loaders.single_file_utils.convert_ldm_vae_checkpoint`), an 
 latent, and float64 references (`vae.double()`): encoder mean and logvar, decoder output.
 
     ~/refenv/bin/python scripts/make_vae_fixtures.py [--out Tests/Fixtures/vae]
+    ~/refenv/bin/python scripts/make_vae_fixtures.py --sd21 [--out Tests/Fixtures/vae]
+
+--sd21 writes only sd21-random.safetensors: the full SD2.1 VAE (SD21_CONFIG) at alter's
+deterministic random init (RandomParameters, ported in make_text_encoder_fixtures.random_parameter,
+seed SD21_SEED, each tensor by its diffusers name and shape), run in float64 on a seeded latent
+[1, 4, 16, 16] (decoder, [1, 3, 128, 128]) and a seeded image [1, 3, 64, 64] (encoder mean and
+logvar, [1, 4, 8, 8]); it stores the inputs and the outputs (F32) only; metadata: seed, two
+values of one weight (the Swift test checks the port with them), versions.
 """
 import argparse
 import json
@@ -67,10 +75,53 @@ def to_original(sd, config):
     return {"first_stage_model." + k: v.contiguous() for k, v in out.items()}
 
 
+SD21_SEED = 21
+SD21_CONFIG = dict(
+    in_channels=3, out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[128, 256, 512, 512], layers_per_block=2, act_fn="silu", latent_channels=4,
+    norm_num_groups=32, sample_size=768, scaling_factor=0.18215,
+)
+SD21_PROBE = "decoder.up_blocks.0.resnets.0.conv1.weight"
+
+
+def make_sd21(out_dir):
+    """The full SD2.1 VAE at alter's random init: only inputs and float64 outputs are stored."""
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_text_encoder_fixtures import random_parameter
+    from make_forward_fixtures import save_canonical
+
+    vae = AutoencoderKL(**SD21_CONFIG).eval()
+    sd = {}
+    for name, p in vae.state_dict().items():
+        sd[name] = torch.from_numpy(random_parameter(name, tuple(p.shape), SD21_SEED))
+    vae.load_state_dict(sd, strict=True)
+    vae = vae.double()
+    g = torch.Generator().manual_seed(SD21_SEED)
+    latent = torch.randn(1, 4, 16, 16, generator=g).float()
+    image = (torch.rand(1, 3, 64, 64, generator=g) * 2 - 1).float()
+    with torch.no_grad():
+        decoded = vae.decode(latent.double()).sample
+        dist = vae.encode(image.double()).latent_dist
+    meta = {"torch": torch.__version__, "diffusers": diffusers.__version__, "numpy": np.__version__,
+            "seed": str(SD21_SEED), "probe_name": SD21_PROBE,
+            "probe": str(sd[SD21_PROBE].flatten()[:2].tolist()),
+            "parameters": str(sum(v.numel() for v in sd.values()))}
+    path = os.path.join(out_dir, "sd21-random.safetensors")
+    save_canonical({"latent": latent.contiguous(), "decoded": decoded.float().contiguous(),
+                    "image": image.contiguous(), "mean": dist.mean.float().contiguous(),
+                    "logvar": dist.logvar.float().contiguous()}, path, meta)
+    print(path, os.path.getsize(path), meta)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="Tests/Fixtures/vae")
+    ap.add_argument("--sd21", action="store_true", help="write only sd21-random.safetensors")
     a = ap.parse_args()
+    if a.sd21:
+        return make_sd21(a.out)
     torch.manual_seed(0)
     vae = AutoencoderKL(**CONFIG).eval()
     # Non-trivial norms and biases (diffusers initialises them to 1 and 0).
