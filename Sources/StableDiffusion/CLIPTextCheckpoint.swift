@@ -50,36 +50,19 @@ public final class CLIPTextCheckpoint: @unchecked Sendable {
     /// config and matches the tensors strictly.
     public init(path: String, options: CLIPTextLoadOptions = CLIPTextLoadOptions()) throws(CLIPTextEncoderError) {
         self.path = path
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { throw .checkpoint(.notFound(path)) }
-        var configFile = options.configPath
-        let weights: [String]
-        var shardIndex: (path: String, map: [String: String])?
-        if isDir.boolValue {
-            var dir = URL(fileURLWithPath: path)
-            if fm.fileExists(atPath: dir.appendingPathComponent(Self.folderName + "/config.json").path) {
-                kind = .diffusersPipeline
-                dir = dir.appendingPathComponent(Self.folderName)
-            } else if fm.fileExists(atPath: dir.appendingPathComponent("config.json").path) {
-                kind = .transformersFolder
-            } else {
-                throw .checkpoint(.unrecognisedLayout(file: path, "a folder without text_encoder/config.json (diffusers pipeline) or config.json (text encoder folder)"))
-            }
-            configFile = configFile ?? dir.appendingPathComponent("config.json").path
-            layout = .diffusers
-            do { (weights, shardIndex) = try Self.weightFiles(dir, variant: options.variant) } catch { throw .checkpoint(error) }
-        } else {
-            let lower = path.lowercased()
-            if lower.hasSuffix(".ckpt") || lower.hasSuffix(".bin") || lower.hasSuffix(".pt") || lower.hasSuffix(".pth") {
-                throw .checkpoint(.unsupportedFormat(file: path, "PyTorch pickle files are not read (they can run code); convert it to .safetensors first"))
-            }
-            kind = .originalSingleFile
-            layout = .original
-            weights = [path]
+        let files: ComponentFiles
+        do {
+            files = try ComponentFiles(path: path, folderName: Self.folderName, weightsName: Self.weightsName, pickleName: "pytorch_model",
+                                       component: "text encoder", variant: options.variant, configPath: options.configPath)
+        } catch { throw .checkpoint(error) }
+        switch files.place {
+        case .pipeline: kind = .diffusersPipeline
+        case .folder: kind = .transformersFolder
+        case .singleFile: kind = .originalSingleFile
         }
-        do { store = try TensorStore(paths: weights) } catch { throw .checkpoint(error) }
-        if let shardIndex { do { try Self.checkShards(store, map: shardIndex.map, index: shardIndex.path) } catch { throw .checkpoint(error) } }
+        layout = files.layout
+        store = files.store
+        let configFile = files.configFile, weights = files.weights
         if layout == .original && !OriginalCLIPTextKeys.isPresent(store.names) {
             throw .checkpoint(.unrecognisedLayout(file: path, OriginalCLIPTextKeys.absenceReason(store.names)))
         }
@@ -102,65 +85,9 @@ public final class CLIPTextCheckpoint: @unchecked Sendable {
         let keyMap = CLIPTextKeyMap(config: config, layout: layout)
         self.keyMap = keyMap
         var report = LoadReport(file: weights.count == 1 ? weights[0] : path, layout: layout, component: .textEncoder)
-        var locations: [String: (TensorStore.Location, CLIPTextKeyMap.Entry)] = [:]
-        var used = Set<String>()
-        for e in keyMap.entries {
-            guard let loc = store[e.stored] else {
-                if !report.missing.contains(e.stored) { report.missing.append(e.stored) }
-                continue
-            }
-            let first = used.insert(e.stored).inserted
-            if !loc.info.dtype.isFloatConvertible {
-                if first { report.wrongDType.append(.init(stored: e.stored, dtype: loc.info.dtype)) }
-            } else if loc.info.shape != e.storedShape {
-                if first { report.misshapen.append(.init(canonical: e.canonical, stored: e.stored, expected: e.storedShape, actual: loc.info.shape)) }
-            } else {
-                report.mapped += 1
-                locations[e.canonical] = (loc, e)
-            }
-        }
-        for name in store.names where !used.contains(name) && keyMap.isInNamespace(name) && !keyMap.isAllowedUnused(name) {
-            report.unused.append(name)
-        }
+        locations = StrictMatch.match(keyMap.entries, in: store, report: &report) { keyMap.isInNamespace($0) && !keyMap.isAllowedUnused($0) }
         self.report = report
-        self.locations = locations
         guard report.isAcceptable(allowUnused: false) else { throw .checkpoint(.strictLoad(report)) }
-    }
-
-    /// The weight files of a text encoder folder: `model[.variant].safetensors` or its shard index
-    /// (without a variant, the `fp16` variant when it is the only one).
-    static func weightFiles(_ dir: URL, variant: String?, weightsName: String = weightsName, pickleName: String = "pytorch_model",
-                            component: String = "text encoder") throws(CheckpointError) -> ([String], (path: String, map: [String: String])?) {
-        let fm = FileManager.default
-        var candidates = [variant.map { ".\($0)" } ?? ""]
-        if variant == nil { candidates.append(".fp16") }
-        for suffix in candidates {
-            let single = dir.appendingPathComponent("\(weightsName)\(suffix).safetensors").path
-            if fm.fileExists(atPath: single) { return ([single], nil) }
-            let index = single + ".index.json"
-            if fm.fileExists(atPath: index) {
-                let (paths, map) = try CheckpointSource.shardPaths(index: index, dir: dir)
-                return (paths, (index, map))
-            }
-        }
-        let suffix = candidates[0]
-        let bin = dir.appendingPathComponent("\(pickleName)\(suffix).bin").path
-        if fm.fileExists(atPath: bin) {
-            throw .unsupportedFormat(file: bin, "PyTorch pickle weights are not read (they can run code); save the \(component) with safe_serialization=True")
-        }
-        throw .notFound(dir.appendingPathComponent("\(weightsName)\(suffix).safetensors").path)
-    }
-
-    static func checkShards(_ store: TensorStore, map: [String: String], index: String) throws(CheckpointError) {
-        for name in store.names {
-            guard let expected = map[name] else { throw .shardIndex(file: index, "tensor '\(name)' is in a shard but not in the index") }
-            if let actual = store[name]?.file.path, actual != expected {
-                throw .shardIndex(file: index, "tensor '\(name)' is in \(actual), the index says \(expected)")
-            }
-        }
-        for name in map.keys where store[name] == nil {
-            throw .shardIndex(file: index, "tensor '\(name)' listed in the index is in no shard")
-        }
     }
 
     /// The text encoder these weights make.

@@ -43,7 +43,7 @@ public final class UNetCheckpoint: @unchecked Sendable {
         self.source = source
         let store: TensorStore
         if let openStore { store = openStore } else { store = try TensorStore(paths: source.weightPaths) }
-        if let map = source.shardMap { try Self.checkShards(store, map: map, index: source.shardIndexPath ?? source.path) }
+        if let map = source.shardMap { try StrictMatch.checkShards(store, map: map, index: source.shardIndexPath ?? source.path) }
         self.store = store
         var config: UNetConfig
         var origin: String
@@ -71,34 +71,15 @@ public final class UNetCheckpoint: @unchecked Sendable {
         }
         keyMap = UNetKeyMap(config: config, layout: source.layout, ema: ema)
         var report = LoadReport(file: source.path, layout: source.layout)
-        var locations: [String: TensorStore.Location] = [:]
-        var used = Set<String>()
-        for e in keyMap.entries {
-            guard let loc = store[e.stored] else {
-                report.missing.append(e.stored)
-                continue
-            }
-            used.insert(e.stored)
-            if !loc.info.dtype.isFloatConvertible {
-                report.wrongDType.append(.init(stored: e.stored, dtype: loc.info.dtype))
-            } else if loc.info.shape != e.shape {
-                report.misshapen.append(.init(canonical: e.canonical, stored: e.stored, expected: e.shape, actual: loc.info.shape))
-            } else {
-                report.mapped += 1
-                locations[e.canonical] = loc
-            }
-        }
         let namespace: Component = ema ? .ema : .unet
-        for name in store.names where !used.contains(name) {
-            let inNamespace: Bool
-            switch source.layout {
-            case .diffusers: inNamespace = true
-            case .original:
-                inNamespace = OriginalUNetKeys.component(of: name) == namespace
-                    && !OriginalUNetKeys.isEMABookkeeping(name)
+        let layout = source.layout
+        let matched = StrictMatch.match(keyMap.entries, in: store, report: &report) { name in
+            switch layout {
+            case .diffusers: return true
+            case .original: return OriginalUNetKeys.component(of: name) == namespace && !OriginalUNetKeys.isEMABookkeeping(name)
             }
-            if inNamespace { report.unused.append(name) }
         }
+        let locations = matched.mapValues(\.0)
         self.report = report
         self.locations = locations
         guard report.isAcceptable(allowUnused: options.allowUnused) else { throw .strictLoad(report) }
@@ -113,17 +94,5 @@ public final class UNetCheckpoint: @unchecked Sendable {
             throw .safetensors(SafeTensorsError(file: source.path, tensor: canonical, .noSuchTensor))
         }
         do { return try loc.file.floats(loc.info.name) } catch { throw .safetensors(error) }
-    }
-
-    private static func checkShards(_ store: TensorStore, map: [String: String], index: String) throws(CheckpointError) {
-        for name in store.names {
-            guard let expected = map[name] else { throw .shardIndex(file: index, "tensor '\(name)' is in a shard but not in the index") }
-            if let actual = store[name]?.file.path, actual != expected {
-                throw .shardIndex(file: index, "tensor '\(name)' is in \(actual), the index says \(expected)")
-            }
-        }
-        for name in map.keys where store[name] == nil {
-            throw .shardIndex(file: index, "tensor '\(name)' listed in the index is in no shard")
-        }
     }
 }

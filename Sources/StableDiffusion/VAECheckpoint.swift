@@ -47,41 +47,19 @@ public final class VAECheckpoint: @unchecked Sendable {
     /// and matches the tensors strictly.
     public init(path: String, options: VAELoadOptions = VAELoadOptions()) throws(VAEError) {
         self.path = path
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { throw .checkpoint(.notFound(path)) }
-        var configFile = options.configPath
-        let weights: [String]
-        var shardIndex: (path: String, map: [String: String])?
-        if isDir.boolValue {
-            var dir = URL(fileURLWithPath: path)
-            if fm.fileExists(atPath: dir.appendingPathComponent(Self.folderName + "/config.json").path) {
-                kind = .diffusersPipeline
-                dir = dir.appendingPathComponent(Self.folderName)
-            } else if fm.fileExists(atPath: dir.appendingPathComponent("config.json").path) {
-                kind = .diffusersFolder
-            } else {
-                throw .checkpoint(.unrecognisedLayout(file: path, "a folder without vae/config.json (diffusers pipeline) or config.json (VAE folder)"))
-            }
-            configFile = configFile ?? dir.appendingPathComponent("config.json").path
-            layout = .diffusers
-            do {
-                (weights, shardIndex) = try CLIPTextCheckpoint.weightFiles(dir, variant: options.variant, weightsName: Self.weightsName,
-                                                                          pickleName: Self.weightsName, component: "VAE")
-            } catch { throw .checkpoint(error) }
-        } else {
-            let lower = path.lowercased()
-            if lower.hasSuffix(".ckpt") || lower.hasSuffix(".bin") || lower.hasSuffix(".pt") || lower.hasSuffix(".pth") {
-                throw .checkpoint(.unsupportedFormat(file: path, "PyTorch pickle files are not read (they can run code); convert it to .safetensors first"))
-            }
-            kind = .originalSingleFile
-            layout = .original
-            weights = [path]
+        let files: ComponentFiles
+        do {
+            files = try ComponentFiles(path: path, folderName: Self.folderName, weightsName: Self.weightsName, pickleName: Self.weightsName,
+                                       component: "VAE", variant: options.variant, configPath: options.configPath)
+        } catch { throw .checkpoint(error) }
+        switch files.place {
+        case .pipeline: kind = .diffusersPipeline
+        case .folder: kind = .diffusersFolder
+        case .singleFile: kind = .originalSingleFile
         }
-        do { store = try TensorStore(paths: weights) } catch { throw .checkpoint(error) }
-        if let shardIndex {
-            do { try CLIPTextCheckpoint.checkShards(store, map: shardIndex.map, index: shardIndex.path) } catch { throw .checkpoint(error) }
-        }
+        layout = files.layout
+        store = files.store
+        let configFile = files.configFile, weights = files.weights
         if layout == .original && !OriginalVAEKeys.isPresent(store.names) {
             throw .checkpoint(.unrecognisedLayout(file: path, "no VAE under \(OriginalVAEKeys.prefix)"))
         }
@@ -100,28 +78,8 @@ public final class VAECheckpoint: @unchecked Sendable {
         let keyMap = VAEKeyMap(config: config, layout: layout)
         self.keyMap = keyMap
         var report = LoadReport(file: weights.count == 1 ? weights[0] : path, layout: layout, component: .vae)
-        var locations: [String: (TensorStore.Location, VAEKeyMap.Entry)] = [:]
-        var used = Set<String>()
-        for e in keyMap.entries {
-            guard let loc = store[e.stored] else {
-                report.missing.append(e.stored)
-                continue
-            }
-            used.insert(e.stored)
-            if !loc.info.dtype.isFloatConvertible {
-                report.wrongDType.append(.init(stored: e.stored, dtype: loc.info.dtype))
-            } else if loc.info.shape != e.storedShape {
-                report.misshapen.append(.init(canonical: e.canonical, stored: e.stored, expected: e.storedShape, actual: loc.info.shape))
-            } else {
-                report.mapped += 1
-                locations[e.canonical] = (loc, e)
-            }
-        }
-        for name in store.names where !used.contains(name) && keyMap.isInNamespace(name) {
-            report.unused.append(name)
-        }
+        locations = StrictMatch.match(keyMap.entries, in: store, report: &report) { keyMap.isInNamespace($0) }
         self.report = report
-        self.locations = locations
         guard report.isAcceptable(allowUnused: false) else { throw .checkpoint(.strictLoad(report)) }
     }
 
