@@ -10,7 +10,6 @@ import XCTest
 /// scripts/make_vae_fixtures.py), from the diffusers folder, a pipeline and the original LDM
 /// layout (explicit and inferred config); strict loading of both layouts.
 final class AutoencoderKLTests: XCTestCase {
-    static let tolerance = 1e-5
     static var folder: String { Fixtures.path("vae/diffusers") }
     static var folderConfig: String { Fixtures.path("vae/diffusers/config.json") }
     static var weights: String { Fixtures.path("vae/diffusers/diffusion_pytorch_model.safetensors") }
@@ -29,29 +28,6 @@ final class AutoencoderKLTests: XCTestCase {
         var c = VAEConfig()
         (c.blockOutChannels, c.layersPerBlock, c.normNumGroups, c.sampleSize) = ([8, 16], 1, 4, 32)
         return c
-    }
-
-    /// Relative L2 error at most `tolerance`, and every element within 1e-5 abs + 1e-4 rel;
-    /// returns the relative L2 error. Messages name the worst element.
-    @discardableResult
-    func assertClose(_ actual: Tensor, _ expected: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) -> Double {
-        XCTAssertEqual(actual.shape, expected.shape, "\(what): shape", file: file, line: line)
-        guard actual.shape == expected.shape else { return .infinity }
-        var diff = 0.0, norm = 0.0, worst = 0, worstRatio = -1.0
-        for i in 0..<actual.count {
-            let a = Double(actual.data[i]), e = Double(expected.data[i])
-            diff += (a - e) * (a - e)
-            norm += e * e
-            let ratio = Swift.abs(a - e) / (1e-5 + 1e-4 * Swift.abs(e))
-            if ratio > worstRatio { (worstRatio, worst) = (ratio, i) }
-        }
-        let rel = (diff / max(norm, 1e-30)).squareRoot()
-        let message = String(format: "%@: relative L2 error %.3g; worst element %d: %.8g vs reference %.8g (%.3g of the element tolerance)",
-                             what, rel, worst, actual.data[worst], expected.data[worst], worstRatio)
-        print(message)
-        XCTAssertLessThanOrEqual(rel, Self.tolerance, message, file: file, line: line)
-        XCTAssertLessThanOrEqual(worstRatio, 1, message, file: file, line: line)
-        return rel
     }
 
     func expectVAEError(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Any) -> VAEError? {
@@ -81,11 +57,11 @@ final class AutoencoderKLTests: XCTestCase {
         let vae = try ckpt.autoencoder()
         let dist = try vae.encode(try XCTUnwrap(x["image"]))
         XCTAssertEqual(dist.mean.shape, [1, 4, 16, 16])
-        assertClose(dist.mean, try XCTUnwrap(x["mean"]), "\(what), encoder mean")
-        assertClose(dist.logvar, try XCTUnwrap(x["logvar"]), "\(what), encoder logvar")
+        assertParity(dist.mean, try XCTUnwrap(x["mean"]), "\(what), encoder mean")
+        assertParity(dist.logvar, try XCTUnwrap(x["logvar"]), "\(what), encoder logvar")
         let decoded = try vae.decode(try XCTUnwrap(x["latent"]))
         XCTAssertEqual(decoded.shape, [1, 3, 32, 32])
-        assertClose(decoded, try XCTUnwrap(x["decoded"]), "\(what), decoder")
+        assertParity(decoded, try XCTUnwrap(x["decoded"]), "\(what), decoder")
     }
 
     // MARK: parity
@@ -162,7 +138,7 @@ final class AutoencoderKLTests: XCTestCase {
         let latent = try XCTUnwrap(x["latent"])
         let scaled = Tensor(uninitialized: latent.shape)
         for i in 0..<latent.count { scaled.data[i] = latent.data[i] * Float(0.18215) }
-        assertClose(try vae.decodeScaled(scaled), try XCTUnwrap(x["decoded"]), "pipeline folder, decodeScaled(latent * 0.18215)")
+        assertParity(try vae.decodeScaled(scaled), try XCTUnwrap(x["decoded"]), "pipeline folder, decodeScaled(latent * 0.18215)")
     }
 
     func testSampleAndClamp() throws {

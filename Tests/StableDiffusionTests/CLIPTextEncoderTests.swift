@@ -10,7 +10,6 @@ import XCTest
 /// Tests/Fixtures/text-encoder, scripts/make_text_encoder_fixtures.py), from the diffusers folder,
 /// a pipeline and the original SD2.x layout; strict loading of both layouts.
 final class CLIPTextEncoderTests: XCTestCase {
-    static let tolerance = 1e-5
     static var folder: String { Fixtures.path("text-encoder/diffusers") }
     static var original: String { Fixtures.path("text-encoder/original.safetensors") }
     static var quickConfig: String { Fixtures.path("text-encoder/config-quick-gelu.json") }
@@ -31,29 +30,6 @@ final class CLIPTextEncoderTests: XCTestCase {
             outputs[act.rawValue] = Tensor(shape: i.shape, values: try f.floats(name))
         }
         return (ids, outputs)
-    }
-
-    /// Relative L2 error at most `tolerance`, and every element within 1e-5 abs + 1e-4 rel;
-    /// returns the relative L2 error. Messages name the worst element.
-    @discardableResult
-    func assertClose(_ actual: Tensor, _ expected: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) -> Double {
-        XCTAssertEqual(actual.shape, expected.shape, "\(what): shape", file: file, line: line)
-        guard actual.shape == expected.shape else { return .infinity }
-        var diff = 0.0, norm = 0.0, worst = 0, worstRatio = -1.0
-        for i in 0..<actual.count {
-            let a = Double(actual.data[i]), e = Double(expected.data[i])
-            diff += (a - e) * (a - e)
-            norm += e * e
-            let ratio = Swift.abs(a - e) / (1e-5 + 1e-4 * Swift.abs(e))
-            if ratio > worstRatio { (worstRatio, worst) = (ratio, i) }
-        }
-        let rel = (diff / max(norm, 1e-30)).squareRoot()
-        let message = String(format: "%@: relative L2 error %.3g; worst element %d: %.8g vs reference %.8g (%.3g of the element tolerance)",
-                             what, rel, worst, actual.data[worst], expected.data[worst], worstRatio)
-        print(message)
-        XCTAssertLessThanOrEqual(rel, Self.tolerance, message, file: file, line: line)
-        XCTAssertLessThanOrEqual(worstRatio, 1, message, file: file, line: line)
-        return rel
     }
 
     func expectTextError(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Any) -> CLIPTextEncoderError? {
@@ -92,7 +68,7 @@ final class CLIPTextEncoderTests: XCTestCase {
         XCTAssertEqual(ckpt.config, c)
         let out = try ckpt.encoder().encode(ids)
         XCTAssertEqual(out.shape, [4, 77, 32])
-        assertClose(out, try XCTUnwrap(outputs["gelu"]), "diffusers layout, gelu")
+        assertParity(out, try XCTUnwrap(outputs["gelu"]), "diffusers layout, gelu")
     }
 
     func testQuickGELUParity() throws {
@@ -101,7 +77,7 @@ final class CLIPTextEncoderTests: XCTestCase {
         o.configPath = Self.quickConfig
         let ckpt = try CLIPTextCheckpoint(path: Self.folder, options: o)
         XCTAssertEqual(ckpt.config.hiddenAct, .quickGELU)
-        assertClose(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["quick_gelu"]), "diffusers layout, quick_gelu")
+        assertParity(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["quick_gelu"]), "diffusers layout, quick_gelu")
     }
 
     func testOriginalLayoutParity() throws {
@@ -112,7 +88,7 @@ final class CLIPTextEncoderTests: XCTestCase {
         XCTAssertEqual(ckpt.kind, .originalSingleFile)
         XCTAssertEqual(ckpt.layout, .original)
         XCTAssertTrue(ckpt.report.unused.isEmpty)
-        assertClose(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "original layout, gelu")
+        assertParity(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "original layout, gelu")
     }
 
     func testOriginalLayoutInferredConfig() throws {
@@ -125,7 +101,7 @@ final class CLIPTextEncoderTests: XCTestCase {
         XCTAssertNil(ckpt.configFile)
         XCTAssertTrue(ckpt.assumptions.contains { $0.hasPrefix("num_hidden_layers = 3: the penultimate of 4 resblocks") }, "\(ckpt.assumptions)")
         XCTAssertTrue(ckpt.assumptions.contains { $0.hasPrefix("hidden_act = gelu") })
-        assertClose(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "original layout, inferred config")
+        assertParity(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "original layout, inferred config")
 
         // Without heads, width 32 is no multiple of OpenCLIP's head width 64.
         let e = expectTextError("inferred heads") { try CLIPTextCheckpoint(path: Self.original) }
@@ -147,7 +123,7 @@ final class CLIPTextEncoderTests: XCTestCase {
         let ckpt = try CLIPTextCheckpoint(path: tmp.path)
         XCTAssertEqual(ckpt.kind, .diffusersPipeline)
         XCTAssertEqual(ckpt.configFile, tmp.path("text_encoder/config.json"))
-        assertClose(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "pipeline folder")
+        assertParity(try ckpt.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "pipeline folder")
     }
 
     func testFolderVariants() throws {
@@ -161,7 +137,7 @@ final class CLIPTextEncoderTests: XCTestCase {
             var o = CLIPTextLoadOptions()
             XCTAssertEqual(try CLIPTextCheckpoint(path: tmp.path, options: o).store.files.map(\.path), [tmp.path("model.fp16.safetensors")])
             o.variant = "fp16"
-            assertClose(try CLIPTextCheckpoint(path: tmp.path, options: o).encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "fp16 variant name")
+            assertParity(try CLIPTextCheckpoint(path: tmp.path, options: o).encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "fp16 variant name")
             o.variant = "bf16"
             guard case .checkpoint(.notFound(let p))? = expectTextError("bf16", { try CLIPTextCheckpoint(path: tmp.path, options: o) }) else { return XCTFail() }
             XCTAssertTrue(p.hasSuffix("model.bf16.safetensors"), p)
@@ -174,7 +150,7 @@ final class CLIPTextEncoderTests: XCTestCase {
             let names = try SafeTensorsFile(path: Self.folder + "/model.safetensors").names
             let map = Dictionary(uniqueKeysWithValues: names.map { ($0, "model-00001-of-00001.safetensors") })
             try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map]).write(to: URL(fileURLWithPath: tmp.path("model.safetensors.index.json")))
-            assertClose(try CLIPTextCheckpoint(path: tmp.path).encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "sharded folder")
+            assertParity(try CLIPTextCheckpoint(path: tmp.path).encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "sharded folder")
         }
         do {
             // Pickle weights are refused, naming the file.
