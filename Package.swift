@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ExpertBundle", targets: ["ExpertBundle"]),
         .library(name: "RunExport", targets: ["RunExport"]),
         .library(name: "ALTERBench", targets: ["ALTERBench"]),
+        .library(name: "TextToImage", targets: ["TextToImage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -50,6 +51,8 @@ let package = Package(
         .target(name: "ExpertBundle", dependencies: ["Experts", "StableDiffusion", "NN", "TensorCore", "SafeTensors"]),
         // Reads a finished run directory (ALTER) and writes its bundle (ExpertBundle).
         .target(name: "RunExport", dependencies: ["ALTER", "ExpertBundle", "StableDiffusion", "SafeTensors"]),
+        // From prompts to images: tokenizer, text encoder, routed or dense denoising, VAE decode.
+        .target(name: "TextToImage", dependencies: ["ExpertBundle", "StableDiffusion", "TensorCore"]),
         // The studies behind `alter bench`.
         .target(
             name: "ALTERBench",
@@ -76,6 +79,7 @@ let package = Package(
             dependencies: ["ExampleSupport", "ExpertBundle", "Experts", "ALTER", "RunExport", "StableDiffusion", "SafeTensors", "TensorCore"]),
         // The command line, run as a process (the `alter` executable is built for it).
         .testTarget(name: "CLITests", dependencies: ["alter", "ExampleSupport"]),
+        .testTarget(name: "TextToImageTests", dependencies: ["TextToImage", "ExpertBundle", "StableDiffusion", "SafeTensors", "TensorCore"]),
         .testTarget(
             name: "ALTERBenchTests",
             dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "TensorCore"]),

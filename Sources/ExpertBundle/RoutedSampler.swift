@@ -34,9 +34,15 @@ public final class RoutedSampler {
         public var guidance: Float = 7.5
         /// Seed of the initial Gaussian noise.
         public var seed: UInt64 = 0
-        /// Latent height and width; nil: the bundle's MAC latent size, or the model's sample_size.
+        /// Latent height and width; nil: the bundle's MAC latent size, or the model's sample_size
+        /// (or the size of `noise` when it is given).
         public var latentHeight: Int?
         public var latentWidth: Int?
+        /// Standard normal noise [B, C, h, w] to start from instead of noise drawn from `seed`
+        /// (diffusers' `latents` argument: it is still multiplied by the scheduler's
+        /// init_noise_sigma). B must be the context's batch; `latentHeight`/`latentWidth`, when
+        /// given, must be its h and w.
+        public var noise: Tensor?
         public init(scheduler: SchedulerKind) { self.scheduler = scheduler }
     }
 
@@ -132,7 +138,7 @@ public final class RoutedSampler {
         return Tensor(shape: shape, values: rng.normals(Tensor.count(of: shape)))
     }
 
-    /// One sampling run: noise [B, C, h, w] from `options.seed`, then `Sampler.sample` with this
+    /// One sampling run: noise [B, C, h, w] from `options.seed` (or `options.noise`), then `Sampler.sample` with this
     /// sampler's routing. `context` is [B, S, D]; `uncond` is [S, D] or [B, S, D] (nil: zeros).
     public func sample(context: Tensor, uncond: Tensor?, options: Options,
                        progress: (Sampler.Call, Int) -> Void = { _, _ in }) throws(SamplingError) -> Sampler.Result {
@@ -143,17 +149,30 @@ public final class RoutedSampler {
 
     /// The same run as `sample`, one UNet call per `step()`. The latent size and the context
     /// length are checked (`LatentSize`: errors name `latent_height`, `latent_width` or
-    /// `context_length`) before the noise is drawn.
+    /// `context_length`) before the noise is drawn; given noise (`options.noise`) must be finite.
     public func session(context: Tensor, uncond: Tensor?, options: Options) throws(SamplingError) -> Sampler.Session {
         let (dh, dw) = defaultLatentSize
-        let h = options.latentHeight ?? dh, w = options.latentWidth ?? dw
+        var h = options.latentHeight ?? dh, w = options.latentWidth ?? dw
+        if let given = options.noise {
+            guard given.rank == 4 else {
+                throw .input(file: "", tensor: "noise", "has shape \(given.shape), expected [B, \(unet.config.inChannels), h, w]")
+            }
+            let (gh, gw) = (given.shape[2], given.shape[3])
+            guard (options.latentHeight ?? gh) == gh, (options.latentWidth ?? gw) == gw else {
+                throw .input(file: "", tensor: "noise", "is \(gh)x\(gw), the latent size asked for is \(h)x\(w)")
+            }
+            if let i = (0..<given.count).first(where: { !given.data[$0].isFinite }) {
+                throw .input(file: "", tensor: "noise", "holds a non-finite value (\(given.data[i])) at element \(i)")
+            }
+            (h, w) = (gh, gw)
+        }
         guard context.rank == 3, context.shape[0] >= 1 else {
             throw .input(file: "", tensor: "context", "has shape \(context.shape), expected [B, S, \(unet.config.crossAttentionDim)]")
         }
         do { _ = try LatentSize(height: h, width: w, contextLength: context.shape[1], config: unet.config) } catch {
             throw .input(file: "", tensor: error.field == "context_length" ? "context" : "noise", error.description)
         }
-        let noise = Self.noise(seed: options.seed, shape: [context.shape[0], unet.config.inChannels, h, w])
+        let noise = options.noise ?? Self.noise(seed: options.seed, shape: [context.shape[0], unet.config.inChannels, h, w])
         let scheduler = try makeScheduler(options.scheduler)
         return try Sampler.Session(unet: unet, scheduler: scheduler, noise: noise, context: context, uncond: uncond, guidance: options.guidance,
                                    route: { [self] (t: Float) throws(SamplingError) -> Sampler.Route in try self.route(forSamplerTimestep: t) })

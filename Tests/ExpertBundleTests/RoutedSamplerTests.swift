@@ -160,6 +160,47 @@ final class RoutedSamplerTests: XCTestCase {
         assertInputError("noise") { _ = try sampler.sample(context: context, uncond: nil, options: options) }
     }
 
+    func testGivenNoiseReplacesTheSeedsNoise() throws {
+        let unet = try exampleModel()
+        let (context, uncond) = try exampleContexts()
+        var config = SchedulerConfig.sd21
+        config.predictionType = .epsilon
+        let sampler = RoutedSampler(unet: unet, schedulerConfig: config)
+        var seeded = RoutedSampler.Options(scheduler: try SchedulerKind(.euler, steps: 3))
+        seeded.seed = 9
+        let reference = try sampler.sample(context: context, uncond: uncond, options: seeded)
+
+        // The seed's own noise given explicitly: the same run, bit for bit; the seed is then unused.
+        var given = seeded
+        given.seed = 10
+        given.noise = noise(seed: 9, [2, 4, 16, 16])
+        XCTAssertEqual(try sampler.sample(context: context, uncond: uncond, options: given).latents.scalars, reference.latents.scalars)
+        // Its size is the latent size (not the model's sample_size).
+        given.noise = noise(seed: 9, [2, 4, 8, 24])
+        XCTAssertEqual(try sampler.sample(context: context, uncond: uncond, options: given).latents.shape, [2, 4, 8, 24])
+
+        func assertNoiseError(_ options: RoutedSampler.Options, _ fragment: String, line: UInt = #line) {
+            XCTAssertThrowsError(try sampler.sample(context: context, uncond: uncond, options: options), line: line) { e in
+                guard case SamplingError.input(_, let t, let why) = e else { return XCTFail("\(e)", line: line) }
+                XCTAssertEqual(t, "noise", line: line)
+                XCTAssertTrue(why.contains(fragment), "\(why)", line: line)
+            }
+        }
+        given.latentHeight = 16
+        assertNoiseError(given, "latent size asked for is 16x")
+        given.latentHeight = nil
+        given.noise = noise(seed: 9, [3, 4, 16, 16])
+        assertNoiseError(given, "expected [2, 4, h, w]")
+        given.noise = noise(seed: 9, [2, 4, 16])
+        assertNoiseError(given, "expected [B, 4, h, w]")
+        given.noise = noise(seed: 9, [2, 4, 12, 16])
+        assertNoiseError(given, "multiple")
+        let bad = noise(seed: 9, [2, 4, 16, 16])
+        bad.data[5] = .nan
+        given.noise = bad
+        assertNoiseError(given, "non-finite value (nan) at element 5")
+    }
+
     // MARK: (b) bundle
 
     func testBundleSamplingEqualsTheRunsUNetWithTheSameSkipSets() throws {
