@@ -79,7 +79,7 @@ let package = Package(
             dependencies: ["ExampleSupport", "ExpertBundle", "Experts", "ALTER", "RunExport", "StableDiffusion", "SafeTensors", "TensorCore"]),
         // The command line, run as a process (the `alter` executable is built for it).
         .testTarget(name: "CLITests", dependencies: ["alter", "ExampleSupport"]),
-        .testTarget(name: "TextToImageTests", dependencies: ["TextToImage", "ExpertBundle", "StableDiffusion", "SafeTensors", "TensorCore"]),
+        .testTarget(name: "TextToImageTests", dependencies: ["TextToImage", "ExpertBundle", "Experts", "StableDiffusion", "SafeTensors", "TensorCore"]),
         .testTarget(
             name: "ALTERBenchTests",
             dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "TensorCore"]),

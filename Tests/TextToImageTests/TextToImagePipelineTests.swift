@@ -1,4 +1,5 @@
 import ExpertBundle
+import Experts
 import Foundation
 import SafeTensors
 import StableDiffusion
@@ -161,6 +162,39 @@ final class TextToImagePipelineTests: XCTestCase {
         assertRelativeL2(try XCTUnwrap(e.uncond), try ref.tensor("negative_prompt_embeds"), "single file: negative_prompt_embeds", 1e-5)
         // SD2.1's default config is the fixture's DDIM config (timestep spacing aside, which DDIM defaults to leading).
         _ = try checkRun(pipeline, ref, .ddim, "single file, ddim:\(ref.steps)")
+    }
+
+    func testRoutedExpertsWithComponents() throws {
+        let ref = try Reference()
+        let dense = try TextToImagePipeline(pipeline: Self.folder)
+        let components = try TextToImageComponents(pipeline: Self.folder)
+        let unet = dense.sampler.unet, config = dense.sampler.schedulerConfig
+        let units = unet.config.units().map(\.name)
+        var options = RoutedSampler.Options(scheduler: try SchedulerKind(.ddim, steps: ref.steps))
+        options.guidance = ref.guidance
+        options.noise = try ref.tensor("noise")
+        let reference = try dense.generate(prompts: ref.prompts, negativePrompts: ref.negatives, options: options)
+
+        // Experts that keep every unit: the dense run, bit for bit.
+        let keepAll = ExpertDecisions(units: units, kept: [units.map { _ in true }], route: Array(repeating: 0, count: 1000))
+        let all = try TextToImagePipeline(components: components, sampler: RoutedSampler(unet: unet, decisions: keepAll, schedulerConfig: config))
+        let same = try all.generate(prompts: ref.prompts, negativePrompts: ref.negatives, options: options)
+        XCTAssertEqual(same.images.scalars, reference.images.scalars)
+        XCTAssertEqual(same.calls.map(\.expert), Array(repeating: 0, count: ref.steps))
+
+        // Expert 1 (training timesteps 500 and up) skips every third unit: it serves t = 751 and 501.
+        let pruned = ExpertDecisions(units: units, kept: [units.map { _ in true }, units.indices.map { $0 % 3 != 1 }],
+                                     route: (0..<1000).map { $0 < 500 ? 0 : 1 })
+        let routedSampler = try RoutedSampler(unet: unet, decisions: pruned, schedulerConfig: config)
+        let routed = try TextToImagePipeline(components: components, sampler: routedSampler)
+        let result = try routed.generate(prompts: ref.prompts, negativePrompts: ref.negatives, options: options)
+        XCTAssertEqual(result.calls.map(\.expert), [1, 1, 0, 0])
+        XCTAssertTrue(result.calls.prefix(2).allSatisfy { $0.skippedUnits == units.indices.filter { $0 % 3 == 1 }.count && $0.macs < reference.calls[0].macs })
+        XCTAssertNotEqual(result.images.scalars, reference.images.scalars)
+        // The same as the routed sampler on the pipeline's embeddings, decoded.
+        let sampled = try routedSampler.sample(context: result.embeddings.context, uncond: result.embeddings.uncond, options: options)
+        XCTAssertEqual(result.latents.scalars, sampled.latents.scalars)
+        XCTAssertEqual(result.images.scalars, try routed.decode(sampled.latents).scalars)
     }
 
     func testComponentsThatDoNotFitAreRefused() throws {
