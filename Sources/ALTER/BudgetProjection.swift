@@ -60,8 +60,8 @@ public struct BudgetProjection: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case target = "target_kept_mac_fraction", tolerance
         case initialKeptFraction = "initial_kept_mac_fraction", learnedKeptFraction = "learned_kept_mac_fraction"
-        case keptFraction = "kept_mac_fraction", changedUnitDecisions = "changed_unit_decisions"
-        case hypernetChangedUnitDecisions = "hypernet_changed_unit_decisions", unitDecisions = "unit_decisions"
+        case keptFraction = "kept_mac_fraction", changedUnitDecisions = "changed_unit_decision_count"
+        case hypernetChangedUnitDecisions = "hypernet_changed_unit_decision_count", unitDecisions = "unit_decision_count"
         case learnedDistance = "learned_distance", distance, withinTolerance = "within_tolerance"
         case hypernetProgress = "hypernet_progress", hardlyMoved = "hypernet_hardly_moved"
     }

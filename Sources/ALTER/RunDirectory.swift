@@ -277,6 +277,6 @@ public struct FinalDecisions: Codable, Sendable, Equatable {
         case decisions, keptFraction = "kept_mac_fraction", expertKeptFractions = "expert_kept_mac_fractions"
         case expertShares = "expert_shares", latentHeight = "latent_height", latentWidth = "latent_width"
         case contextLength = "context_length", denseMACs = "dense_macs", budgetProjection = "budget_projection"
-        case expertRoutingSegments = "expert_routing_segments", routingSegments = "routing_segments"
+        case expertRoutingSegments = "expert_routing_segment_counts", routingSegments = "routing_segment_count"
     }
 }

@@ -21,7 +21,7 @@ extension ExpertBundle {
             enum CodingKeys: String, CodingKey, CaseIterable {
                 case expert, timesteps, timestepCount = "timestep_count", keptUnits = "kept_units", skippedUnits = "skipped_units"
                 case keptUnitCount = "kept_unit_count", skippedUnitCount = "skipped_unit_count", macs, keptMACFraction = "kept_mac_fraction"
-                case routingSegments = "routing_segments"
+                case routingSegments = "routing_segment_count"
             }
 
             public func encode(to encoder: Encoder) throws {
@@ -70,7 +70,7 @@ extension ExpertBundle {
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case path, summary, predictionType = "prediction_type", formatVersion = "format_version", experts
-            case expertManifest = "expert_manifest", schedule, absentUnits = "absent_units", routingSegments = "routing_segments"
+            case expertManifest = "expert_manifest", schedule, absentUnits = "absent_units", routingSegments = "routing_segment_count"
         }
     }
 

@@ -13,7 +13,8 @@ struct Compress: ParsableCommand {
             of --experts temporal experts keeps and a router learns which expert serves each of the 1000 \
             training timesteps, so that on average --keep of the UNet's MACs remain. Each step: a UNet step \
             with the current hard mask table; during the first --hypernet-steps steps also a hypernetwork step \
-            with the UNet frozen; after that the noise-free decisions are frozen and only the UNet trains.
+            with the UNet frozen; after that the noise-free decisions are projected onto --keep (within 0.01, \
+            re-choosing units by the ranking of their logits when needed), frozen, and only the UNet trains.
 
             --data is a safetensors file with `latents` [N,4,h,w] and `context` [N,S,D] (formats/training-data.md). \
             The run directory gets config.json, metrics.jsonl (one line per step), checkpoint/ (every \
@@ -31,7 +32,7 @@ struct Compress: ParsableCommand {
     @Option(parsing: .unconditional, help: "Number of temporal experts.")
     var experts = ALTERSettings().experts
 
-    @Option(parsing: .unconditional, help: "Target kept fraction of total UNet MACs, averaged over the 1000 training timesteps, in (0, 1].")
+    @Option(parsing: .unconditional, help: "Target kept fraction of total UNet MACs, averaged over the 1000 training timesteps, in (0, 1]; the frozen decisions meet it within 0.01.")
     var keep = ALTERSettings().keep
 
     @Option(parsing: .unconditional, help: "Training steps (iterations).")
