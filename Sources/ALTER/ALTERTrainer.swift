@@ -86,7 +86,10 @@ public final class ALTERTrainer {
             let tape = Tape(recording: false)
             decisions = hypernet.sample(on: tape, settings: st, rng: &noiseRNG).hard
         } else {
-            (decisions, budgetProjection) = projectedDecisions()
+            let p = BudgetProjection.project(initialDecisions, logits: hypernet.keepLogits(settings: st), initial: initialDecisions,
+                                             keep: st.keep, budget: budget)
+            decisions = p.decisions
+            budgetProjection = p.report
         }
     }
 

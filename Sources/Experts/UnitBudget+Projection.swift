@@ -23,11 +23,9 @@ extension UnitBudget {
     /// then lower unit): (1) a pair is kept if the kept fraction stays at most `keep`; (2) if that
     /// ends below `keep - tolerance`, the pairs left out are taken again in the same order, each
     /// kept if the fraction stays at most `keep + tolerance`; (3) if it is still outside the
-    /// tolerance (every pair left out is coarser than twice the tolerance), each pair left out, in
-    /// the same order, is tried in an exchange: it is kept, kept pairs are dropped from the lowest
-    /// logit up until the fraction is at most `keep + tolerance`, and pairs left out are kept again
-    /// in logit order while the fraction is below `keep - tolerance` and stays within the bound; the
-    /// first exchange within the tolerance is taken, or else the closest decisions seen. Decisions
+    /// tolerance (every pair left out is coarser than twice the tolerance), a subset-sum search
+    /// (`closestSubset`) picks the pairs whose masses come closest to the target, preferring
+    /// high logits, and replaces the result of (1) and (2) if it is closer. Decisions
     /// that end no closer to `keep` than the input are not taken (the input is returned). Experts that serve no timestep do not count and are left
     /// as they are. Deterministic: no randomness, one fixed order.
     public func project(_ d: ExpertDecisions, logits: [[Float]], keep: Double, tolerance: Double = UnitBudget.tolerance) -> Projection {
@@ -62,23 +60,9 @@ extension UnitBudget {
                 fraction += p.mass
             }
         }
-        if fraction < lower || fraction > upper {
-            var best = (distance: Swift.abs(fraction - keep), set: inSet)
-            for j in pairs.indices where !inSet[j] {
-                var trial = inSet, f = fraction + pairs[j].mass
-                trial[j] = true
-                for i in pairs.indices.reversed() where f > upper && trial[i] && i != j {
-                    trial[i] = false
-                    f -= pairs[i].mass
-                }
-                for i in pairs.indices where !trial[i] && f + pairs[i].mass <= upper && f < lower {
-                    trial[i] = true
-                    f += pairs[i].mass
-                }
-                if Swift.abs(f - keep) < best.distance { best = (Swift.abs(f - keep), trial) }
-                if f >= lower && f <= upper { break }
-            }
-            inSet = best.set
+        if fraction < lower || fraction > upper, let found = Self.closestSubset(pairs.map(\.mass), target: keep - fixedShare, tolerance: tolerance),
+           Swift.abs(fixedShare + found.sum - keep) < Swift.abs(fraction - keep) {
+            inSet = found.chosen
         }
         for (i, p) in pairs.enumerated() where inSet[i] { kept[p.e][p.l] = true }
         let projected = ExpertDecisions(units: d.units, kept: kept, route: d.route)
@@ -88,5 +72,40 @@ extension UnitBudget {
         }
         let changed = zip(kept, d.kept).reduce(0) { n, rows in n + zip(rows.0, rows.1).filter { $0 != $1 }.count }
         return Projection(decisions: projected, inputKeptFraction: before, keptFraction: after, changed: changed)
+    }
+
+    /// The subset of `masses` (in the projection's logit order) whose sum comes closest to
+    /// `target` at the resolution of the search: a 0/1 knapsack over masses rounded to bins of `tolerance / count` (at most 2^22
+    /// bins), so a sum within `tolerance / 2` in bins is within `tolerance` exactly. Each bin is
+    /// reached first through the earliest mass that can reach it, so the subset leans on the
+    /// highest logits. Nil when there are no masses.
+    static func closestSubset(_ masses: [Double], target: Double, tolerance: Double) -> (chosen: [Bool], sum: Double)? {
+        guard !masses.isEmpty else { return nil }
+        let total = masses.reduce(0, +)
+        let width = max(tolerance / Double(masses.count), total / Double(1 << 22))
+        let bins = masses.map { Int(($0 / width).rounded()) }
+        let capacity = bins.reduce(0, +)
+        var via = [Int32](repeating: -1, count: capacity + 1)
+        var reach = [Bool](repeating: false, count: capacity + 1)
+        reach[0] = true
+        var top = 0
+        for (k, w) in bins.enumerated() where w > 0 {
+            for b in stride(from: top, through: 0, by: -1) where reach[b] && !reach[b + w] {
+                reach[b + w] = true
+                via[b + w] = Int32(k)
+            }
+            top += w
+        }
+        let goal = target / width
+        var best = 0
+        for b in 0...capacity where reach[b] && Swift.abs(Double(b) - goal) < Swift.abs(Double(best) - goal) { best = b }
+        var chosen = [Bool](repeating: false, count: masses.count)
+        var b = best
+        while b > 0 {
+            let k = Int(via[b])
+            chosen[k] = true
+            b -= bins[k]
+        }
+        return (chosen, zip(chosen, masses).reduce(0) { $0 + ($1.0 ? $1.1 : 0) })
     }
 }

@@ -91,13 +91,15 @@ final class BudgetProjectionTests: XCTestCase {
     /// The shape of the check that found the broken promise: the example's tiny UNet, `--keep 0.6
     /// --steps 120 --hypernet-steps 80` and the default learning rates and batch. The learned
     /// decisions keep everything; the frozen ones meet the target and the report says the
-    /// hypernetwork phase hardly moved them.
+    /// hypernetwork phase hardly moved them. (Run to the freeze at step 80: the 40 UNet-only steps
+    /// after it do not touch the decisions.)
     func testDefaultLearningRatesStillMeetTheTarget() throws {
         var c = CompressionConfig(model: Example.model, data: Example.data, steps: 120, hypernetSteps: 80)
         c.configPath = Example.config
         c.settings.keep = 0.6
         let trainer = try Example.trainer(c)
-        while trainer.step < c.steps { _ = try trainer.trainStep() }
+        while trainer.step < c.hypernetSteps { _ = try trainer.trainStep() }
+        XCTAssertTrue(trainer.masksFrozen)
         let p = try XCTUnwrap(trainer.budgetProjection)
         XCTAssertEqual(trainer.budget.keptFraction(trainer.finalDecisions), 0.6, accuracy: UnitBudget.tolerance)
         XCTAssertEqual(p.keptFraction, trainer.budget.keptFraction(trainer.finalDecisions))
@@ -118,7 +120,9 @@ final class BudgetProjectionTests: XCTestCase {
         let sd1Fixed = try unitBudgets()[1].1.fixedShare
         for keep in Self.targets {
             for hypernetSteps in [1, 0] {
-                let trainer = try Example.trainer(Example.config(steps: 2, hypernetSteps: hypernetSteps, keep: keep))
+                var c = Example.config(steps: 2, hypernetSteps: hypernetSteps, keep: keep)
+                c.settings.warmupSteps = 1
+                let trainer = try Example.trainer(c)
                 for _ in 0..<2 { _ = try trainer.trainStep() }
                 let p = try XCTUnwrap(trainer.budgetProjection)
                 let what = "example, keep \(keep), hypernet steps \(hypernetSteps)"
@@ -136,6 +140,7 @@ final class BudgetProjectionTests: XCTestCase {
                 c.settings.keep = keep
                 c.settings.routing = routing
                 c.settings.experts = 3
+                c.settings.warmupSteps = 1
                 let trainer = try ALTERTrainer(config: c, student: try UNet(checkpoint: sd1), teacher: try UNet(checkpoint: sd1), data: sd1Data)
                 for _ in 0..<2 { _ = try trainer.trainStep() }
                 XCTAssertEqual(trainer.budget.keptFraction(trainer.finalDecisions), keep, accuracy: UnitBudget.tolerance, "tiny-sd1, \(routing), keep \(keep)")
