@@ -113,6 +113,13 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(object["routing_segment_count"] as? Int, perExpert.reduce(0, +))
         XCTAssertTrue(text.output.contains("  routing:     \(perExpert.reduce(0, +)) contiguous timestep segments (per expert "
                                            + perExpert.map(String.init).joined(separator: "/") + ")"), text.output)
+
+        // verify --keep holds the bundle to the run's promise.
+        let ok = try alter(["verify", bundle, "--keep", "0.5"])
+        XCTAssertEqual(ok.status, 0, ok.output)
+        XCTAssertTrue(ok.output.contains("within 0.01 of --keep 0.500"), ok.output)
+        try assertFails(["verify", bundle, "--keep", "0.6"], saying: "more than 0.01 from --keep 0.600")
+        try assertFails(["verify", bundle, "--keep", "1.5"], saying: "--keep must be in (0, 1]")
     }
 
     /// Export never replaces its run or another kind of directory; sample never its context.
