@@ -27,6 +27,10 @@ public final class ALTERTrainer {
     var noiseRNG: SeededGenerator
     /// MAC fraction the units must keep on average (the ratio loss's p').
     public let unitTarget: Double
+    /// The untrained hypernetwork's noise-free decisions (what the hypernetwork phase starts from).
+    public let initialDecisions: ExpertDecisions
+    /// The projection of the learned decisions onto `--keep` when the masks froze; nil before.
+    public private(set) var budgetProjection: BudgetProjection?
     /// Called after each backward pass and before the optimizer step it feeds, with the phase and
     /// the parameters about to be updated: the place where a data-parallel run all-reduces the
     /// gradients. Nil: nothing happens there.
@@ -77,19 +81,36 @@ public final class ALTERTrainer {
         hyperSettings.warmupSteps = st.warmupSteps
         unetOptimizer = AdamW(parameters: student.parameters, settings: unetSettings)
         hypernetOptimizer = AdamW(parameters: hypernet.parameters, settings: hyperSettings)
+        initialDecisions = hypernet.finalDecisions(settings: st)
         if config.hypernetSteps > 0 {
             let tape = Tape(recording: false)
             decisions = hypernet.sample(on: tape, settings: st, rng: &noiseRNG).hard
         } else {
-            decisions = hypernet.finalDecisions(settings: st)
+            let p = BudgetProjection.project(initialDecisions, logits: hypernet.keepLogits(settings: st), initial: initialDecisions,
+                                             keep: st.keep, budget: budget)
+            decisions = p.decisions
+            budgetProjection = p.report
         }
+    }
+
+    /// The hypernetwork's noise-free decisions projected onto `--keep` (docs/method.md,
+    /// "Projection onto the budget"), with the report of the projection.
+    func projectedDecisions() -> (ExpertDecisions, BudgetProjection) {
+        let st = config.settings
+        let p = BudgetProjection.project(hypernet.finalDecisions(settings: st), logits: hypernet.keepLogits(settings: st),
+                                         initial: initialDecisions, keep: st.keep, budget: budget)
+        return (p.decisions, p.report)
     }
 
     /// Whether the hypernetwork phase is over (masks frozen).
     public var masksFrozen: Bool { step >= config.hypernetSteps }
 
-    /// The decisions to export: the frozen ones after the phase, else the current noise-free ones.
-    public var finalDecisions: ExpertDecisions { masksFrozen ? decisions : hypernet.finalDecisions(settings: config.settings) }
+    /// The decisions to export: the frozen ones after the phase, else the current noise-free ones
+    /// projected onto the budget.
+    public var finalDecisions: ExpertDecisions { masksFrozen ? decisions : projectedDecisions().0 }
+
+    /// The projection report of `finalDecisions`.
+    public var finalBudgetProjection: BudgetProjection { (masksFrozen ? budgetProjection : nil) ?? projectedDecisions().1 }
 
     /// One training iteration. Throws `CompressionError.nonFinite` when a loss or a gradient norm
     /// is not finite: a non-finite UNet objective or gradient leaves the trainer exactly as it was
@@ -181,7 +202,7 @@ public final class ALTERTrainer {
             if step + 1 < config.hypernetSteps {
                 decisions = hypernet.sample(on: Tape(recording: false), settings: st, rng: &noiseRNG).hard
             } else {
-                decisions = hypernet.finalDecisions(settings: st)
+                (decisions, budgetProjection) = projectedDecisions()
             }
         }
         step += 1
@@ -250,17 +271,22 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var decisions: ExpertDecisions
     public var unetOptimizerStep: Int
     public var hypernetOptimizerStep: Int
+    /// The projection onto the budget, once the masks are frozen (absent before, and in runs
+    /// checkpointed by versions without it).
+    public var budgetProjection: BudgetProjection?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case step, dataRNG = "data_rng", noiseRNG = "noise_rng", decisions
         case unetOptimizerStep = "unet_optimizer_step", hypernetOptimizerStep = "hypernet_optimizer_step"
+        case budgetProjection = "budget_projection"
     }
 }
 
 extension ALTERTrainer {
     public var state: TrainerState {
         TrainerState(step: step, dataRNG: dataRNG, noiseRNG: noiseRNG, decisions: decisions,
-                     unetOptimizerStep: unetOptimizer.step, hypernetOptimizerStep: hypernetOptimizer.step)
+                     unetOptimizerStep: unetOptimizer.step, hypernetOptimizerStep: hypernetOptimizer.step,
+                     budgetProjection: budgetProjection)
     }
 
     /// Takes over a saved state (the tensors are restored by `RunDirectory`).
@@ -273,6 +299,9 @@ extension ALTERTrainer {
         dataRNG = s.dataRNG
         noiseRNG = s.noiseRNG
         decisions = s.decisions
+        budgetProjection = s.budgetProjection
+        // A run frozen by a version without the projection is projected when it resumes.
+        if masksFrozen, budgetProjection == nil { (decisions, budgetProjection) = projectedDecisions() }
     }
 }
 

@@ -37,10 +37,15 @@ extension Hypernetwork {
     /// The noise-free decisions that are exported: unit l of expert e kept iff logit + b >= 0;
     /// timestep t served by the argmax of its router logits.
     public func finalDecisions(settings: ALTERSettings) -> ExpertDecisions {
-        let tape = Tape(recording: false)
-        let l = units.count
-        let logits = unitLogits(on: tape).value.scalars
-        let kept = (0..<experts).map { e in (0..<l).map { logits[e * l + $0] + Float(settings.offset) >= 0 } }
+        let kept = keepLogits(settings: settings).map { $0.map { $0 >= 0 } }
         return ExpertDecisions(units: units, kept: kept, route: router.hardRoutes())
+    }
+
+    /// The noise-free keep logits logit + b of every (expert, unit), [expert][unit]: what
+    /// `finalDecisions` thresholds at 0 and the projection onto the budget ranks by.
+    public func keepLogits(settings: ALTERSettings) -> [[Float]] {
+        let l = units.count
+        let logits = unitLogits(on: Tape(recording: false)).value.scalars
+        return (0..<experts).map { e in (0..<l).map { logits[e * l + $0] + Float(settings.offset) } }
     }
 }

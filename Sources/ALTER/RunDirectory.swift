@@ -251,9 +251,19 @@ public struct FinalDecisions: Codable, Sendable, Equatable {
     /// The latent size and context length the MACs are counted at, and the dense total.
     public var latentHeight: Int, latentWidth: Int, contextLength: Int
     public var denseMACs: Int
+    /// How the decisions were projected onto `--keep` when the masks froze (absent in runs
+    /// finished by versions without the projection).
+    public var budgetProjection: BudgetProjection?
+    /// Contiguous segments of the routing table (maximal runs of consecutive timesteps served by
+    /// one expert) per expert and in all (absent in runs finished by versions without them).
+    public var expertRoutingSegments: [Int]?
+    public var routingSegments: Int?
 
     init(_ t: ALTERTrainer) {
         decisions = t.finalDecisions
+        budgetProjection = t.finalBudgetProjection
+        expertRoutingSegments = RoutingTable.segments(decisions.route, experts: decisions.experts)
+        routingSegments = expertRoutingSegments?.reduce(0, +)
         keptFraction = t.budget.keptFraction(decisions)
         expertKeptFractions = decisions.kept.map { t.budget.keptFraction(expert: $0) }
         expertShares = decisions.expertShares
@@ -266,6 +276,7 @@ public struct FinalDecisions: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case decisions, keptFraction = "kept_mac_fraction", expertKeptFractions = "expert_kept_mac_fractions"
         case expertShares = "expert_shares", latentHeight = "latent_height", latentWidth = "latent_width"
-        case contextLength = "context_length", denseMACs = "dense_macs"
+        case contextLength = "context_length", denseMACs = "dense_macs", budgetProjection = "budget_projection"
+        case expertRoutingSegments = "expert_routing_segment_counts", routingSegments = "routing_segment_count"
     }
 }

@@ -120,8 +120,10 @@ extension ExpertBundle {
     /// output against the reference model's forward with the same units skipped, on `probes`
     /// seeded inputs per expert at the bundle's MAC latent size (or `probeLatent`, which must be a
     /// valid `LatentSize` for the bundle's UNet: otherwise the parity check fails naming it and
-    /// nothing is run; the CLI refuses such an argument before calling this).
-    public func verify(reference: UNet? = nil, probeLatent: Int? = nil, seed: UInt64 = 0) -> VerificationReport {
+    /// nothing is run; the CLI refuses such an argument before calling this). With `keep`, the
+    /// MAC check also requires the routed mean kept fraction (from the verified expert MACs) within
+    /// `UnitBudget.tolerance` of it: the promise `alter compress --keep` makes at the run's latent size.
+    public func verify(reference: UNet? = nil, probeLatent: Int? = nil, seed: UInt64 = 0, keep: Double? = nil) -> VerificationReport {
         var report = VerificationReport()
         report.checks.append(.init(name: "schema", passed: true,
                                    detail: "bundle.json and \(experts.count) expert manifests, format version \(manifest.formatVersion)"))
@@ -241,9 +243,14 @@ extension ExpertBundle {
         if bad.isEmpty, manifest.routing.allSatisfy({ $0 >= 0 && $0 < perExpert.count }) {
             let mean = manifest.routing.reduce(0.0) { $0 + Double(perExpert[$1]) } / Double(max(manifest.routing.count, 1))
             if Swift.abs(mean - macs.meanOverTrainTimesteps) > 0.5 { bad.append("mean MACs \(macs.meanOverTrainTimesteps), expected \(mean)") }
+            if let keep, macs.dense > 0, Swift.abs(mean / Double(macs.dense) - keep) > UnitBudget.tolerance {
+                bad.append(String(format: "the routed mean keeps %.4f of the dense MACs, more than %.2f from --keep %.3f", mean / Double(macs.dense),
+                                  UnitBudget.tolerance, keep))
+            }
         }
         check("macs", bad, ok: String(format: "dense %@ MACs per call at %dx%d, %d tokens; routed mean %.4f of dense", "\(macs.dense)",
-                                      macs.latentHeight, macs.latentWidth, macs.contextLength, macs.keptFraction))
+                                      macs.latentHeight, macs.latentWidth, macs.contextLength, macs.keptFraction)
+                               + (keep.map { String(format: ", within %.2f of --keep %.3f", UnitBudget.tolerance, $0) } ?? ""))
 
         // The scheduler config sampling builds (the bounds of SchedulerConfig.validate, shared with `sample`).
         bad = []

@@ -15,10 +15,13 @@ extension ExpertBundle {
             public var skippedUnits: [String]
             public var macs: Int
             public var keptMACFraction: Double
+            /// Contiguous segments of the routing table this expert serves (`RoutingTable.segments`).
+            public var routingSegments: Int
 
             enum CodingKeys: String, CodingKey, CaseIterable {
                 case expert, timesteps, timestepCount = "timestep_count", keptUnits = "kept_units", skippedUnits = "skipped_units"
                 case keptUnitCount = "kept_unit_count", skippedUnitCount = "skipped_unit_count", macs, keptMACFraction = "kept_mac_fraction"
+                case routingSegments = "routing_segment_count"
             }
 
             public func encode(to encoder: Encoder) throws {
@@ -32,6 +35,7 @@ extension ExpertBundle {
                 try c.encode(skippedUnits.count, forKey: .skippedUnitCount)
                 try c.encode(macs, forKey: .macs)
                 try c.encode(keptMACFraction, forKey: .keptMACFraction)
+                try c.encode(routingSegments, forKey: .routingSegments)
             }
         }
 
@@ -60,10 +64,13 @@ extension ExpertBundle {
         public var schedule: Schedule?
         /// Units no expert keeps (not stored).
         public var absentUnits: [String]
+        /// Contiguous segments of the routing table: maximal runs of consecutive training
+        /// timesteps served by one expert (`RoutingTable.segments`, summed over the experts).
+        public var routingSegments: Int
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case path, summary, predictionType = "prediction_type", formatVersion = "format_version", experts
-            case expertManifest = "expert_manifest", schedule, absentUnits = "absent_units"
+            case expertManifest = "expert_manifest", schedule, absentUnits = "absent_units", routingSegments = "routing_segment_count"
         }
     }
 
@@ -73,9 +80,11 @@ extension ExpertBundle {
         if let expert, !experts.indices.contains(expert) {
             throw BundleError(path, "expert \(expert) does not exist (the bundle has experts 0..<\(experts.count))")
         }
+        let segments = RoutingTable.segments(manifest.routing, experts: experts.count)
         let rows = experts.map {
             Inspection.ExpertRow(expert: $0.expert, timesteps: $0.timesteps, timestepCount: $0.timestepCount, keptUnits: $0.keptUnits,
-                                 skippedUnits: $0.skippedUnits, macs: $0.macs, keptMACFraction: $0.keptFraction)
+                                 skippedUnits: $0.skippedUnits, macs: $0.macs, keptMACFraction: $0.keptFraction,
+                                 routingSegments: segments.indices.contains($0.expert) ? segments[$0.expert] : 0)
         }
         var report: Inspection.Schedule?
         if let kind {
@@ -91,6 +100,7 @@ extension ExpertBundle {
         let summary: Summary
         do { summary = try Summary(manifest) } catch { throw BundleError(path + "/bundle.json", error.description) }
         return Inspection(path: path, summary: summary, predictionType: manifest.predictionType, formatVersion: manifest.formatVersion,
-                          experts: rows, expertManifest: expert.map { experts[$0] }, schedule: report, absentUnits: manifest.units.filter(absentUnits.contains))
+                          experts: rows, expertManifest: expert.map { experts[$0] }, schedule: report, absentUnits: manifest.units.filter(absentUnits.contains),
+                          routingSegments: segments.reduce(0, +))
     }
 }

@@ -25,6 +25,15 @@ public enum RoutingTable {
         ranges(route.indices.filter { route[$0] == expert })
     }
 
+    /// The number of contiguous segments of each of `experts` experts: maximal runs of consecutive
+    /// timesteps that expert serves (an expert serving no timestep has 0). Their sum is the number
+    /// of segments of the whole table.
+    public static func segments(_ route: [Int], experts: Int) -> [Int] {
+        var counts = [Int](repeating: 0, count: experts)
+        for (t, e) in route.enumerated() where e >= 0 && e < experts && (t == 0 || route[t - 1] != e) { counts[e] += 1 }
+        return counts
+    }
+
     /// Sorted timesteps as inclusive ranges [first, last].
     public static func ranges(_ timesteps: [Int]) -> [[Int]] {
         var out: [[Int]] = []

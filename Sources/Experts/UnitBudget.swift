@@ -18,6 +18,14 @@ public struct UnitBudget: Sendable, Equatable {
         totalMACs = cost.total.total
     }
 
+    /// Shares given directly (studies and tests): `share` per unit, the rest of `totalMACs` fixed.
+    public init(share: [Double], totalMACs: Int) {
+        precondition(share.allSatisfy { $0 >= 0 } && share.reduce(0, +) <= 1 + 1e-12, "UnitBudget: shares must be non-negative and sum to at most 1")
+        self.share = share
+        fixedShare = 1 - share.reduce(0, +)
+        self.totalMACs = totalMACs
+    }
+
     /// The kept fraction of total MACs, averaged over the table's timesteps.
     public func keptFraction(_ d: ExpertDecisions) -> Double {
         let perExpert = d.kept.map { keptUnitShare($0) }

@@ -24,11 +24,13 @@ struct BundleInspection {
         print("  MACs:        dense \(g(m.macs.dense)) per call at \(m.macs.latentHeight)x\(m.macs.latentWidth), \(m.macs.contextLength) tokens; "
               + String(format: "routed mean over %d timesteps %@ (%.4f of dense)", m.trainTimesteps, g(Int(m.macs.meanOverTrainTimesteps)), m.macs.keptFraction))
         if !report.absentUnits.isEmpty { print("  not stored:  \(report.absentUnits.count) units every expert skips") }
+        print("  routing:     \(report.routingSegments) contiguous timestep segments (per expert "
+              + report.experts.map { String($0.routingSegments) }.joined(separator: "/") + ")")
         print("  experts:")
         for r in report.experts {
             let ranges = r.timesteps.map { $0[0] == $0[1] ? "\($0[0])" : "\($0[0])-\($0[1])" }.joined(separator: ",")
-            print(String(format: "    %2d  %@  kept %2d/%d units  %.4f of dense  serves %4d timesteps: %@", r.expert, g(r.macs),
-                         r.keptUnits.count, m.units.count, r.keptMACFraction, r.timestepCount, ranges.isEmpty ? "none" : ranges))
+            print(String(format: "    %2d  %@  kept %2d/%d units  %.4f of dense  serves %4d timesteps in %3d segments: %@", r.expert, g(r.macs),
+                         r.keptUnits.count, m.units.count, r.keptMACFraction, r.timestepCount, r.routingSegments, ranges.isEmpty ? "none" : ranges))
         }
         if let e = report.expertManifest {
             print("  expert \(e.expert):")

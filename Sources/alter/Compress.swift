@@ -13,7 +13,8 @@ struct Compress: ParsableCommand {
             of --experts temporal experts keeps and a router learns which expert serves each of the 1000 \
             training timesteps, so that on average --keep of the UNet's MACs remain. Each step: a UNet step \
             with the current hard mask table; during the first --hypernet-steps steps also a hypernetwork step \
-            with the UNet frozen; after that the noise-free decisions are frozen and only the UNet trains.
+            with the UNet frozen; after that the noise-free decisions are projected onto --keep (within 0.01, \
+            re-choosing units by the ranking of their logits when needed), frozen, and only the UNet trains.
 
             --data is a safetensors file with `latents` [N,4,h,w] and `context` [N,S,D] (formats/training-data.md). \
             The run directory gets config.json, metrics.jsonl (one line per step), checkpoint/ (every \
@@ -31,7 +32,7 @@ struct Compress: ParsableCommand {
     @Option(parsing: .unconditional, help: "Number of temporal experts.")
     var experts = ALTERSettings().experts
 
-    @Option(parsing: .unconditional, help: "Target kept fraction of total UNet MACs, averaged over the 1000 training timesteps, in (0, 1].")
+    @Option(parsing: .unconditional, help: "Target kept fraction of total UNet MACs, averaged over the 1000 training timesteps, in (0, 1]; the frozen decisions meet it within 0.01.")
     var keep = ALTERSettings().keep
 
     @Option(parsing: .unconditional, help: "Training steps (iterations).")
@@ -148,6 +149,21 @@ struct Compress: ParsableCommand {
         guard output != nil else { throw ValidationError("give the run directory with -o RUN") }
     }
 
+    /// The projection onto the budget (docs/method.md): distances before and after, and warnings
+    /// when the hypernetwork phase hardly moved the decisions or the units are too coarse.
+    static func printProjection(_ p: BudgetProjection) {
+        printError(String(format: "budget: the learned decisions kept %.4f (distance %.4f from --keep %.3f); projected onto the budget: %.4f (distance %.4f), %d of %d unit decisions changed",
+                          p.learnedKeptFraction, p.learnedDistance, p.target, p.keptFraction, p.distance, p.changedUnitDecisions, p.unitDecisions))
+        if p.hardlyMoved {
+            printError(String(format: "warning: the hypernetwork phase hardly moved the decisions: it went %.0f%% of the way from the untrained hypernetwork's %.4f to the target %.3f (%d of %d unit decisions changed), so the projection, ranking units by barely trained logits, chose most of the pruning; give it more --hypernet-steps or a larger --lr-hypernet",
+                              p.hypernetProgress * 100, p.initialKeptFraction, p.target, p.hypernetChangedUnitDecisions, p.unitDecisions))
+        }
+        if !p.withinTolerance {
+            printError(String(format: "warning: the units are too coarse to meet --keep %.3f within %.2f: the closest kept fraction the projection reaches is %.4f",
+                              p.target, p.tolerance, p.keptFraction))
+        }
+    }
+
     func run() throws {
         try checkRequired()
         var config: CompressionConfig
@@ -212,6 +228,10 @@ struct Compress: ParsableCommand {
                 throw ExitCode(stop.exitCode)
             case .finished:
                 let final = try dir.readDecisions()
+                if let p = final.budgetProjection { Self.printProjection(p) }
+                if let segments = final.expertRoutingSegments {
+                    printError("routing: \(segments.reduce(0, +)) contiguous timestep segments (per expert \(segments.map(String.init).joined(separator: "/")))")
+                }
                 printError(String(format: "done: kept %.4f of the dense MACs (target %.3f); experts serve %@ timesteps; wrote %@/final",
                                   final.keptFraction, config.settings.keep,
                                   final.expertShares.map { String(Int(($0 * 1000).rounded())) }.joined(separator: "/"), dir.path))

@@ -11,7 +11,8 @@ struct Verify: ParsableCommand {
             the bundle stores exactly the files its manifests list, as regular files (no symbolic link); every \
             weight file and expert manifest matches its size and SHA-256; every timestep 0..999 is routed to an existing expert; every tensor an \
             expert needs is present with the right dtype, shape and SHA-256; no unlisted tensor is stored; MACs \
-            equal the cost model's; the scheduler config is valid for sampling. With --deep: each expert's output on a seeded probe input equals the \
+            equal the cost model's (with --keep K: and the routed mean kept MAC fraction is within 0.01 of K, \
+            as `alter compress --keep K` promises at the run's latent size); the scheduler config is valid for sampling. With --deep: each expert's output on a seeded probe input equals the \
             reference model's forward with the same units skipped, and its fidelity to the reference's dense \
             output is reported as PSNR. Exit status 0 only when every check holds; each failure is named.
             """)
@@ -28,6 +29,9 @@ struct Verify: ParsableCommand {
     @Option(help: "Probe latent size for --deep (default: the bundle's MAC latent size).")
     var probeLatent: Int?
 
+    @Option(parsing: .unconditional, help: "Also require the routed mean kept MAC fraction within 0.01 of this --keep (the run's target).")
+    var keep: Double?
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -35,6 +39,7 @@ struct Verify: ParsableCommand {
 
     func validate() throws {
         try ArgumentBounds.latent(probeLatent, flag: "--probe-latent")
+        if let keep, !(keep > 0 && keep <= 1) { throw ValidationError("--keep must be in (0, 1], got \(keep)") }
     }
 
     func run() throws {
@@ -59,7 +64,7 @@ struct Verify: ParsableCommand {
                 throw CommandFailure("\(error)")
             }
         }
-        let report = b.verify(reference: referenceUNet, probeLatent: probeLatent)
+        let report = b.verify(reference: referenceUNet, probeLatent: probeLatent, keep: keep)
         if json {
             try writeJSON(report)
         } else {

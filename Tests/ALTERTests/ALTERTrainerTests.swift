@@ -1,5 +1,6 @@
 import ALTERBench
 import ALTER
+import Experts
 import ExampleSupport
 import Foundation
 import SafeTensors
@@ -9,7 +10,7 @@ import XCTest
 
 /// End-to-end runs of the ALTER stage on the example model and data (examples/).
 final class ALTERTrainerTests: XCTestCase {
-    /// A run reaches its MAC target (within 0.03), every expert serves a timestep, and fine-tuning
+    /// A run reaches its MAC target (within `UnitBudget.tolerance`, 0.01), every expert serves a timestep, and fine-tuning
     /// with the frozen masks lowers the held-out output-KD loss of the routed, pruned student.
     func testExampleRunMeetsItsTargets() throws {
         var config = Example.config(steps: 160, hypernetSteps: 100)
@@ -26,7 +27,7 @@ final class ALTERTrainerTests: XCTestCase {
         })
         XCTAssertEqual(outcome, .finished)
         let final = try dir.readDecisions()
-        XCTAssertEqual(final.keptFraction, config.settings.keep, accuracy: 0.03, "kept MAC fraction")
+        XCTAssertEqual(final.keptFraction, config.settings.keep, accuracy: UnitBudget.tolerance, "kept MAC fraction")
         XCTAssertEqual(final.decisions, trainer.decisions)
         XCTAssertTrue(final.expertShares.allSatisfy { $0 > 0 }, "every expert serves a timestep: \(final.expertShares)")
         XCTAssertTrue(final.decisions.kept.contains { $0.contains(false) }, "something is pruned")

@@ -88,6 +88,40 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: model)), try Data(contentsOf: URL(fileURLWithPath: Example.model)))
     }
 
+    /// `compress` ends with the budget projection (distances before and after, the warning when the
+    /// hypernetwork phase hardly moved the decisions) and the routing table's segments; `inspect`
+    /// of the exported bundle counts the segments in text and JSON.
+    func testCompressReportsTheProjectionAndInspectTheSegments() throws {
+        let dir = try temporaryDirectory(self)
+        let r = try alter(["compress"] + exampleModel + ["--data", Example.data, "--steps", "2", "--hypernet-steps", "1", "--keep", "0.5",
+                                                         "--experts", "3", "--batch", "2", "-o", dir + "/run"])
+        XCTAssertEqual(r.status, 0, r.output)
+        for words in ["budget: the learned decisions kept 1.0000 (distance 0.5000 from --keep 0.500); projected onto the budget: 0.",
+                      "warning: the hypernetwork phase hardly moved the decisions: it went 0% of the way",
+                      "routing: ", "contiguous timestep segments (per expert "] {
+            XCTAssertTrue(r.output.contains(words), "no '\(words)' in:\n\(r.output)")
+        }
+        let bundle = dir + "/b.alter"
+        XCTAssertEqual(try alter(["export", dir + "/run", "-o", bundle]).status, 0)
+        let text = try alter(["inspect", bundle])
+        XCTAssertTrue(text.output.contains("contiguous timestep segments (per expert "), text.output)
+        let json = try alter(["inspect", bundle, "--json"])
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any])
+        let experts = try XCTUnwrap(object["experts"] as? [[String: Any]])
+        let perExpert = experts.compactMap { $0["routing_segment_count"] as? Int }
+        XCTAssertEqual(perExpert.count, 3)
+        XCTAssertEqual(object["routing_segment_count"] as? Int, perExpert.reduce(0, +))
+        XCTAssertTrue(text.output.contains("  routing:     \(perExpert.reduce(0, +)) contiguous timestep segments (per expert "
+                                           + perExpert.map(String.init).joined(separator: "/") + ")"), text.output)
+
+        // verify --keep holds the bundle to the run's promise.
+        let ok = try alter(["verify", bundle, "--keep", "0.5"])
+        XCTAssertEqual(ok.status, 0, ok.output)
+        XCTAssertTrue(ok.output.contains("within 0.01 of --keep 0.500"), ok.output)
+        try assertFails(["verify", bundle, "--keep", "0.6"], saying: "more than 0.01 from --keep 0.600")
+        try assertFails(["verify", bundle, "--keep", "1.5"], saying: "--keep must be in (0, 1]")
+    }
+
     /// Export never replaces its run or another kind of directory; sample never its context.
     func testExportAndSampleOutputs() throws {
         let dir = try temporaryDirectory(self)
