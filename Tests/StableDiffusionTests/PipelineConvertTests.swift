@@ -190,6 +190,19 @@ final class PipelineConvertTests: XCTestCase {
         }
     }
 
+    /// At SD2.1's size the placeholder is `resblocks.23`, exactly the resblock diffusers' single-file
+    /// loader skips by name (`SD_2_TEXT_ENCODER_KEYS_TO_IGNORE`, without `text_projection`).
+    func testSD21PlaceholderIsTheResblockDiffusersSkips() {
+        let names = CLIPTextKeyMap.placeholderLayer(after: .sd21).map(\.stored)
+        let p = "cond_stage_model.model.transformer.resblocks.23."
+        XCTAssertEqual(Set(names), Set(["attn.in_proj_bias", "attn.in_proj_weight", "attn.out_proj.bias", "attn.out_proj.weight",
+                                         "ln_1.bias", "ln_1.weight", "ln_2.bias", "ln_2.weight", "mlp.c_fc.bias", "mlp.c_fc.weight",
+                                         "mlp.c_proj.bias", "mlp.c_proj.weight"].map { p + $0 }))
+        let shapes = Dictionary(uniqueKeysWithValues: CLIPTextKeyMap.placeholderLayer(after: .sd21).map { ($0.stored, $0.storedShape) })
+        XCTAssertEqual(shapes[p + "attn.in_proj_weight"], [3072, 1024])
+        XCTAssertEqual(shapes[p + "mlp.c_fc.weight"], [4096, 1024])
+    }
+
     func testUnlistedTensorIsAnError() throws {
         let tmp = try TemporaryDirectory()
         let a = try SafeTensorsFile(path: Self.original)
