@@ -7,6 +7,8 @@ Usage (from the repository root, ~/refenv holding torch, diffusers, transformers
     swift build                                                               # then, with the alter just built:
     ~/refenv/bin/python scripts/make_pipeline_convert_fixtures.py --check-alter .build/debug/alter
                                                                  # writes Tests/Fixtures/pipeline-convert-check.json
+    ~/refenv/bin/python scripts/make_pipeline_convert_fixtures.py --check-sd21-size .build/debug/alter /tmp/dir
+                                                                 # full SD2.1 size, configs inferred (prints only)
 
 Writes a small random-init SD2.x-structured pipeline made with diffusers and transformers (seed SEED):
 a UNet2DConditionModel of make_fixtures.TINY_SD2's config, an AutoencoderKL of make_vae_fixtures.CONFIG and
@@ -34,6 +36,11 @@ then that folder -> original file, compared tensor by tensor with original.safet
 StableDiffusionPipeline.from_single_file(config=<alter's folder>) offline, outputs compared again; and the
 all-zero placeholder resblock checked to be the identity (a text encoder one layer deeper, reading it too,
 gives the same last_hidden_state). Also --no-tokenizer: the folder loads with from_pretrained(..., tokenizer=None).
+
+--check-sd21-size BINARY DIR writes a full-size SD2.x original file (SD2.1's UNet, VAE and 24-resblock
+text encoder, fp16, all zeros, sparse) under DIR, converts it to a pipeline folder with every config
+inferred and back, compares the configs alter wrote with SD2.1's, counts the resblocks written back,
+prints seconds and peak resident memory (GNU time) of each direction, and removes what it wrote.
 """
 
 import json
@@ -328,7 +335,90 @@ def check_no_tokenizer(binary, to_pipeline, folder):
     return {"loaded": True, "from_pretrained_kwargs": "tokenizer=None", "tokenizer_is_none": pipe.tokenizer is None}
 
 
+def check_sd21_size(binary, out_dir):
+    """A full-size SD2.x original file (SD2.1's UNet, VAE and 24-resblock OpenCLIP text encoder, fp16,
+    all zeros, written sparse: the header, then a hole) converted with every config inferred; the
+    configs alter writes are compared with SD2.1's, and both directions are timed (wall, peak RSS)."""
+    import struct
+    import time
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**mf.FULL_SD21)
+        vae = AutoencoderKL(**mv.SD21_CONFIG)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                                            num_attention_heads=16, hidden_act="gelu", projection_dim=1024))
+    shapes = {k: list(v.shape) for k, v in mf.to_ldm(unet.state_dict(), mf.FULL_SD21).items()}
+    shapes.update({k: list(v.shape) for k, v in mv.to_original(vae.state_dict(), mv.SD21_CONFIG).items()})
+    te_sd = {"text_model." + k: v for k, v in text.state_dict().items() if not k.endswith("position_ids")}
+    te = text_to_original(te_sd, 23, torch.Generator().manual_seed(0))  # meta tensors, but the random extra resblock
+    shapes.update({k: list(v.shape) for k, v in te.items()})
+    shapes.update({"betas": [1000], "alphas_cumprod": [1000]})
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "sd21-zeros.safetensors")
+    header, offset = {}, 0
+    for k in sorted(shapes):
+        n = int(np.prod(shapes[k])) * 2
+        header[k] = {"dtype": "F16", "shape": shapes[k], "data_offsets": [offset, offset + n]}
+        offset += n
+    text_ = json.dumps(header, separators=(",", ":")).encode()
+    text_ += b" " * (-len(text_) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text_)) + text_)
+        f.truncate(8 + len(text_) + offset)
+    params = offset // 2
+    result = {"tensor_count": len(shapes), "parameter_count": params, "bytes": offset}
+    folder = os.path.join(out_dir, "sd21-pipeline")
+    back = os.path.join(out_dir, "sd21-back.safetensors")
+    for label, cmd in (("to_pipeline", [binary, "convert", "--pipeline", path, "-o", folder, "--force", "--tokenizer", TOKENIZER,
+                                        "--prediction-type", "v_prediction", "--upcast-attention", "--sample-size", "96", "--json"]),
+                       ("to_original", [binary, "convert", "--pipeline", folder, "-o", back, "--force", "--json"])):
+        rss = os.path.join(out_dir, "rss.txt")
+        start = time.time()
+        summary = json.loads(run(["/usr/bin/time", "-f", "%M", "-o", rss] + cmd))  # GNU time: peak resident set (KB)
+        with open(rss) as f:
+            peak = int(f.read().split()[-1])
+        result[label] = {"seconds": round(time.time() - start, 1), "tensor_count": summary["tensor_count"], "bytes": summary["bytes"],
+                         "peak_rss_mb": peak // 1024, "assumptions": {c["component"]: c["assumptions"] for c in summary["components"]}}
+    def cfg(sub):
+        with open(os.path.join(folder, sub, "config.json")) as f:
+            return json.load(f)
+    u, v, te_cfg = cfg("unet"), cfg("vae"), cfg("text_encoder")
+    expect_u = {k: mf.FULL_SD21[k] for k in ("block_out_channels", "attention_head_dim", "cross_attention_dim", "use_linear_projection",
+                                             "upcast_attention", "layers_per_block", "down_block_types", "up_block_types", "sample_size",
+                                             "norm_num_groups")}
+    expect_v = {k: mv.SD21_CONFIG[k] for k in ("block_out_channels", "layers_per_block", "latent_channels", "norm_num_groups", "scaling_factor")}
+    expect_t = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16, vocab_size=49408, hidden_act="gelu")
+    result["config_mismatches"] = {
+        "unet": {k: [u.get(k), x] for k, x in expect_u.items() if u.get(k) != x},
+        "vae": {k: [v.get(k), x] for k, x in expect_v.items() if v.get(k) != x},
+        "text_encoder": {k: [te_cfg.get(k), x] for k, x in expect_t.items() if te_cfg.get(k) != x},
+    }
+    with safe_open_header(back) as names:
+        result["back_resblocks"] = len({n.split(".")[4] for n in names if n.startswith(TE + "transformer.resblocks.")})
+    print(json.dumps(result, indent=2))
+    for p in (path, back):
+        os.remove(p)
+    subprocess.run(["rm", "-rf", folder], check=True)
+    return 0 if not any(result["config_mismatches"].values()) and result["back_resblocks"] == 24 else 1
+
+
+class safe_open_header:
+    """The tensor names of a safetensors file (header only)."""
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        import struct
+        with open(self.path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            return [k for k in json.loads(f.read(n)) if k != "__metadata__"]
+
+    def __exit__(self, *a):
+        return False
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--check-alter":
         sys.exit(check_alter(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--check-sd21-size":
+        sys.exit(check_sd21_size(sys.argv[2], sys.argv[3]))
     make()
