@@ -5,7 +5,7 @@ import StableDiffusion
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a checkpoint's UNet in the diffusers or the original layout, in fp32, fp16 or bf16.",
+        abstract: "Write a checkpoint's UNet (with --pipeline: UNet, VAE and text encoder) in the diffusers or the original layout, in fp32, fp16 or bf16.",
         discussion: """
             diffusers layout: a folder with config.json and diffusion_pytorch_model.safetensors, which \
             diffusers' UNet2DConditionModel.from_pretrained loads. original layout: one .safetensors file \
