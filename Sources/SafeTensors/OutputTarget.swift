@@ -22,6 +22,8 @@ public struct OutputTarget: Sendable {
         case bundle
         /// A diffusers UNet folder (holds `config.json` and `diffusion_pytorch_model*.safetensors`).
         case unetFolder = "diffusers UNet folder"
+        /// A diffusers pipeline folder (holds `model_index.json`).
+        case pipelineFolder = "diffusers pipeline folder"
 
         /// Whether the existing entry at `path` (of kind `existing`) is of this kind.
         func matches(_ path: String, _ existing: RegularFile.Kind) -> Bool {
@@ -31,6 +33,8 @@ public struct OutputTarget: Sendable {
                 return existing == .regular
             case .bundle:
                 return existing == .directory && fm.fileExists(atPath: path + "/bundle.json")
+            case .pipelineFolder:
+                return existing == .directory && fm.fileExists(atPath: path + "/model_index.json")
             case .unetFolder:
                 guard existing == .directory, fm.fileExists(atPath: path + "/config.json") else { return false }
                 let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []

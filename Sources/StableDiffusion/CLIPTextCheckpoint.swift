@@ -90,6 +90,12 @@ public final class CLIPTextCheckpoint: @unchecked Sendable {
         guard report.isAcceptable(allowUnused: false) else { throw .checkpoint(.strictLoad(report)) }
     }
 
+    /// Where the parameter `canonical` is stored, with its key-table entry (a fused projection's
+    /// `part`).
+    func stored(_ canonical: String) -> (location: TensorStore.Location, entry: CLIPTextKeyMap.Entry)? {
+        locations[canonical].map { ($0.0, $0.1) }
+    }
+
     /// The text encoder these weights make.
     public func encoder() throws -> CLIPTextEncoder { try CLIPTextEncoder(config: config, parameters: self) }
 }

@@ -37,6 +37,24 @@ public struct CLIPTextKeyMap: Sendable {
         }
     }
 
+    /// The original layout's resblock after the last of `config`'s layers, one entry per stored
+    /// tensor (the fused q/k/v projection once, `part` nil), which a diffusers text encoder
+    /// converted to an original file gets as zeros. SD2.x readers use the output of the
+    /// penultimate resblock (LDM's `FrozenOpenCLIPEmbedder(layer="penultimate")`, alter's
+    /// `OriginalCLIPTextKeys.infer`) or skip `resblocks.23` by name (diffusers' single-file
+    /// loader), so every real layer must come before one more; an all-zero pre-LN residual block
+    /// adds nothing to its input, so whoever runs it too gets the same hidden state.
+    public static func placeholderLayer(after config: CLIPTextConfig) -> [Entry] {
+        let real = Set(CLIPTextKeyMap(config: config, layout: .original).entries.map(\.stored))
+        var deeper = config
+        deeper.numHiddenLayers += 1
+        var seen = Set<String>()
+        return CLIPTextKeyMap(config: deeper, layout: .original).entries.compactMap { e in
+            guard !real.contains(e.stored), seen.insert(e.stored).inserted else { return nil }
+            return Entry(canonical: e.canonical, stored: e.stored, shape: e.storedShape, storedShape: e.storedShape, part: nil)
+        }
+    }
+
     /// Whether a stored tensor that no entry uses belongs to the text encoder (and so must be used).
     func isInNamespace(_ stored: String) -> Bool {
         switch layout {

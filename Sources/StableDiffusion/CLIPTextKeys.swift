@@ -44,4 +44,9 @@ public enum CLIPTextKeys {
 
     /// Stored tensors of the diffusers layout that no parameter uses but that are allowed.
     static func isAllowedUnused(_ name: String) -> Bool { name == positionIDs }
+
+    /// Why an allowed unused tensor (`isAllowedUnused`) is not written; nil for any other tensor.
+    static func allowedUnusedReason(_ name: String) -> String? {
+        isAllowedUnused(name) ? "transformers' position_ids buffer (the identity 0..<positions, not a weight)" : nil
+    }
 }

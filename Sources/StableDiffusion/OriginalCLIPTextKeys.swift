@@ -81,6 +81,16 @@ enum OriginalCLIPTextKeys {
         unusedTop.contains(key) || key.hasPrefix(resblocks + "\(layers).")
     }
 
+    /// Why an allowed unused tensor (`isAllowedUnused`) is not part of the text encoder; nil for
+    /// any other tensor.
+    static func allowedUnusedReason(_ key: String, layers: Int) -> String? {
+        if key.hasPrefix(resblocks + "\(layers).") {
+            return "the last resblock (SD2.x reads the penultimate layer's output; diffusers' text_encoder has \(layers) layers)"
+        }
+        if unusedTop.contains(key) { return "OpenCLIP's text_projection / logit_scale (not part of transformers' CLIPTextModel)" }
+        return nil
+    }
+
     /// What an original checkpoint's tensors tell of the architecture, and what they cannot.
     /// `heads`: attention heads if known (OpenCLIP's head width is 64 otherwise).
     static func infer(_ store: TensorStore, file: String, heads: Int?) throws(CLIPTextEncoderError) -> (CLIPTextConfig, [String]) {

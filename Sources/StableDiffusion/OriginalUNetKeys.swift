@@ -92,6 +92,26 @@ struct OriginalUNetKeys {
         key == emaPrefix + "decay" || key == emaPrefix + "num_updates"
     }
 
+    /// The noise schedule buffers of LDM's `LatentDiffusion` (`register_schedule`), stored beside
+    /// the weights of an original checkpoint; a diffusers pipeline's scheduler config replaces them.
+    static let scheduleBuffers: Set<String> = [
+        "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+        "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_variance",
+        "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2", "logvar",
+    ]
+
+    /// Why a tensor of an original checkpoint that no model reads may be left out of a converted
+    /// pipeline (nil: it is not on the allow-list). `ema`: the EMA copies are the UNet converted.
+    static func droppedReason(_ key: String, ema: Bool) -> String? {
+        if scheduleBuffers.contains(key) { return "LDM noise schedule buffer (scheduler/scheduler_config.json replaces it)" }
+        if isEMABookkeeping(key) { return "EMA bookkeeping (model_ema.decay, model_ema.num_updates)" }
+        switch component(of: key) {
+        case .ema where !ema: return "EMA copy of the UNet (model_ema.*; --ema converts these instead of the plain weights)"
+        case .unet where ema: return "plain UNet weights (--ema converts the EMA copies instead)"
+        default: return nil
+        }
+    }
+
     /// Whether the checkpoint carries EMA copies of the UNet.
     static func hasEMA(_ keys: some Sequence<String>) -> Bool {
         keys.contains { $0.hasPrefix(emaPrefix + "diffusion_model") }

@@ -52,70 +52,43 @@ extension UNetCheckpoint {
             lock = try PathLock(beside: output)
         } catch { throw .safetensors(error) }
         defer { lock.release() }
-        let target = UNetKeyMap(config: config, layout: layout)
-        var specs: [TensorSpec] = []
-        var sources: [String: TensorStore.Location] = [:]
-        for e in target.entries {
+        var tensors: [ConvertedTensor] = []
+        for e in UNetKeyMap(config: config, layout: layout).entries {
             guard let loc = location(e.canonical) else {
                 throw .safetensors(SafeTensorsError(file: source.path, tensor: e.canonical, .noSuchTensor))
             }
-            specs.append(TensorSpec(name: e.stored, dtype: dtype ?? loc.info.dtype, shape: e.shape))
-            sources[e.stored] = loc
+            tensors.append(ConvertedTensor(name: e.stored, dtype: dtype ?? loc.info.dtype, shape: e.shape, pieces: [.whole(loc)]))
         }
-        let metadata = ["format": "pt"]
 
         switch layout {
         case .original:
-            let bytes = try writeWeights(to: output, specs: specs, sources: sources, metadata: metadata, progress: progress)
-            return ConversionSummary(input: source.path, output: output, layout: layout, dtype: dtype?.rawValue ?? "as stored", tensors: specs.count,
+            let bytes = try writeWeights(tensors, to: output, progress: progress)
+            return ConversionSummary(input: source.path, output: output, layout: layout, dtype: dtype?.rawValue ?? "as stored", tensors: tensors.count,
                                      bytes: bytes, weightsPath: output, unusedTensors: report.unused)
         case .diffusers:
             try config.validate(source: configOrigin)
             let folder: AtomicDirectory
             do { folder = try AtomicDirectory(destination: output) } catch { throw .safetensors(error) }
             let weights = folder.path + "/\(CheckpointSource.weightsName).safetensors"
-            let bytes = try writeWeights(to: weights, specs: specs, sources: sources, metadata: metadata, progress: progress)
+            let bytes = try writeWeights(tensors, to: weights, progress: progress)
             do { try config.diffusersJSON().write(to: URL(fileURLWithPath: folder.path + "/config.json")) } catch {
                 throw .io(file: output, "cannot write config.json: \(error.localizedDescription)")
             }
             do { try folder.commit(replacing: overwrite) } catch { throw .safetensors(error) }
             return ConversionSummary(
-                input: source.path, output: output, layout: layout, dtype: dtype?.rawValue ?? "as stored", tensors: specs.count, bytes: bytes,
+                input: source.path, output: output, layout: layout, dtype: dtype?.rawValue ?? "as stored", tensors: tensors.count, bytes: bytes,
                 weightsPath: output + "/\(CheckpointSource.weightsName).safetensors", unusedTensors: report.unused)
         }
     }
 
-    private func writeWeights(
-        to path: String, specs: [TensorSpec], sources: [String: TensorStore.Location],
-        metadata: [String: String], progress: ((Int, Int) -> Void)?
-    ) throws(CheckpointError) -> Int {
-        let total = specs.reduce(0) { $0 + $1.byteCount }
+    private func writeWeights(_ tensors: [ConvertedTensor], to path: String, progress: ((Int, Int) -> Void)?) throws(CheckpointError) -> Int {
+        let total = tensors.reduce(0) { $0 + $1.spec.byteCount }
         var done = 0
-        let writer: SafeTensorsWriter
-        do { writer = try SafeTensorsWriter(path: path, tensors: specs, metadata: metadata) } catch { throw .safetensors(error) }
-        let maxBytes = specs.map(\.byteCount).max() ?? 0
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
-        defer { scratch.deallocate() }
         do {
-            for spec in writer.order {
-                guard let loc = sources[spec.name] else { continue }
-                if loc.info.dtype == spec.dtype {
-                    try writer.write(spec.name, copying: loc.info, from: loc.file)
-                } else {
-                    let src = loc.file.rawBytes(loc.info)
-                    let dst = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<spec.byteCount])
-                    DTypeConversion.convert(src, from: loc.info.dtype, to: spec.dtype, into: dst)
-                    try writer.write(spec.name, bytes: UnsafeRawBufferPointer(dst))
-                }
-                loc.file.release(loc.info)
-                done += spec.byteCount
+            return try ConvertedTensor.write(tensors, to: path) { n in
+                done += n
                 progress?(done, total)
             }
-            try writer.finish()
-        } catch {
-            writer.abort()
-            throw .safetensors(error)
-        }
-        return total
+        } catch { throw .safetensors(error) }
     }
 }

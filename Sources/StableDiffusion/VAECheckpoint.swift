@@ -83,6 +83,11 @@ public final class VAECheckpoint: @unchecked Sendable {
         guard report.isAcceptable(allowUnused: false) else { throw .checkpoint(.strictLoad(report)) }
     }
 
+    /// Where the parameter `canonical` is stored, with its key-table entry.
+    func stored(_ canonical: String) -> (location: TensorStore.Location, entry: VAEKeyMap.Entry)? {
+        locations[canonical].map { ($0.0, $0.1) }
+    }
+
     /// The VAE these weights make.
     public func autoencoder() throws -> AutoencoderKL { try AutoencoderKL(config: config, parameters: self) }
 }

@@ -107,6 +107,31 @@ public struct VAEConfig: Sendable, Equatable {
         self = c
     }
 
+    /// A diffusers `AutoencoderKL` `config.json` for this architecture (the fields SD2.1's
+    /// `vae/config.json` has, plus those this type holds), which `init(diffusersJSON:source:)` and
+    /// diffusers' `AutoencoderKL.from_pretrained` read back.
+    public func diffusersJSON(diffusersVersion: String = "0.42.1") -> Data {
+        let o: [String: Any] = [
+            "_class_name": Self.className,
+            "_diffusers_version": diffusersVersion,
+            "act_fn": "silu",
+            "block_out_channels": blockOutChannels,
+            "down_block_types": Array(repeating: Self.blockType.down, count: levels),
+            "in_channels": inChannels,
+            "latent_channels": latentChannels,
+            "layers_per_block": layersPerBlock,
+            "mid_block_add_attention": midBlockAddAttention,
+            "norm_num_groups": normNumGroups,
+            "out_channels": outChannels,
+            "sample_size": sampleSize,
+            "scaling_factor": scalingFactor,
+            "up_block_types": Array(repeating: Self.blockType.up, count: levels),
+            "use_post_quant_conv": usePostQuantConv,
+            "use_quant_conv": useQuantConv,
+        ]
+        return (try? JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
+    }
+
     /// Checks every number against `Bounds` and the group counts against the channels.
     public func validate(source: String) throws(VAEError) {
         func check(_ v: Int, _ r: ClosedRange<Int>, _ field: String) throws(VAEError) {

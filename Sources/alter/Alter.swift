@@ -79,6 +79,7 @@ let libraryToFlags = [
     ("load option allow_unused loads anyway", "pass --allow-unused to load anyway"),
     ("load option ema", "--ema"),
     ("(give the prediction type)", "(pass --prediction-type)"),
+    ("(give a diffusers tokenizer folder, or ask for none)", "(pass --tokenizer DIR, a diffusers tokenizer folder such as a pipeline's tokenizer/, or --no-tokenizer)"),
     ("is not a prunable unit of this UNet", "is not a prunable unit of this UNet (see `alter inspect MODEL --units`)"),
     ("(resume it, or choose another run directory)", "(continue it with --resume, or choose another -o)"),
 ]

@@ -54,6 +54,28 @@ final class CLITests: XCTestCase {
                         saying: "Unknown option '--widht'")
     }
 
+    /// `convert --pipeline`: what an original file cannot tell is asked for by flag; both directions run.
+    func testConvertPipeline() throws {
+        let dir = try temporaryDirectory(self)
+        let f = "Tests/Fixtures/pipeline-convert/"
+        let base = ["convert", "--pipeline", f + "original.safetensors", "-o", dir + "/pipe", "--config", f + "configs/unet/config.json",
+                    "--text-encoder-config", f + "configs/text_encoder/config.json", "--vae-config", f + "configs/vae/config.json"]
+        try assertFails(base + ["--prediction-type", "epsilon"], saying: "--tokenizer DIR", "--no-tokenizer")
+        try assertFails(base + ["--tokenizer", "Tests/Fixtures/tokenizer/sd21-tokenizer"], saying: "--prediction-type")
+        try assertFails(["convert", f + "original.safetensors", "-o", dir + "/x", "--tokenizer", "t"], saying: "apply with --pipeline")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/pipe"))
+        let r = try alter(base + ["--tokenizer", "Tests/Fixtures/tokenizer/sd21-tokenizer", "--prediction-type", "epsilon", "--json"])
+        XCTAssertEqual(r.status, 0, r.output)
+        let o = try JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any]
+        XCTAssertEqual(o?["prediction_type"] as? String, "epsilon")
+        XCTAssertEqual(o?["tensor_count"] as? Int, 844)
+        let back = try alter(["convert", "--pipeline", dir + "/pipe", "-o", dir + "/back.safetensors", "--dtype", "fp16"])
+        XCTAssertEqual(back.status, 0, back.output)
+        XCTAssertTrue(back.output.contains("added: 12 tensors: an all-zero last resblock"), back.output)
+        try assertFails(["convert", "--pipeline", dir + "/pipe", "-o", dir + "/y.safetensors", "--prediction-type", "epsilon"],
+                        saying: "an original file stores neither")
+    }
+
     /// Settings a run cannot use are refused before anything is written, naming the flag.
     func testCompressRefusesBadSettingsByFlag() throws {
         let out = try temporaryDirectory(self) + "/run"
