@@ -36,8 +36,7 @@ public final class ExpertBundle: @unchecked Sendable {
             throw BundleError(path, "not a bundle: bundle.json not found")
         }
         let data = try Self.readManifest("bundle.json", in: path, what: "bundle.json")
-        manifest = try ManifestCoding.decode(BundleManifest.self, from: data, path: manifestPath, format: BundleManifest.formatName,
-                                             version: BundleManifest.formatVersion, keys: BundleManifest.CodingKeys.allCases.map(\.rawValue))
+        manifest = try BundleManifest.decode(data, path: manifestPath)
         do { config = try UNetConfig(diffusersJSON: manifest.architecture.data(), source: manifestPath + " (architecture)") } catch {
             throw BundleError(manifestPath, "architecture: \(error)")
         }

@@ -107,6 +107,28 @@ public struct VAEConfig: Sendable, Equatable {
         self = c
     }
 
+    /// The config as diffusers writes it (the fields this type holds, plus the class and block names).
+    public func diffusersJSON() -> Data {
+        let o: [String: Any] = [
+            "_class_name": Self.className,
+            "act_fn": "silu",
+            "block_out_channels": blockOutChannels,
+            "down_block_types": [String](repeating: Self.blockType.down, count: levels),
+            "in_channels": inChannels,
+            "latent_channels": latentChannels,
+            "layers_per_block": layersPerBlock,
+            "mid_block_add_attention": midBlockAddAttention,
+            "norm_num_groups": normNumGroups,
+            "out_channels": outChannels,
+            "sample_size": sampleSize,
+            "scaling_factor": scalingFactor,
+            "up_block_types": [String](repeating: Self.blockType.up, count: levels),
+            "use_post_quant_conv": usePostQuantConv,
+            "use_quant_conv": useQuantConv,
+        ]
+        return (try? JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
+    }
+
     /// Checks every number against `Bounds` and the group counts against the channels.
     public func validate(source: String) throws(VAEError) {
         func check(_ v: Int, _ r: ClosedRange<Int>, _ field: String) throws(VAEError) {
