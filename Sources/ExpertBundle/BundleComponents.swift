@@ -196,15 +196,19 @@ extension BundleWriter {
         }
 
         progress("writing text_encoder/ (\(c.textEncoder.keyMap.entries.count) tensors, \(dtype.rawValue))")
-        let textConfig = try c.textEncoder.configFile.map { p throws(BundleError) in try copy(p, to: "text_encoder/config.json") }
-            ?? put(c.textEncoder.config.transformersJSON(), "text_encoder/config.json")
+        let textConfig: BundleManifest.FileDigest
+        if let p = c.textEncoder.configFile { textConfig = try copy(p, to: "text_encoder/config.json") } else {
+            textConfig = try put(c.textEncoder.config.transformersJSON(), "text_encoder/config.json")
+        }
         let textTensors = try writeTensors(c.textEncoder.keyMap.entries.map { ($0.canonical, $0.shape) }, from: c.textEncoder,
                                            to: root, relative: ComponentKind.textEncoderWeights, dtype: dtype)
         let textWeights = try digest(ComponentKind.textEncoderWeights)
 
         progress("writing vae/ (\(c.vae.keyMap.entries.count) tensors, \(dtype.rawValue))")
-        let vaeConfig = try c.vae.configFile.map { p throws(BundleError) in try copy(p, to: "vae/config.json") }
-            ?? put(c.vae.config.diffusersJSON(), "vae/config.json")
+        let vaeConfig: BundleManifest.FileDigest
+        if let p = c.vae.configFile { vaeConfig = try copy(p, to: "vae/config.json") } else {
+            vaeConfig = try put(c.vae.config.diffusersJSON(), "vae/config.json")
+        }
         let vaeTensors = try writeTensors(c.vae.keyMap.entries.map { ($0.canonical, $0.shape) }, from: c.vae,
                                           to: root, relative: ComponentKind.vaeWeights, dtype: dtype)
         let vaeWeights = try digest(ComponentKind.vaeWeights)

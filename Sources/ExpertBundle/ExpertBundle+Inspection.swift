@@ -60,10 +60,12 @@ extension ExpertBundle {
         public var schedule: Schedule?
         /// Units no expert keeps (not stored).
         public var absentUnits: [String]
+        /// The pipeline components the bundle carries (absent when none).
+        public var components: ComponentsInspection?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case path, summary, predictionType = "prediction_type", formatVersion = "format_version", experts
-            case expertManifest = "expert_manifest", schedule, absentUnits = "absent_units"
+            case expertManifest = "expert_manifest", schedule, absentUnits = "absent_units", components
         }
     }
 
@@ -91,6 +93,7 @@ extension ExpertBundle {
         let summary: Summary
         do { summary = try Summary(manifest) } catch { throw BundleError(path + "/bundle.json", error.description) }
         return Inspection(path: path, summary: summary, predictionType: manifest.predictionType, formatVersion: manifest.formatVersion,
-                          experts: rows, expertManifest: expert.map { experts[$0] }, schedule: report, absentUnits: manifest.units.filter(absentUnits.contains))
+                          experts: rows, expertManifest: expert.map { experts[$0] }, schedule: report, absentUnits: manifest.units.filter(absentUnits.contains),
+                          components: try componentsInspection())
     }
 }

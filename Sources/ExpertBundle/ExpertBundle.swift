@@ -45,6 +45,7 @@ public final class ExpertBundle: @unchecked Sendable {
         }
         predictionType = p
         try Self.checkBounds(manifest, config: config, path: manifestPath)
+        if let c = manifest.components { try Self.checkComponents(c, path: manifestPath) }
         var experts: [ExpertManifest] = []
         for (i, entry) in manifest.experts.enumerated() {
             guard entry.index == i else { throw BundleError(manifestPath, "experts[\(i)] has index \(entry.index)") }

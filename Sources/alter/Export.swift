@@ -13,7 +13,10 @@ struct Export: ParsableCommand {
             are left out), one manifest per expert (kept and skipped units, MACs, timesteps served, the tensors \
             it needs with SHA-256), and bundle.json (architecture, prediction type, scheduler config, digest of \
             the source checkpoint, the 1000-entry timestep-to-expert table, MAC totals). It is written beside \
-            its final place and renamed into place: an interrupted export leaves the previous bundle or none.
+            its final place and renamed into place: an interrupted export leaves the previous bundle or none. \
+            With --pipeline, it also carries the pipeline's tokenizer, text encoder and VAE (tokenizer/, text_encoder/, \
+            vae/, bundle format version 3), checked to load strictly and to fit the UNet (text encoder hidden_size = \
+            cross_attention_dim, VAE latent_channels = in_channels, tokenizer vocabulary = text encoder vocab_size).
             """)
 
     @Argument(help: "A compress run directory with final/ (alter compress ... -o RUN).")
@@ -30,6 +33,12 @@ struct Export: ParsableCommand {
 
     @Option(help: "Context length at which MACs are stated. Default: the run's training data.")
     var context: Int?
+
+    @Option(help: ArgumentHelp("A diffusers pipeline folder (tokenizer/, text_encoder/, vae/) or an original SD2.x single file whose tokenizer, text encoder and VAE the bundle carries, so that sampling from a prompt needs only the bundle (stored in --dtype).", valueName: "DIR"))
+    var pipeline: String?
+
+    @Option(help: ArgumentHelp("The tokenizer folder (vocab.json, merges.txt) to carry with --pipeline: needed for a single file, replaces a pipeline's own.", valueName: "TOKDIR"))
+    var tokenizer: String?
 
     @Flag(help: "Replace an existing bundle.")
     var force = false
@@ -49,6 +58,8 @@ struct Export: ParsableCommand {
         var options = RunExporter.Options()
         options.bundle.dtype = dtype
         options.bundle.replace = force
+        options.pipeline = pipeline
+        options.tokenizer = tokenizer
         let dir = RunDirectory(path: runDirectory)
         if latent != nil || context != nil {
             let final: FinalDecisions
