@@ -99,7 +99,10 @@ public struct PipelineComponents: @unchecked Sendable {
     /// `text_encoder/`, `vae/`), or an original single file whose tokenizer is the folder
     /// `tokenizer` (a tokenizer folder or a pipeline folder holding `tokenizer/`; it also
     /// replaces a pipeline's own). Both models load strictly; errors name the file and tensor.
-    public init(pipeline: String, tokenizer tokenizerPath: String? = nil) throws(BundleError) {
+    /// `heads`: the text encoder's attention heads, for an original file whose width is not a
+    /// multiple of 64 (see `CLIPTextLoadOptions.heads`).
+    /// `vaeConfig`: a diffusers `AutoencoderKL` config.json replacing the one found or inferred.
+    public init(pipeline: String, tokenizer tokenizerPath: String? = nil, heads: Int? = nil, vaeConfig: String? = nil) throws(BundleError) {
         let kind: RegularFile.Kind?
         do { kind = try RegularFile.status(pipeline)?.kind } catch { throw BundleError(pipeline, error.reason) }
         guard let kind else { throw BundleError(pipeline, "not found") }
@@ -113,8 +116,12 @@ public struct PipelineComponents: @unchecked Sendable {
         }
         tokenizerFolder = try Self.tokenizerFolder(tokenizerSource)
         do { tokenizer = try CLIPTokenizer(folder: tokenizerFolder) } catch { throw BundleError(error.file, error.description) }
-        do { textEncoder = try CLIPTextCheckpoint(path: pipeline) } catch { throw BundleError(pipeline, "text encoder: \(error)") }
-        do { vae = try VAECheckpoint(path: pipeline) } catch { throw BundleError(pipeline, "VAE: \(error)") }
+        var textOptions = CLIPTextLoadOptions()
+        textOptions.heads = heads
+        do { textEncoder = try CLIPTextCheckpoint(path: pipeline, options: textOptions) } catch { throw BundleError(pipeline, "text encoder: \(error)") }
+        var vaeOptions = VAELoadOptions()
+        vaeOptions.configPath = vaeConfig
+        do { vae = try VAECheckpoint(path: pipeline, options: vaeOptions) } catch { throw BundleError(pipeline, "VAE: \(error)") }
     }
 
     /// The tokenizer folder at `path`: `path/tokenizer` (a pipeline) or `path` itself.

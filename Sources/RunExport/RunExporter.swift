@@ -18,6 +18,10 @@ public enum RunExporter {
         public var pipeline: String?
         /// The tokenizer folder to carry instead of the pipeline's (needed with a single file).
         public var tokenizer: String?
+        /// The text encoder's attention heads when an original file's width does not tell them.
+        public var heads: Int?
+        /// A diffusers VAE config.json replacing the pipeline's or the one inferred from an original file.
+        public var vaeConfig: String?
         public init() {}
     }
 
@@ -33,7 +37,7 @@ public enum RunExporter {
         let unet: UNetCheckpoint
         do { unet = try UNetCheckpoint(path: run.finalPath + "/unet") } catch { throw BundleError(run.finalPath + "/unet", "\(error)") }
         var bundleOptions = options.bundle
-        bundleOptions.inputs += [run.path, config.model, config.data] + [config.configPath, options.pipeline, options.tokenizer].compactMap { $0 }
+        bundleOptions.inputs += [run.path, config.model, config.data] + [config.configPath, options.pipeline, options.tokenizer, options.vaeConfig].compactMap { $0 }
         let lock = try BundleWriter.prepareDestination(destination, options: bundleOptions, unet: unet)
         defer { lock.release() }
         guard final.decisions.units == unet.config.units().map(\.name) else {
@@ -46,7 +50,7 @@ public enum RunExporter {
         var components: PipelineComponents?
         if let pipeline = options.pipeline {
             progress("reading the pipeline components of \(pipeline)")
-            components = try PipelineComponents(pipeline: pipeline, tokenizer: options.tokenizer)
+            components = try PipelineComponents(pipeline: pipeline, tokenizer: options.tokenizer, heads: options.heads, vaeConfig: options.vaeConfig)
         } else if let t = options.tokenizer {
             throw BundleError(t, "a tokenizer is carried only with the pipeline's text encoder and VAE (--pipeline)")
         }

@@ -40,6 +40,12 @@ struct Export: ParsableCommand {
     @Option(help: ArgumentHelp("The tokenizer folder (vocab.json, merges.txt) to carry with --pipeline: needed for a single file, replaces a pipeline's own.", valueName: "TOKDIR"))
     var tokenizer: String?
 
+    @Option(help: "With --pipeline FILE: attention heads of the original text encoder (default: width / 64, as OpenCLIP).")
+    var heads: Int?
+
+    @Option(help: ArgumentHelp("With --pipeline: a diffusers AutoencoderKL config.json replacing the pipeline's, or the one inferred from a single file.", valueName: "FILE"))
+    var vaeConfig: String?
+
     @Flag(help: "Replace an existing bundle.")
     var force = false
 
@@ -52,6 +58,10 @@ struct Export: ParsableCommand {
     func validate() throws {
         try ArgumentBounds.latent(latent, flag: "--latent")
         try ArgumentBounds.context(context, flag: "--context")
+        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
+        if pipeline == nil && (tokenizer != nil || heads != nil || vaeConfig != nil) {
+            throw ValidationError("--tokenizer, --heads and --vae-config are used by --pipeline")
+        }
     }
 
     func run() throws {
@@ -60,6 +70,8 @@ struct Export: ParsableCommand {
         options.bundle.replace = force
         options.pipeline = pipeline
         options.tokenizer = tokenizer
+        options.heads = heads
+        options.vaeConfig = vaeConfig
         let dir = RunDirectory(path: runDirectory)
         if latent != nil || context != nil {
             let final: FinalDecisions
@@ -71,7 +83,9 @@ struct Export: ParsableCommand {
         let manifest: BundleManifest
         do {
             manifest = try RunExporter.export(run: dir, to: output, options: options) { printError($0) }
-        } catch { throw CommandFailure(ArgumentBounds.message(error.description, flags: Self.flags)) }
+        } catch {
+            throw CommandFailure(ArgumentBounds.message(error.description, flags: Self.flags).replacingOccurrences(of: "give the number of heads", with: "pass --heads"))
+        }
         let summary: ExpertBundle.Summary
         do { summary = try ExpertBundle.Summary(manifest) } catch { throw CommandFailure("\(output)/bundle.json: \(error)") }
         if json {

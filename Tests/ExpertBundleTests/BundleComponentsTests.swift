@@ -37,7 +37,8 @@ final class BundleComponentsTests: XCTestCase {
     }
 
     /// The bundle `name` exported with `pipeline` (nil: none), made once per name.
-    func export(_ name: String, pipeline: String? = fixtures, tokenizer: String? = nil, dtype: DType = .f32) throws -> String {
+    func export(_ name: String, pipeline: String? = fixtures, tokenizer: String? = nil, heads: Int? = nil, vaeConfig: String? = nil,
+                dtype: DType = .f32) throws -> String {
         if let p = Self.bundles[name] { return p }
         let path = Self.scratch + "/\(name).alter"
         var o = RunExporter.Options()
@@ -45,6 +46,8 @@ final class BundleComponentsTests: XCTestCase {
         o.bundle.replace = true
         o.pipeline = pipeline
         o.tokenizer = tokenizer
+        o.heads = heads
+        o.vaeConfig = vaeConfig
         try RunExporter.export(run: try finishedRun(), to: path, options: o)
         Self.bundles[name] = path
         return path
@@ -129,12 +132,13 @@ final class BundleComponentsTests: XCTestCase {
         XCTAssertThrowsError(try export("single-no-tokenizer", pipeline: original)) { error in
             XCTAssertTrue("\(error)".contains("--tokenizer"), "\(error)")
         }
-        let path = try export("single", pipeline: original, tokenizer: Self.fixtures + "/tokenizer", dtype: .f16)
+        let path = try export("single", pipeline: original, tokenizer: Self.fixtures + "/tokenizer", heads: 2,
+                              vaeConfig: Self.fixtures + "/vae/config.json", dtype: .f16)
         let bundle = try ExpertBundle(path: path)
         let report = bundle.verify()
         XCTAssertTrue(report.passed, report.failures.joined(separator: "\n"))
         XCTAssertEqual(Set(bundle.component(.vae)?.tensors.map(\.dtype) ?? []), ["F16"])
-        // Configs inferred from the original file are written as transformers / diffusers write them.
+        // A config inferred from the original file is written as transformers writes it.
         let text = try XCTUnwrap(try bundle.textEncoderCheckpoint())
         XCTAssertEqual(text.config.hiddenSize, 32)
         XCTAssertEqual(text.config.vocabSize, 1002)
