@@ -24,6 +24,14 @@ struct BundleInspection {
         print("  MACs:        dense \(g(m.macs.dense)) per call at \(m.macs.latentHeight)x\(m.macs.latentWidth), \(m.macs.contextLength) tokens; "
               + String(format: "routed mean over %d timesteps %@ (%.4f of dense)", m.trainTimesteps, g(Int(m.macs.meanOverTrainTimesteps)), m.macs.keptFraction))
         if !report.absentUnits.isEmpty { print("  not stored:  \(report.absentUnits.count) units every expert skips") }
+        if let c = report.components {
+            print("  components:  tokenizer \(c.tokenizer.vocabSize) ids, length \(c.tokenizer.maxLength), pad \"\(c.tokenizer.padToken)\" (\(formatBytes(c.tokenizer.bytes)))")
+            let t = c.textEncoder, v = c.vae
+            print("               text encoder \(t.hiddenSize) wide, \(t.numHiddenLayers) layers, \(t.numAttentionHeads) heads, \(t.hiddenAct), "
+                  + "vocab \(t.vocabSize), \(grouped(t.parameterCount)) parameters \(t.dtype) (\(formatBytes(t.bytes)))")
+            print("               VAE channels \(v.blockOutChannels.map(String.init).joined(separator: ",")), \(v.latentChannels) latent channels, "
+                  + "scaling \(v.scalingFactor), \(grouped(v.parameterCount)) parameters \(v.dtype) (\(formatBytes(v.bytes)))")
+        }
         print("  experts:")
         for r in report.experts {
             let ranges = r.timesteps.map { $0[0] == $0[1] ? "\($0[0])" : "\($0[0])-\($0[1])" }.joined(separator: ",")
