@@ -167,17 +167,15 @@ public struct PipelineComponents: @unchecked Sendable {
 }
 
 extension BundleWriter {
-    /// Writes the components into the staging directory `root` (formats/bundle.md, "Pipeline
+    /// Writes the components into the bundle's staging directory (formats/bundle.md, "Pipeline
     /// components"): the tokenizer files as they are, each config.json as read (or, for a config
     /// inferred from an original file, as alter writes it), the weights under their canonical
     /// names in `dtype`.
-    static func writeComponents(_ c: PipelineComponents, to root: String, dtype: DType,
+    static func writeComponents(_ c: PipelineComponents, to staging: AtomicDirectory, dtype: DType,
                                 progress: (String) -> Void) throws(BundleError) -> BundleManifest.Components {
-        let fm = FileManager.default
+        let fm = FileManager.default, root = staging.path
         for kind in ComponentKind.allCases {
-            do { try fm.createDirectory(atPath: root + "/" + kind.folder, withIntermediateDirectories: false) } catch {
-                throw BundleError(root + "/" + kind.folder, "cannot create: \(error.localizedDescription)")
-            }
+            do { try staging.createSubdirectory(kind.folder) } catch { throw BundleError(root + "/" + kind.folder, error.description) }
         }
         func copy(_ source: String, to relative: String) throws(BundleError) -> BundleManifest.FileDigest {
             let data: Data

@@ -124,7 +124,7 @@ public enum BundleWriter {
 
         var components: BundleManifest.Components?
         if let c = contents.components {
-            components = try writeComponents(c, to: partial, dtype: options.dtype, progress: progress)
+            components = try writeComponents(c, to: staging, dtype: options.dtype, progress: progress)
             try checkWrittenComponents(in: partial, unet: unet.config)
         }
 
