@@ -148,7 +148,7 @@ extension ExpertBundle {
         do { vae = try vaeCheckpoint() } catch { bad.append("VAE: \(error)") }
         if let tokenizer, let text, let vae {
             bad += PipelineComponents.fitFailures(tokenizer: tokenizer, textEncoder: text.config, vae: vae.config, unet: config,
-                                                  names: ("tokenizer/vocab.json", "text_encoder/config.json", "vae/config.json"))
+                                                  names: ComponentKind.fitNames)
             if bad.isEmpty && deep { bad += Self.finitenessFailures(tokenizer: tokenizer, text: text, vae: vae) }
         }
         var detail = "tokenizer, text encoder (\(text?.keyMap.entries.count ?? 0) tensors) and VAE (\(vae?.keyMap.entries.count ?? 0) tensors) "
@@ -178,18 +178,5 @@ extension ExpertBundle {
             check(try autoencoder.encode(image).mean, "VAE encoder on the decoded image")
         } catch { bad.append("VAE: \(error)") }
         return bad
-    }
-}
-
-extension BundleWriter {
-    /// Reads the components just written under `root` back with the strict loaders and checks
-    /// their fit with `unet`: what a reader will load is what was checked.
-    static func checkWrittenComponents(in root: String, unet: UNetConfig) throws(BundleError) {
-        let tokenizer = try ExpertBundle.loadTokenizer(in: root)
-        let text = try ExpertBundle.loadTextEncoder(in: root)
-        let vae = try ExpertBundle.loadVAE(in: root)
-        let misfit = PipelineComponents.fitFailures(tokenizer: tokenizer, textEncoder: text.config, vae: vae.config, unet: unet,
-                                                    names: ("tokenizer/vocab.json", "text_encoder/config.json", "vae/config.json"))
-        if !misfit.isEmpty { throw BundleError(root, "the written components do not fit the UNet: " + misfit.joined(separator: "; ")) }
     }
 }
