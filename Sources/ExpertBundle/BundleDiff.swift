@@ -168,6 +168,9 @@ public struct BundleDiff: Encodable, Sendable {
     public var tensorsOnlyInA: [TensorRef]
     public var tensorsOnlyInB: [TensorRef]
     public var tensorShapeChanges: [ShapeChange]
+    /// Bundle comparisons: one row per pipeline component either bundle carries (empty when
+    /// neither carries any, and for expert manifests).
+    public var components: [ComponentChange]
 
     /// How many timesteps are routed differently.
     public var routingChangedTimesteps: Int { routing.reduce(0) { $0 + $1.count } }
@@ -184,7 +187,7 @@ public struct BundleDiff: Encodable, Sendable {
         sameArchitecture && architectureChanges.isEmpty && predictionType == nil && trainTimesteps == nil
             && schedulerChanges.isEmpty && sameUnits && expertCount == nil && units.isEmpty && routing.isEmpty
             && !macsChanged && changedTensors.isEmpty && tensorsOnlyInA.isEmpty && tensorsOnlyInB.isEmpty
-            && tensorShapeChanges.isEmpty
+            && tensorShapeChanges.isEmpty && components.allSatisfy(\.same)
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
@@ -193,7 +196,7 @@ public struct BundleDiff: Encodable, Sendable {
         case sourceModel = "source_model", sameUnits = "same_units", unitsOnlyInA = "units_only_in_a", unitsOnlyInB = "units_only_in_b"
         case expertCount = "expert_count", units, routing, macs, tensors, tensorsOnlyInA = "tensors_only_in_a"
         case tensorsOnlyInB = "tensors_only_in_b", tensorShapeChanges = "tensor_shape_changes", isEmpty = "is_empty"
-        case routingChangedTimesteps = "routing_changed_timestep_count", changedTensorCount = "changed_tensor_count"
+        case routingChangedTimesteps = "routing_changed_timestep_count", changedTensorCount = "changed_tensor_count", components
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -220,6 +223,7 @@ public struct BundleDiff: Encodable, Sendable {
         try c.encode(tensorsOnlyInA, forKey: .tensorsOnlyInA)
         try c.encode(tensorsOnlyInB, forKey: .tensorsOnlyInB)
         try c.encode(tensorShapeChanges, forKey: .tensorShapeChanges)
+        try c.encode(components, forKey: .components)
     }
 }
 
@@ -389,6 +393,7 @@ extension BundleDiff {
         tensors = try Self.changeNorms(both, a.bundle, b.bundle).sorted {
             ($0.relativeChange ?? .infinity, $1.name) > ($1.relativeChange ?? .infinity, $0.name)
         }
+        components = a.expert == nil ? try Self.componentChanges(a.bundle, b.bundle) : []
     }
 
     /// The tensors of one side: an expert's, or every stored one (union over experts, in order).

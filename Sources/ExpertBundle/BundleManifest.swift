@@ -4,8 +4,12 @@ import SafeTensors
 /// `bundle.json` (formats/bundle.md).
 public struct BundleManifest: Codable, Equatable, Sendable {
     public static let formatName = "alter.bundle"
-    /// Version 2 renamed `macs.kept_fraction` to `kept_mac_fraction`; version 1 is still read.
-    public static let formatVersion = 2
+    /// Version 3 added the optional `components` (the pipeline's tokenizer, text encoder and VAE);
+    /// a bundle without them is written as version 2. Version 2 renamed `macs.kept_fraction` to
+    /// `kept_mac_fraction`; versions 1 and 2 are still read.
+    public static let formatVersion = 3
+    /// The first version with `components`.
+    public static let componentsVersion = 3
 
     public struct Source: Codable, Equatable, Sendable {
         public var model: String
@@ -53,10 +57,12 @@ public struct BundleManifest: Codable, Equatable, Sendable {
     public var experts: [ExpertEntry]
     public var files: [FileDigest]
     public var macs: MACs
+    /// The pipeline's tokenizer, text encoder and VAE (version 3), nil when the bundle carries none.
+    public var components: Components?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format, formatVersion = "format_version", architecture, predictionType = "prediction_type", scheduler, source
-        case trainTimesteps = "train_timesteps", routing, units, experts, files, macs
+        case trainTimesteps = "train_timesteps", routing, units, experts, files, macs, components
     }
 }
 
@@ -64,8 +70,12 @@ extension BundleManifest {
     /// Parses and checks `bundle.json` bytes (strict JSON, known format and version, no unknown
     /// keys); errors name `path`. References to other files are checked by `ExpertBundle(path:)`.
     public static func decode(_ data: Data, path: String) throws(BundleError) -> BundleManifest {
-        try ManifestCoding.decode(BundleManifest.self, from: data, path: path, format: formatName, version: formatVersion,
-                                  keys: CodingKeys.allCases.map(\.rawValue))
+        let m = try ManifestCoding.decode(BundleManifest.self, from: data, path: path, format: formatName, version: formatVersion,
+                                          keys: CodingKeys.allCases.map(\.rawValue))
+        if m.components != nil && m.formatVersion < componentsVersion {
+            throw BundleError(path, "unknown key \"components\" (format_version \(m.formatVersion) has none; components need version \(componentsVersion))")
+        }
+        return m
     }
 }
 
@@ -127,7 +137,7 @@ enum ManifestCoding {
             throw BundleError(path, "format is \(object["format"].map { "\($0)" } ?? "missing"), expected \"\(format)\"")
         }
         guard let v = object["format_version"] as? Int else { throw BundleError(path, "format_version is missing or not an integer") }
-        guard v == version || v == 1 else {
+        guard (1...version).contains(v) else {
             throw BundleError(path, "format_version \(v) is not supported (this alter reads versions 1 to \(version))")
         }
         let rename = v == 1 ? version1Keys : [:]

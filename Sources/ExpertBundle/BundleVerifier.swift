@@ -51,7 +51,7 @@ public struct VerificationReport: Encodable, Sendable {
     }
 
     /// Every check `verify` reports, in order (formats/bundle.md, "What alter verify checks").
-    public static let checkNames = ["schema", "files", "checksums", "routing", "tensors", "macs", "scheduler", "parity"]
+    public static let checkNames = ["schema", "files", "checksums", "routing", "tensors", "macs", "scheduler", "components", "parity"]
 
     /// Fidelity of one expert on probe inputs.
     public struct Fidelity: Encodable, Sendable {
@@ -139,12 +139,12 @@ extension ExpertBundle {
         // Files: what is stored is exactly what the manifests list, as regular files.
         let listedWeights = Set(manifest.files.map(\.path))
         var bad = layoutFailures()
-        check("files", bad, ok: "bundle.json, \(manifest.experts.count) expert manifests and \(manifest.files.count) weight files stored, "
-                  + "nothing else; no symbolic link")
+        check("files", bad, ok: "bundle.json, \(manifest.experts.count) expert manifests and \(manifest.files.count) weight files"
+                  + (manifest.components.map { " and \($0.files.count) component files" } ?? "") + " stored, nothing else; no symbolic link")
 
         // Checksums of files (size first: a file of the wrong size is not hashed) and expert manifests.
         bad = []
-        for f in manifest.files {
+        for f in manifest.files + (manifest.components?.files ?? []) {
             do {
                 let full = try Self.resolve(f.path, in: path, what: "files")
                 let status: (kind: RegularFile.Kind, size: Int)?
@@ -164,7 +164,8 @@ extension ExpertBundle {
                 if digest != e.sha256 { bad.append("\(e.manifest) has SHA-256 \(digest), bundle.json says \(e.sha256)") }
             } catch let error as FileAccessError { bad.append("\(e.manifest): \(error.reason)") } catch { bad.append("\(error)") }
         }
-        check("checksums", bad, ok: "\(manifest.files.count) weight files and \(manifest.experts.count) expert manifests match their SHA-256")
+        check("checksums", bad, ok: "\(manifest.files.count) weight files, \(manifest.experts.count) expert manifests"
+                  + (manifest.components.map { " and \($0.files.count) component files" } ?? "") + " match their SHA-256")
 
         // Routing.
         bad = []
@@ -266,6 +267,10 @@ extension ExpertBundle {
         } catch { bad.append("\(error)") }
         check("scheduler", bad, ok: "the scheduler config is valid, with \(manifest.trainTimesteps) training timesteps and \(manifest.predictionType)")
 
+        // The pipeline components: tensors, strict loading, fit with the UNet (finiteness with --deep).
+        let (componentFailures, componentDetail) = componentFailures(deep: reference != nil)
+        check("components", componentFailures, ok: componentDetail)
+
         // Numeric parity and fidelity against a reference model.
         guard let reference else {
             report.checks.append(.init(name: "parity", status: .skipped, detail: "not run: --deep not given"))
@@ -334,6 +339,9 @@ extension ExpertBundle {
         }
         for e in manifest.experts { list(e.manifest, as: "experts[\(e.index)].manifest") }
         for (i, f) in manifest.files.enumerated() { list(f.path, as: "files[\(i)]") }
+        for (kind, c) in manifest.components?.all ?? [] {
+            for (i, f) in c.files.enumerated() { list(f.path, as: "components.\(kind.rawValue).files[\(i)]") }
+        }
         // Tensor entries may name only listed weight files (one failure per file, naming the experts).
         let weightFiles = Set(manifest.files.map(\.path))
         var unlisted: [String: [Int]] = [:]

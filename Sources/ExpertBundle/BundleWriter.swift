@@ -30,6 +30,8 @@ public enum BundleWriter {
         public var source: BundleManifest.Source
         /// Where MACs are counted.
         public var macLatentHeight: Int, macLatentWidth: Int, macContextLength: Int
+        /// The pipeline's tokenizer, text encoder and VAE to carry (bundle format version 3), or nil.
+        public var components: PipelineComponents?
 
         public init(unet: UNetCheckpoint, decisions: ExpertDecisions, predictionType: NoiseSchedule.PredictionType, scheduler: JSONValue,
                     source: BundleManifest.Source, macLatentHeight: Int, macLatentWidth: Int, macContextLength: Int) {
@@ -81,6 +83,10 @@ public enum BundleWriter {
             cost = try CostModel(config: unet.config, latentHeight: contents.macLatentHeight, latentWidth: contents.macLatentWidth,
                                  contextLength: contents.macContextLength)
         } catch { throw BundleError(destination, "MACs: \(error)") }
+        if let c = contents.components {
+            let misfit = c.fitFailures(unet: unet.config)
+            if !misfit.isEmpty { throw BundleError(destination, "the pipeline components do not fit the UNet: " + misfit.joined(separator: "; ")) }
+        }
         let held: PathLock
         if let lock { held = lock } else { held = try prepareDestination(destination, options: options, unet: unet) }
         defer { if lock == nil { held.release() } }
@@ -116,6 +122,12 @@ public enum BundleWriter {
             do { files.append(.init(path: file, bytes: size, sha256: try SHA256.hex(file: full))) } catch { throw BundleError(full, "\(error)") }
         }
 
+        var components: BundleManifest.Components?
+        if let c = contents.components {
+            components = try writeComponents(c, to: staging, dtype: options.dtype, progress: progress)
+            try checkWrittenComponents(in: partial, unet: unet.config)
+        }
+
         var expertEntries: [BundleManifest.ExpertEntry] = [], expertMACs: [Int] = []
         for e in 0..<d.experts {
             let skipped = d.skippedUnits(expert: e)
@@ -134,7 +146,7 @@ public enum BundleWriter {
             expertEntries.append(.init(index: e, manifest: rel, sha256: data.withUnsafeBytes { SHA256.hex($0) }))
         }
         let mean = d.route.reduce(0.0) { $0 + Double(expertMACs[$1]) } / Double(max(d.route.count, 1))
-        let manifest = BundleManifest(
+        var manifest = BundleManifest(
             architecture: (try? JSONValue.parse(unet.config.diffusersJSON())) ?? .null,
             predictionType: contents.predictionType.rawValue, scheduler: contents.scheduler,
             source: contents.source, trainTimesteps: d.route.count, routing: d.route, units: units,
@@ -142,6 +154,8 @@ public enum BundleWriter {
             macs: .init(latentHeight: cost.latentHeight, latentWidth: cost.latentWidth, contextLength: cost.contextLength, dense: cost.total.total,
                         denseConvLinear: cost.total.convLinear, experts: expertMACs, meanOverTrainTimesteps: mean,
                         keptFraction: mean / Double(cost.total.total)))
+        manifest.components = components
+        manifest.formatVersion = components == nil ? BundleManifest.componentsVersion - 1 : BundleManifest.componentsVersion
         try writeFile(ManifestCoding.encode(manifest), to: partial + "/bundle.json")
         do { try staging.commit(replacing: options.replace) } catch { throw BundleError(destination, error.description) }
         return manifest

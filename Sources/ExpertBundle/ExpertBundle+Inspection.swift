@@ -67,10 +67,13 @@ extension ExpertBundle {
         /// Contiguous segments of the routing table: maximal runs of consecutive training
         /// timesteps served by one expert (`RoutingTable.segments`, summed over the experts).
         public var routingSegments: Int
+        /// The pipeline components the bundle carries (absent when none).
+        public var components: ComponentsInspection?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case path, summary, predictionType = "prediction_type", formatVersion = "format_version", experts
             case expertManifest = "expert_manifest", schedule, absentUnits = "absent_units", routingSegments = "routing_segment_count"
+            case components
         }
     }
 
@@ -101,6 +104,7 @@ extension ExpertBundle {
         do { summary = try Summary(manifest) } catch { throw BundleError(path + "/bundle.json", error.description) }
         return Inspection(path: path, summary: summary, predictionType: manifest.predictionType, formatVersion: manifest.formatVersion,
                           experts: rows, expertManifest: expert.map { experts[$0] }, schedule: report, absentUnits: manifest.units.filter(absentUnits.contains),
-                          routingSegments: segments.reduce(0, +))
+                          routingSegments: segments.reduce(0, +),
+                          components: try componentsInspection())
     }
 }

@@ -36,8 +36,7 @@ public final class ExpertBundle: @unchecked Sendable {
             throw BundleError(path, "not a bundle: bundle.json not found")
         }
         let data = try Self.readManifest("bundle.json", in: path, what: "bundle.json")
-        manifest = try ManifestCoding.decode(BundleManifest.self, from: data, path: manifestPath, format: BundleManifest.formatName,
-                                             version: BundleManifest.formatVersion, keys: BundleManifest.CodingKeys.allCases.map(\.rawValue))
+        manifest = try BundleManifest.decode(data, path: manifestPath)
         do { config = try UNetConfig(diffusersJSON: manifest.architecture.data(), source: manifestPath + " (architecture)") } catch {
             throw BundleError(manifestPath, "architecture: \(error)")
         }
@@ -46,6 +45,7 @@ public final class ExpertBundle: @unchecked Sendable {
         }
         predictionType = p
         try Self.checkBounds(manifest, config: config, path: manifestPath)
+        if let c = manifest.components { try Self.checkComponents(c, path: manifestPath) }
         var experts: [ExpertManifest] = []
         for (i, entry) in manifest.experts.enumerated() {
             guard entry.index == i else { throw BundleError(manifestPath, "experts[\(i)] has index \(entry.index)") }

@@ -26,6 +26,14 @@ struct BundleInspection {
         if !report.absentUnits.isEmpty { print("  not stored:  \(report.absentUnits.count) units every expert skips") }
         print("  routing:     \(report.routingSegments) contiguous timestep segments (per expert "
               + report.experts.map { String($0.routingSegments) }.joined(separator: "/") + ")")
+        if let c = report.components {
+            print("  components:  tokenizer \(c.tokenizer.vocabSize) ids, length \(c.tokenizer.maxLength), pad \"\(c.tokenizer.padToken)\" (\(formatBytes(c.tokenizer.bytes)))")
+            let t = c.textEncoder, v = c.vae
+            print("               text encoder \(t.hiddenSize) wide, \(t.numHiddenLayers) layers, \(t.numAttentionHeads) heads, \(t.hiddenAct), "
+                  + "vocab \(t.vocabSize), \(grouped(t.parameterCount)) parameters \(t.dtype) (\(formatBytes(t.bytes)))")
+            print("               VAE channels \(v.blockOutChannels.map(String.init).joined(separator: ",")), \(v.latentChannels) latent channels, "
+                  + "scaling \(v.scalingFactor), \(grouped(v.parameterCount)) parameters \(v.dtype) (\(formatBytes(v.bytes)))")
+        }
         print("  experts:")
         for r in report.experts {
             let ranges = r.timesteps.map { $0[0] == $0[1] ? "\($0[0])" : "\($0[0])-\($0[1])" }.joined(separator: ",")

@@ -15,7 +15,8 @@ struct Diff: ParsableCommand {
             and shape, the relative change ||b - a|| / ||a|| (in double precision, streaming over the \
             memory-mapped weight files; tensors with equal SHA-256 are 0 without being read), largest first \
             (the top --top in text, all with --json); tensors only in A or only in B. Exit status 0, or 2 when \
-            an input cannot be read; with --exit-code, 1 when A and B differ.
+            an input cannot be read; with --exit-code, 1 when A and B differ. Bundles that carry pipeline components \
+            (export --pipeline) are compared per component: same, only in one, or the files and tensors that differ.
             """)
 
     @Argument(help: "Bundle directory or expert manifest A.")
@@ -63,7 +64,7 @@ struct Diff: ParsableCommand {
         var out = "A: \(side(d.a))\nB: \(side(d.b))\n"
         func line(_ s: String) { out += s + "\n" }
         if d.isEmpty {
-            line("no differences (\(d.tensors.count) tensors, all identical)")
+            line("no differences (\(d.tensors.count) tensors, all identical" + (d.components.isEmpty ? ")" : "; the pipeline components too)"))
             return out
         }
         // Architecture and configuration.
@@ -179,6 +180,22 @@ struct Diff: ParsableCommand {
             line("  another shape:")
             for s in d.tensorShapeChanges.prefix(top) { line("    \(s.name) \(s.shape.a) -> \(s.shape.b)") }
             if d.tensorShapeChanges.count > top { line("    ... and \(d.tensorShapeChanges.count - top) more") }
+        }
+
+        // Pipeline components.
+        for c in d.components {
+            if c.same { line("\(c.component): same"); continue }
+            if !c.inA || !c.inB { line("\(c.component): only in \(c.inA ? "A" : "B")"); continue }
+            let changed = c.tensors.filter { $0.relativeChange != 0 }
+            line("\(c.component): different (files \(c.filesChanged.joined(separator: ", "))); \(c.tensors.count) tensors in both, \(changed.count) changed"
+                + (c.tensorsOnlyInA.isEmpty && c.tensorsOnlyInB.isEmpty ? "" : ", \(c.tensorsOnlyInA.count) only in A, \(c.tensorsOnlyInB.count) only in B")
+                + (c.tensorShapeChanges.isEmpty ? "" : ", \(c.tensorShapeChanges.count) with another shape"))
+            for t in changed.prefix(top) {
+                let rel = t.relativeChange.map { String(format: "%.3e", $0) } ?? "inf"
+                let dtype = t.dtype.a == t.dtype.b ? "" : " \(t.dtype.a) -> \(t.dtype.b)"
+                line("  \(rel.padding(toLength: 10, withPad: " ", startingAt: 0)) \(t.name) \(t.shape)\(dtype)")
+            }
+            if changed.count > top { line("  ... and \(changed.count - top) more (--top N, or --json for all)") }
         }
         return out
     }

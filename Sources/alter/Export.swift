@@ -13,7 +13,10 @@ struct Export: ParsableCommand {
             are left out), one manifest per expert (kept and skipped units, MACs, timesteps served, the tensors \
             it needs with SHA-256), and bundle.json (architecture, prediction type, scheduler config, digest of \
             the source checkpoint, the 1000-entry timestep-to-expert table, MAC totals). It is written beside \
-            its final place and renamed into place: an interrupted export leaves the previous bundle or none.
+            its final place and renamed into place: an interrupted export leaves the previous bundle or none. \
+            With --pipeline, it also carries the pipeline's tokenizer, text encoder and VAE (tokenizer/, text_encoder/, \
+            vae/, bundle format version 3), checked to load strictly and to fit the UNet (text encoder hidden_size = \
+            cross_attention_dim, VAE latent_channels = in_channels, tokenizer vocabulary = text encoder vocab_size).
             """)
 
     @Argument(help: "A compress run directory with final/ (alter compress ... -o RUN).")
@@ -31,6 +34,18 @@ struct Export: ParsableCommand {
     @Option(help: "Context length at which MACs are stated. Default: the run's training data.")
     var context: Int?
 
+    @Option(help: ArgumentHelp("A diffusers pipeline folder (tokenizer/, text_encoder/, vae/) or an original SD2.x single file whose tokenizer, text encoder and VAE the bundle carries, so that sampling from a prompt needs only the bundle (stored in --dtype).", valueName: "DIR"))
+    var pipeline: String?
+
+    @Option(help: ArgumentHelp("The tokenizer folder (vocab.json, merges.txt) to carry with --pipeline: needed for a single file, replaces a pipeline's own.", valueName: "TOKDIR"))
+    var tokenizer: String?
+
+    @Option(help: "With --pipeline FILE: attention heads of the original text encoder (default: width / 64, as OpenCLIP).")
+    var heads: Int?
+
+    @Option(help: ArgumentHelp("With --pipeline: a diffusers AutoencoderKL config.json replacing the pipeline's, or the one inferred from a single file.", valueName: "FILE"))
+    var vaeConfig: String?
+
     @Flag(help: "Replace an existing bundle.")
     var force = false
 
@@ -43,12 +58,20 @@ struct Export: ParsableCommand {
     func validate() throws {
         try ArgumentBounds.latent(latent, flag: "--latent")
         try ArgumentBounds.context(context, flag: "--context")
+        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
+        if pipeline == nil && (tokenizer != nil || heads != nil || vaeConfig != nil) {
+            throw ValidationError("--tokenizer, --heads and --vae-config are used by --pipeline")
+        }
     }
 
     func run() throws {
         var options = RunExporter.Options()
         options.bundle.dtype = dtype
         options.bundle.replace = force
+        options.pipeline = pipeline
+        options.tokenizer = tokenizer
+        options.heads = heads
+        options.vaeConfig = vaeConfig
         let dir = RunDirectory(path: runDirectory)
         if latent != nil || context != nil {
             let final: FinalDecisions
@@ -60,7 +83,9 @@ struct Export: ParsableCommand {
         let manifest: BundleManifest
         do {
             manifest = try RunExporter.export(run: dir, to: output, options: options) { printError($0) }
-        } catch { throw CommandFailure(ArgumentBounds.message(error.description, flags: Self.flags)) }
+        } catch {
+            throw CommandFailure(ArgumentBounds.message(error.description, flags: Self.flags).replacingOccurrences(of: "give the number of heads", with: "pass --heads"))
+        }
         let summary: ExpertBundle.Summary
         do { summary = try ExpertBundle.Summary(manifest) } catch { throw CommandFailure("\(output)/bundle.json: \(error)") }
         if json {

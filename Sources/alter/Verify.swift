@@ -5,16 +5,17 @@ import StableDiffusion
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check a bundle: schema, files, checksums, routing, tensors, MACs, scheduler; with --deep, numeric parity and fidelity.",
+        abstract: "Check a bundle: schema, files, checksums, routing, tensors, MACs, scheduler, components; with --deep, numeric parity and fidelity.",
         discussion: """
             Without --deep: both manifest kinds parse (strict JSON: no duplicate key) with a known format version; \
             the bundle stores exactly the files its manifests list, as regular files (no symbolic link); every \
             weight file and expert manifest matches its size and SHA-256; every timestep 0..999 is routed to an existing expert; every tensor an \
             expert needs is present with the right dtype, shape and SHA-256; no unlisted tensor is stored; MACs \
             equal the cost model's (with --keep K: and the routed mean kept MAC fraction is within 0.01 of K, \
-            as `alter compress --keep K` promises at the run's latent size); the scheduler config is valid for sampling. With --deep: each expert's output on a seeded probe input equals the \
+            as `alter compress --keep K` promises at the run's latent size); the scheduler config is valid for sampling; carried pipeline components (tokenizer, \
+            text encoder, VAE) match their SHA-256 per file and tensor, load strictly and fit the UNet. With --deep: each expert's output on a seeded probe input equals the \
             reference model's forward with the same units skipped, and its fidelity to the reference's dense \
-            output is reported as PSNR. Exit status 0 only when every check holds; each failure is named.
+            output is reported as PSNR, and the components encode a prompt and decode a latent to finite values. Exit status 0 only when every check holds; each failure is named.
             """)
 
     @Argument(help: "The bundle directory.")

@@ -177,6 +177,41 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(verify.output.contains("\"passed\" : true"), verify.output)
     }
 
+    /// `export --pipeline` carries the tokenizer, text encoder and VAE; `inspect`, `verify` and
+    /// `diff` show them; flags that only --pipeline uses, and a single file without --tokenizer, are refused.
+    func testExportWithPipelineComponents() throws {
+        let dir = try temporaryDirectory(self)
+        let run = try Example.finishedRun(at: dir + "/run", steps: 3, hypernetSteps: 1) {
+            $0.settings.experts = 2
+            $0.settings.keep = 0.8
+            $0.settings.warmupSteps = 1
+        }
+        let fixtures = Example.root.appendingPathComponent("Tests/Fixtures/bundle-pipeline").path
+        let bundle = dir + "/p.alter", plain = dir + "/plain.alter"
+        try assertFails(["export", run.path, "-o", bundle, "--tokenizer", fixtures + "/tokenizer"], saying: "used by --pipeline")
+        try assertFails(["export", run.path, "-o", bundle, "--pipeline", fixtures + "/original.safetensors"], saying: "--tokenizer DIR")
+        try assertFails(["export", run.path, "-o", bundle, "--pipeline", fixtures + "/original.safetensors", "--tokenizer", fixtures],
+                        saying: "pass --heads")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: bundle))
+        let export = try alter(["export", run.path, "-o", bundle, "--pipeline", fixtures, "--dtype", "fp16"])
+        XCTAssertEqual(export.status, 0, export.output)
+        XCTAssertEqual(try alter(["export", run.path, "-o", plain]).status, 0)
+        let inspect = try alter(["inspect", bundle])
+        XCTAssertEqual(inspect.status, 0, inspect.output)
+        XCTAssertTrue(inspect.output.contains("components:  tokenizer 1002 ids"), inspect.output)
+        XCTAssertTrue(inspect.output.contains("text encoder 32 wide") && inspect.output.contains("F16"), inspect.output)
+        let verify = try alter(["verify", bundle])
+        XCTAssertEqual(verify.status, 0, verify.output)
+        XCTAssertTrue(verify.output.contains("ok   components: tokenizer, text encoder"), verify.output)
+        let diff = try alter(["diff", bundle, plain])
+        XCTAssertEqual(diff.status, 0, diff.output)
+        XCTAssertTrue(diff.output.contains("text_encoder: only in A") && diff.output.contains("vae: only in A"), diff.output)
+        try FileManager.default.removeItem(atPath: bundle + "/tokenizer/merges.txt")
+        let broken = try alter(["verify", bundle])
+        XCTAssertEqual(broken.status, 1, broken.output)
+        XCTAssertTrue(broken.output.contains("FAIL components: ") && broken.output.contains("merges.txt"), broken.output)
+    }
+
     /// SIGTERM stops a run after its step with a checkpoint and exit status 143; a run killed before
     /// its first checkpoint restarts at step 0 on --resume; a second process on the same run is
     /// refused while the first holds it.

@@ -146,8 +146,8 @@ final class ExpertBundleTests: XCTestCase {
 
     func testUnknownFormatVersion() throws {
         let path = try export("version")
-        try editJSON(path + "/bundle.json") { $0["format_version"] = 3 }
-        assertFails(path, mentioning: ["format_version 3 is not supported"])
+        try editJSON(path + "/bundle.json") { $0["format_version"] = 4 }
+        assertFails(path, mentioning: ["format_version 4 is not supported"])
     }
 
     func testExportRefusesToOverwriteAndLeavesNoPartialDirectory() throws {

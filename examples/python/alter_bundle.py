@@ -49,13 +49,18 @@ __all__ = [
     "set_expert",
     "bundle_scheduler",
     "call_macs",
+    "load_components",
 ]
 
-BUNDLE_FORMAT, EXPERT_FORMAT, FORMAT_VERSION = "alter.bundle", "alter.bundle.expert", 2
+BUNDLE_FORMAT, EXPERT_FORMAT = "alter.bundle", "alter.bundle.expert"
+# bundle.json: version 3 added the optional "components" (tokenizer, text encoder, VAE); expert
+# manifests are still version 2.
+FORMAT_VERSION, EXPERT_FORMAT_VERSION, COMPONENTS_VERSION = 3, 2, 3
 # Keys that format version 1 spelled differently (version 1 -> current); version 1 is still read.
 VERSION1_KEYS = {"kept_fraction": "kept_mac_fraction"}
 BUNDLE_KEYS = {"format", "format_version", "architecture", "prediction_type", "scheduler", "source", "train_timesteps",
                "routing", "units", "experts", "files", "macs"}
+OPTIONAL_BUNDLE_KEYS = {"components"}
 EXPERT_KEYS = {"format", "format_version", "expert", "kept_units", "skipped_units", "macs", "macs_conv_linear",
                "kept_mac_fraction", "timesteps", "timestep_count", "tensors"}
 
@@ -112,7 +117,7 @@ def _inside(bundle: str, relative: str) -> str:
     return os.path.join(bundle, relative)
 
 
-def _read_manifest(path: str, fmt: str, keys: set) -> dict:
+def _read_manifest(path: str, fmt: str, keys: set, latest: int, optional: frozenset = frozenset()) -> dict:
     try:
         with open(path, "rb") as f:
             obj = json.loads(f.read())
@@ -125,13 +130,13 @@ def _read_manifest(path: str, fmt: str, keys: set) -> dict:
     if obj.get("format") != fmt:
         raise BundleError(path, f'format is {obj.get("format")!r}, expected "{fmt}"')
     version = obj.get("format_version")
-    if version not in (1, FORMAT_VERSION):
-        raise BundleError(path, f"format_version {version!r} is not supported (this reader reads 1 to {FORMAT_VERSION})")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= latest:
+        raise BundleError(path, f"format_version {version!r} is not supported (this reader reads 1 to {latest})")
     if version == 1:
         obj = {VERSION1_KEYS.get(k, k): v for k, v in obj.items()}
         if isinstance(obj.get("macs"), dict):
             obj["macs"] = {VERSION1_KEYS.get(k, k): v for k, v in obj["macs"].items()}
-    extra = sorted(set(obj) - keys)
+    extra = sorted(set(obj) - keys - (optional if version >= COMPONENTS_VERSION else frozenset()))
     if extra:
         raise BundleError(path, f'unknown key "{extra[0]}"')
     missing = sorted(keys - set(obj))
@@ -145,12 +150,12 @@ def load_bundle(path: str) -> Bundle:
     Weights are read when a UNet is built."""
     if not os.path.isfile(os.path.join(path, "bundle.json")):
         raise BundleError(path, "not a bundle: bundle.json not found")
-    m = _read_manifest(os.path.join(path, "bundle.json"), BUNDLE_FORMAT, BUNDLE_KEYS)
+    m = _read_manifest(os.path.join(path, "bundle.json"), BUNDLE_FORMAT, BUNDLE_KEYS, FORMAT_VERSION, OPTIONAL_BUNDLE_KEYS)
     experts = []
     for i, entry in enumerate(m["experts"]):
         if entry["index"] != i:
             raise BundleError(os.path.join(path, "bundle.json"), f"experts[{i}] has index {entry['index']}")
-        e = _read_manifest(_inside(path, entry["manifest"]), EXPERT_FORMAT, EXPERT_KEYS)
+        e = _read_manifest(_inside(path, entry["manifest"]), EXPERT_FORMAT, EXPERT_KEYS, EXPERT_FORMAT_VERSION)
         if e["expert"] != i:
             raise BundleError(_inside(path, entry["manifest"]), f"expert is {e['expert']}, expected {i}")
         experts.append(e)
@@ -184,11 +189,12 @@ def _safetensors_header(path: str):
 
 
 def verify_checksums(bundle: Bundle, tensors: bool = False) -> List[str]:
-    """Checks the sizes and SHA-256 of the weight files and expert manifests (and, with
-    tensors=True, the SHA-256 of every listed tensor's stored bytes). Returns the failures, each
-    naming the file or tensor; [] when everything matches."""
+    """Checks the sizes and SHA-256 of the weight files, expert manifests and component files (and,
+    with tensors=True, the SHA-256 of every listed tensor's stored bytes, the components' too).
+    Returns the failures, each naming the file or tensor; [] when everything matches."""
     failures = []
-    for f in bundle.manifest["files"]:
+    components = bundle.manifest.get("components") or {}
+    for f in bundle.manifest["files"] + [f for c in components.values() for f in c["files"]]:
         p = bundle.file(f["path"])
         if not os.path.isfile(p):
             failures.append(f"{f['path']} is missing")
@@ -206,7 +212,7 @@ def verify_checksums(bundle: Bundle, tensors: bool = False) -> List[str]:
             failures.append(f"{e['manifest']} has SHA-256 {digest}, bundle.json says {e['sha256']}")
     if tensors:
         headers, seen = {}, set()
-        for m in bundle.experts:
+        for m in bundle.experts + list(components.values()):
             for t in m["tensors"]:
                 key = (t["file"], t["name"])
                 if key in seen:
@@ -440,3 +446,23 @@ def call_macs(bundle: Bundle, experts: Iterable[int]) -> int:
     (bundle.json macs: latent_height x latent_width, context_length tokens). A classifier-free-guided
     call runs batch 2: twice this."""
     return sum(bundle.manifest["macs"]["experts"][e] for e in experts)
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline components (format version 3)
+
+
+def load_components(bundle: Bundle, dtype=torch.float32, device=None):
+    """The tokenizer, text encoder and VAE the bundle carries (`alter export --pipeline`), as
+    transformers' CLIPTokenizer and CLIPTextModel and diffusers' AutoencoderKL read them from the
+    bundle's tokenizer/, text_encoder/ and vae/ folders; None when it carries none. Needs
+    transformers. Checksums are verify_checksums's."""
+    if not bundle.manifest.get("components"):
+        return None
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(bundle.file("tokenizer"))
+    text_encoder = CLIPTextModel.from_pretrained(bundle.file("text_encoder"), torch_dtype=dtype).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(bundle.file("vae"), torch_dtype=dtype).to(device).eval()
+    return tokenizer, text_encoder, vae
