@@ -216,8 +216,11 @@ def main():
             save_rgb(stem + ".rgb", out)
             manifest["resize"].append({"source": src, "size": size, "filter": fname, "resized": stem + "-resized.rgb",
                                        "resized_width": rw, "resized_height": rh, "expected": stem + ".rgb"})
-    # Plain resizes to both sides (one side up, the other down; one side unchanged).
-    for src, (w, h) in [("src-37x23.png", (20, 30)), ("src-37x23.png", (37, 11)), ("src-37x23.png", (36, 23))]:
+    # Plain resizes to both sides (one side up, the other down; one side unchanged; both down with
+    # the vertical pass first (the height loses more than twice the pixels the width loses: Pillow
+    # 13's order rule) and with the horizontal pass first).
+    for src, (w, h) in [("src-37x23.png", (20, 30)), ("src-37x23.png", (37, 11)), ("src-37x23.png", (36, 23)),
+                        ("src-37x23.png", (33, 5)), ("src-37x23.png", (30, 20))]:
         img = Image.open(os.path.join(args.out, src)).convert("RGB")
         for fname, f in filters.items():
             stem = f"{src[4:-4]}-{w}x{h}-{fname}"
