@@ -54,7 +54,7 @@ public enum ImageFile {
     static func error(status: Int32, info: inout alter_image_info, format: ImageFormat, file: String?) -> ImageError {
         let text = withUnsafeBytes(of: &info.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let w = Int(info.width), h = Int(info.height)
-        let reason: ImageError.Reason = switch UInt32(status) {
+        let reason: ImageError.Reason = switch UInt32(truncatingIfNeeded: status) {
         case ALTER_IMAGE_TRUNCATED.rawValue: .truncated("\(format.rawValue): \(text)")
         case ALTER_IMAGE_ZERO_SIZE.rawValue: .zeroSize(width: w, height: h)
         case ALTER_IMAGE_TOO_LARGE.rawValue: .tooLarge(width: w, height: h)

@@ -4,13 +4,10 @@ extension RGBImage {
     /// corner (cropped to the grid where it is larger, black around it where it is smaller), and
     /// `images.count` must equal `rows * cols`.
     public static func grid(_ images: [RGBImage], rows: Int, cols: Int) throws(ImageError) -> RGBImage {
-        guard rows >= 1, cols >= 1, images.count == rows * cols else {
-            throw ImageError(file: nil, .invalid("a \(rows)x\(cols) grid needs \(max(rows, 0) * max(cols, 0)) images, not \(images.count)"))
+        guard rows >= 1, cols >= 1, rows <= images.count, cols <= images.count, images.count == rows * cols else {
+            throw ImageError(file: nil, .invalid("a \(rows) x \(cols) grid takes exactly \(rows) x \(cols) images, not \(images.count)"))
         }
         let (cellW, cellH) = (images[0].width, images[0].height)
-        guard rows <= ImageBounds.maxSide, cols <= ImageBounds.maxSide else {
-            throw ImageError(file: nil, .tooLarge(width: cols * cellW, height: rows * cellH))
-        }
         let (width, height) = (cols * cellW, rows * cellH)
         try ImageBounds.check(width: width, height: height, file: nil)
         return make(width: width, height: height) { out in

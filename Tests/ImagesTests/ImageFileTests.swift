@@ -46,8 +46,7 @@ final class ImageFileTests: XCTestCase {
     }
 }
 
-/// A fresh directory under the temporary directory, removed when the process ends is not
-/// needed: the system cleans it.
+/// A fresh directory under the system's temporary directory.
 func temporaryDirectory() throws -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("alter-images-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

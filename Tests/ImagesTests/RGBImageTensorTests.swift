@@ -45,6 +45,8 @@ final class RGBImageTensorTests: XCTestCase {
             assertImage(grid, try ImageFixtures.bytes(c.expected), width: c.width, height: c.height, "grid")
             let e = expectImageError("count") { try RGBImage.grid(Array(images.prefix(5)), rows: c.rows, cols: c.cols) }
             guard case .invalid? = e?.reason else { return XCTFail("\(String(describing: e))") }
+            let huge = expectImageError("rows") { try RGBImage.grid(images, rows: .max, cols: .max) }
+            guard case .invalid? = huge?.reason else { return XCTFail("\(String(describing: huge))") }
         }
     }
 }
