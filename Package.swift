@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "RunExport", targets: ["RunExport"]),
         .library(name: "ALTERBench", targets: ["ALTERBench"]),
         .library(name: "TextToImage", targets: ["TextToImage"]),
+        .library(name: "Images", targets: ["Images"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -31,6 +32,14 @@ let package = Package(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .target(name: "CFileCopy"),
+        .systemLibrary(
+            name: "CPNG", pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
+        .systemLibrary(
+            name: "CJPEG", pkgConfig: "libjpeg",
+            providers: [.apt(["libjpeg-dev"]), .brew(["jpeg-turbo"])]),
+        // PNG and JPEG through libpng and libjpeg, their longjmp error handling kept inside C.
+        .target(name: "CImageIO", dependencies: ["CPNG", "CJPEG"]),
         .target(
             name: "SafeTensors", dependencies: ["CJSON", "CFileCopy", "CZlib"],
             // Optimised in debug builds too: tests hash and convert megabytes.
@@ -57,6 +66,11 @@ let package = Package(
         .target(
             name: "ALTERBench",
             dependencies: ["ALTER", "Experts", "ExpertBundle", "RunExport", "StableDiffusion", "NN", "TensorCore"]),
+        // PNG/JPEG reading, PNG writing, Pillow-exact resizing and cropping, image <-> tensor.
+        .target(
+            name: "Images", dependencies: ["CImageIO", "SafeTensors", "TensorCore"],
+            // Resampling loops are optimised in debug builds too.
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .executableTarget(
             name: "alter",
             dependencies: [
@@ -71,6 +85,7 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TensorCore"]),
+        .testTarget(name: "ImagesTests", dependencies: ["Images", "SafeTensors", "TensorCore"]),
         .testTarget(
             name: "StableDiffusionTests", dependencies: ["ExampleSupport", "StableDiffusion", "SafeTensors", "NN", "TensorCore"]),
         .testTarget(name: "ALTERTests", dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "SafeTensors", "TensorCore"]),

@@ -5,12 +5,12 @@
 # On a fresh Debian machine, as root, it first installs the system libraries alter links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! pkg-config --exists openblas json-c zlib 2>/dev/null; then
+if ! pkg-config --exists openblas json-c zlib libpng libjpeg 2>/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y libopenblas-dev libjson-c-dev zlib1g-dev pkg-config
+    DEBIAN_FRONTEND=noninteractive apt-get install -y libopenblas-dev libjson-c-dev zlib1g-dev libpng-dev libjpeg-dev pkg-config
   else
-    echo "missing system libraries: run as root: apt-get install -y libopenblas-dev libjson-c-dev zlib1g-dev pkg-config" >&2
+    echo "missing system libraries: run as root: apt-get install -y libopenblas-dev libjson-c-dev zlib1g-dev libpng-dev libjpeg-dev pkg-config" >&2
     exit 1
   fi
 fi
