@@ -202,9 +202,9 @@ CLASSIFIER_ARCH = {
     "format": "alter-teacher-classifier", "version": 1,
     "input": {"channels": 3, "size": 64, "range": [-1, 1],
               "preprocess": "RGB image scaled to [-1, 1], 128x128 average-pooled 2x2 to 64x64"},
-    "convs": [[3, 32], [32, 64], [64, 128], [128, 128]],
+    "convs": [[3, 32], [32, 64], [64, 64], [64, 64]],
     "conv": "3x3 conv (padding 1) + ReLU + 2x2 max pool, per entry [in, out]",
-    "features": 128, "hidden": "flatten [128, 4, 4] -> linear 2048->128 + ReLU = features",
+    "features": 128, "hidden": "flatten [64, 4, 4] -> linear 1024->128 + ReLU = features",
     "heads": {a: len(LABELS[a]) for a in ATTRIBUTES}, "labels": LABELS,
 }
 
@@ -251,7 +251,7 @@ def count(m):
 
 FULL = dict(images=6000, vae_steps=1000, vae_batch=8, vae_crop=64, vae_lr=5e-4, vae_minutes=12,
             unet_steps=2600, unet_batch=32, unet_lr=5e-4, unet_minutes=38, ema_max=0.999,
-            cls_steps=600, cls_batch=64, cls_lr=2e-3, cls_minutes=4,
+            cls_steps=400, cls_batch=64, cls_lr=2e-3, cls_minutes=4,
             eval_heldout=0, eval_train=96, eval_batch=32, steps=50, guidance="7.5", eval_minutes=12)
 QUICK = dict(images=256, vae_steps=12, vae_batch=4, vae_crop=64, vae_lr=5e-4, vae_minutes=2,
              unet_steps=12, unet_batch=8, unet_lr=5e-4, unet_minutes=2, ema_max=0.999,
@@ -481,7 +481,7 @@ def stage_vae(args, cfg):
     prog = Progress("vae", total, step, budget)
     t0, last_ck = time.time(), time.time()
     vae.train()
-    run = 0.0
+    run = None
     while step < total and not prog.out_of_time():
         idx = torch.randint(0, len(images), (bs,), generator=gen)
         off = torch.randint(0, IMAGE - crop + 1, (bs, 2), generator=gen)
@@ -501,7 +501,7 @@ def stage_vae(args, cfg):
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         step += 1
-        run = loss.item() if step == 1 else 0.98 * run + 0.02 * loss.item()
+        run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
         if step % 10 == 0 or step == total:
             log.append([step, round(l1.item(), 5), round(l2.item(), 5), round(kl.item(), 3)])
         prog.update(step, f"loss {run:.4f} (l1 {l1.item():.4f})")
@@ -629,7 +629,7 @@ def stage_unet(args, cfg):
                            "generator": gen.get_state(), "step": step, "log": log,
                            "seconds": spent + time.time() - t0}, st.ckpt_path)
 
-    run, acc = 0.0, []
+    run, acc = None, []
     while step < total and not prog.out_of_time():
         idx = torch.randint(0, len(labels), (bs,), generator=gen)
         z0 = (lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)) * scaling
@@ -654,7 +654,7 @@ def stage_unet(args, cfg):
             for pe, pu in zip(ema.parameters(), unet.parameters()):
                 pe.lerp_(pu, 1 - decay)
         acc.append(per.mean().item())
-        run = loss.item() if step == 1 else 0.98 * run + 0.02 * loss.item()
+        run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
         if step % 20 == 0 or step == total:
             log.append([step, round(float(np.mean(acc)), 5)])
             acc = []
@@ -928,6 +928,14 @@ def stage_export(args, cfg):
         u1, u0 = re_unet(x, torch.tensor([10, 900]), encoder_hidden_states=c).sample, unet(x, torch.tensor([10, 900]), encoder_hidden_states=c).sample
         unet_err = float((u1 - u0).norm() / u0.norm())
     assert te_err < 1e-2 and unet_err < 1e-2, (te_err, unet_err)
+    # The configs as SD2.1's: no local paths; the scheduler config as SD2.1 ships it.
+    for d in ("vae", "unet", "text_encoder"):
+        path = os.path.join(tmp, d, "config.json")
+        c = read_json(path)
+        c.pop("_name_or_path", None)
+        write_json(path, c)
+    write_json(os.path.join(tmp, "scheduler", "scheduler_config.json"),
+               {**SCHEDULER_CONFIG, "_diffusers_version": read_json(os.path.join(tmp, "model_index.json"))["_diffusers_version"]})
     StableDiffusionPipeline.from_pretrained(tmp)  # loads as a pipeline
     # Classifier, prompts, report.
     cdir = os.path.join(tmp, "classifier")
@@ -961,6 +969,36 @@ def stage_export(args, cfg):
         "stages": stages, "export_bytes": sizes, "export_check_rel_l2": {"text_encoder": te_err, "unet": unet_err},
     }
     write_json(os.path.join(tmp, "report.json"), report)
+    lines = [f"| {r['split']} | {r['guidance']} | {r['images']} | "
+             + " | ".join(f"{r['accuracy'][a]:.3f}" for a in ATTRIBUTES + ["mean_shape_colour_position_size", "all_five"]) + " |"
+             for r in stages["eval"]["results"]]
+    with open(os.path.join(tmp, "README.md"), "w") as f:
+        f.write(f"""# The example teacher
+
+A small text-to-image pipeline with Stable Diffusion 2.1's structure, trained on a procedural data
+set of captioned shapes by `scripts/train_teacher.py` (its docstring documents the data grammar,
+the held-out captions, the models and every stage; `report.json` holds the settings, losses, times
+and versions of this run). diffusers loads it as it is:
+
+```python
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained("examples/teacher")
+image = pipe("a small red triangle in the top left on a grey background", num_inference_steps=50).images[0]
+```
+
+- `text_encoder/` (frozen, seeded random init: {count(te):,} parameters), `vae/` ({count(vae):,}),
+  `unet/` ({count(unet):,}, v-prediction), `scheduler/` (SD2.1's DDIM config), `tokenizer/` (SD2.1's),
+  all weights fp16.
+- `eval-prompts.txt` / `.jsonl`: the {len(held)} held-out captions (shape-colour pairs
+  {', '.join(c + ' ' + s for s, c in HELD_OUT_PAIRS)} never appear in training), with their labels.
+- `classifier/`: the attribute classifier (`build_classifier` in the script loads it) and the
+  mean/covariance of its features on real held-out images (`heldout-real-stats.safetensors`).
+
+Attribute accuracy of generated images (DDIM {stages['eval']['steps']} steps, one seed per caption):
+
+| captions | guidance | images | {' | '.join(ATTRIBUTES)} | mean of shape, colour, position, size | all five |
+|---|---|---|{'---|' * (len(ATTRIBUTES) + 2)}
+""" + "\n".join(lines) + "\n")
     total_bytes = folder_bytes(tmp)
     if os.path.exists(out):
         shutil.rmtree(out)
