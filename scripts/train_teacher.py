@@ -48,8 +48,14 @@ holds one real image per held-out caption (for the classifier's check and Freche
   the pipeline uses last_hidden_state) at width 64, 4 layers, 2 heads, MLP 256, vocab 49408; kept at
   its seeded random init (frozen, never trained). Saved with SD pipelines' `text_model.*` names.
 - VAE: diffusers' AutoencoderKL with SD's blocks (4 levels, 2 resnets per level, mid attention,
-  quant convs) at widths 32, 64, 64, 64: 128x128x3 <-> 16x16x4. Trained with L1 + L2 + 1e-6 KL on
-  random 64x64 crops; `scaling_factor` = 1 / std of posterior samples of training images (as SD).
+  quant convs) at widths 32, 64, 64, 64: 128x128x3 <-> 16x16x4. Trained with L1 + L2 + 1e-6 KL
+  (weighted as LDM: KL summed over the latent against L1 summed over pixels) on random 64x64 crops,
+  the log-variance bias starting at -8; `scaling_factor` = 1 / std of posterior samples of training
+  images (as SD). Latents for the UNet are encoded once, under bf16 autocast (error in the report).
+- Group norms: 8 groups in the VAE and the UNet (SD: 32), so that a group holds 4..16 channels as in
+  SD's models (32 groups at width 32 would be instance norm, which erases flat colours: measured, the
+  VAE then hardly learned). An original-layout file cannot state this (LDM hard-codes 32): loaders
+  need the config (alter: `--config`).
 - UNet: diffusers' UNet2DConditionModel with SD2.1's blocks (CrossAttn x3 + plain down, plain +
   CrossAttn x3 up, 2 layers per block, linear projections, upcast_attention, head size 32 so heads
   1, 2, 4, 4) at widths 32, 64, 128, 128, cross-attention dim 64. v-prediction, scaled_linear betas
@@ -184,13 +190,13 @@ TEXT_CONFIG = dict(vocab_size=49408, hidden_size=64, intermediate_size=256, num_
                    layer_norm_eps=1e-5, projection_dim=64, bos_token_id=0, eos_token_id=2, pad_token_id=1)
 VAE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
                   up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[32, 64, 64, 64],
-                  layers_per_block=2, act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=IMAGE)
+                  layers_per_block=2, act_fn="silu", latent_channels=4, norm_num_groups=8, sample_size=IMAGE)
 UNET_CONFIG = dict(sample_size=IMAGE // 8, in_channels=4, out_channels=4, center_input_sample=False,
                    flip_sin_to_cos=True, freq_shift=0,
                    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
                    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
                    block_out_channels=[32, 64, 128, 128], layers_per_block=2, downsample_padding=1,
-                   mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
+                   mid_block_scale_factor=1, act_fn="silu", norm_num_groups=8, norm_eps=1e-5,
                    cross_attention_dim=64, attention_head_dim=[1, 2, 4, 4], use_linear_projection=True,
                    upcast_attention=True, dual_cross_attention=False, only_cross_attention=False)
 # stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json
@@ -250,7 +256,7 @@ def count(m):
 # ----------------------------------------------------------------------------------------------
 
 FULL = dict(images=6000, vae_steps=1000, vae_batch=8, vae_crop=64, vae_lr=5e-4, vae_minutes=12,
-            unet_steps=2600, unet_batch=32, unet_lr=5e-4, unet_minutes=38, ema_max=0.999,
+            unet_steps=3000, unet_batch=32, unet_lr=5e-4, unet_minutes=40, ema_max=0.999,
             cls_steps=400, cls_batch=64, cls_lr=2e-3, cls_minutes=4,
             eval_heldout=0, eval_train=96, eval_batch=32, steps=50, guidance="7.5", eval_minutes=12)
 QUICK = dict(images=256, vae_steps=12, vae_batch=4, vae_crop=64, vae_lr=5e-4, vae_minutes=2,
@@ -467,6 +473,8 @@ def stage_vae(args, cfg):
     ck = st.checkpoint()
     torch.manual_seed(seed_for(args, "vae"))
     vae = make_vae()
+    with torch.no_grad():  # log-variance starts at -8 (std 0.02): early latents are not pure noise
+        vae.quant_conv.bias[VAE_CONFIG["latent_channels"]:] = -8.0
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_lr"], weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed_for(args, "vae"))
     step, log, spent = 0, [], 0.0
