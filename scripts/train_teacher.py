@@ -89,7 +89,9 @@ Measured on this project's 2-core machine with 1 thread while other jobs ran (CP
 which is close to the 1-thread time of an idle machine): VAE step (8 crops of 64x64) 0.62-0.76 s;
 VAE encoding 34 ms per image under bf16 autocast (87 ms in fp32); UNet step (batch 32) 0.94-1.30 s;
 UNet forward (batch 64) 0.56-0.79 s; classifier step (batch 16) 0.14 s; rendering 4 ms per image.
-Assuming 1.6x from the second thread (not measurable under load), the plan is: data 1 min, vae
+With 2 threads the UNet step measured 0.67 s (OMP_WAIT_POLICY=ACTIVE, in a quiet
+moment) and 1.3-2.0 s (passive, the default, under load); under load 1 thread is faster
+(`--threads 1`). Assuming 1.6x from the second thread on an idle machine, the plan is: data 1 min, vae
 10 min + 2 min encoding (budget 14 min for the training loop), unet 34 min (budget 40), classifier
 2-3 min (budget 4), eval 4-5 min (339 images x 50 DDIM steps; budget 12), export < 1 min: about
 55 minutes, 75 at most with every budget used. The progress lines print the CPU seconds per step.
@@ -107,10 +109,17 @@ import shutil
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+# OpenMP threads that spin while waiting make a 2-thread run up to ~8x slower than 1 thread when
+# other jobs share the 2 cores (measured UNet step, batch 32: 12.9 s spinning, 2.0 s passive, 1.5 s
+# with 1 thread); passive waiting avoids that. On an otherwise idle machine spinning is faster
+# (0.67 s against 1.30 s in a quieter moment): run with OMP_WAIT_POLICY=ACTIVE there. Read when the
+# OpenMP runtime loads, so it is set before torch is imported; the environment's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER_DIR = os.path.join(REPO, "Tests", "Fixtures", "tokenizer", "sd21-tokenizer")
