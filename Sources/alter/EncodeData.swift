@@ -46,6 +46,9 @@ struct EncodeData: ParsableCommand {
     @Option(help: "Attention heads of an original file's text encoder (default: width / 64, as OpenCLIP).")
     var heads: Int?
 
+    @Option(help: "A diffusers VAE config.json for an original file (default: inferred from the tensors).")
+    var vaeConfig: String?
+
     @Option(help: "Side of the square images in pixels (\(DataEncodingBounds.sizes.lowerBound)-\(DataEncodingBounds.sizes.upperBound), a multiple of the VAE's factor).")
     var size = 512
 
@@ -84,12 +87,14 @@ struct EncodeData: ParsableCommand {
         options.skipBad = skipBad
         options.latentMode = sample ? .sample(seed: seed ?? 0) : .mean
         do { try options.validate() } catch { throw ValidationError(flagHints(error.description)) }
-        let lock = try prepareOutputFile(output, force: force, inputs: [pipeline, tokenizer, captions, images])
+        let lock = try prepareOutputFile(output, force: force, inputs: [pipeline, tokenizer, vaeConfig, captions, images])
         defer { lock.release() }
         let components: TextToImageComponents
         var textOptions = CLIPTextLoadOptions()
         textOptions.heads = heads
-        do { components = try TextToImageComponents(model: pipeline, tokenizer: tokenizer, textEncoder: textOptions) } catch {
+        var vaeOptions = VAELoadOptions()
+        vaeOptions.configPath = vaeConfig
+        do { components = try TextToImageComponents(model: pipeline, tokenizer: tokenizer, textEncoder: textOptions, vae: vaeOptions) } catch {
             throw CommandFailure(error.description.replacingOccurrences(of: "give the number of heads", with: "pass --heads"))
         }
         Interrupts.installCleanupHandler()

@@ -277,8 +277,10 @@ final class TrainingDataEncoderTests: XCTestCase {
                       saying: "only with an original single file")
         var heads = CLIPTextLoadOptions()
         heads.heads = 2
+        var vae = VAELoadOptions()
+        vae.configPath = Self.pipeline + "/vae/config.json"
         let single = try TextToImageComponents(model: Self.tests.appendingPathComponent("Fixtures/pipeline/sd21-tiny-original.safetensors").path,
-                                               tokenizer: Self.pipeline + "/tokenizer", textEncoder: heads)
+                                               tokenizer: Self.pipeline + "/tokenizer", textEncoder: heads, vae: vae)
         XCTAssertEqual(single.textEncoder.config.hiddenSize, 16)
         // The same encodings as from the folder.
         let dir = try temporaryDirectory()
