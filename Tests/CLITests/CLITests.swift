@@ -323,13 +323,10 @@ final class CLITests: XCTestCase {
         let pipeline = "Tests/Fixtures/pipeline/sd21-tiny", f = "Tests/Fixtures/encode-data/"
         let data = dir + "/data.safetensors"
         let args = ["encode-data", pipeline, "--images", f + "images", "--captions", f + "captions.csv", "--size", "64"]
-        let r = try alter(args + ["-o", data, "--json", "--dtype", "fp32"])
+        let r = try alter(args + ["-o", data, "--dtype", "fp32"])
         XCTAssertEqual(r.status, 0, r.output)
-        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.output.utf8)) as? [String: Any])
-        XCTAssertEqual(report["samples"] as? Int, 4)
-        XCTAssertEqual(report["latents_shape"] as? [Int], [4, 4, 8, 8])
-        XCTAssertEqual(report["dtype"] as? String, "F32")
-        try GoldenKeys.check(json: Data(r.output.utf8), name: "encode-data", opaque: ["sources"])
+        XCTAssertTrue(r.output.contains("4 samples; latents [4, 4, 8, 8], context [4, 77, 16], uncond [77, 16], F32, latents: mean"), r.output)
+        XCTAssertTrue(r.output.contains("1 captions cut to 77 tokens"), r.output)
         try assertFails(args + ["-o", data], saying: "--force")
         try assertFails(args + ["-o", dir + "/x.safetensors", "--seed", "3"], saying: "--seed applies only with --sample")
         try assertFails(args + ["-o", dir + "/x.safetensors", "--batch", "0"], saying: "batch 0")
@@ -340,9 +337,16 @@ final class CLITests: XCTestCase {
         try "file,text\nwide.png,x\n".write(toFile: dir + "/few.csv", atomically: true, encoding: .utf8)
         try assertFails(["encode-data", pipeline, "--images", f + "images", "--captions", dir + "/few.csv", "--size", "64", "-o", dir + "/x.safetensors"],
                         saying: "tall.png: no caption", "--skip-bad")
-        let skipped = try alter(["encode-data", pipeline, "--images", f + "images", "--captions", dir + "/few.csv", "--size", "64", "-o", dir + "/few.safetensors", "--skip-bad"])
+        let skipped = try alter(["encode-data", pipeline, "--images", f + "images", "--captions", dir + "/few.csv", "--size", "64", "-o", dir + "/few.safetensors",
+                                 "--skip-bad", "--sample", "--seed", "3", "--json"])
         XCTAssertEqual(skipped.status, 0, skipped.output)
-        XCTAssertTrue(skipped.output.contains("skipped photo.jpg: no caption"), skipped.output)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(skipped.output.utf8)) as? [String: Any])
+        XCTAssertEqual(report["samples"] as? Int, 1)
+        XCTAssertEqual(report["latents_shape"] as? [Int], [1, 4, 8, 8])
+        XCTAssertEqual(report["dtype"] as? String, "F16")
+        XCTAssertEqual(report["seed"] as? Int, 3)
+        XCTAssertEqual((report["skipped"] as? [[String: String]])?.map { $0["file"] ?? "" }, ["photo.jpg", "square.png", "tall.png"])
+        try GoldenKeys.check(json: Data(skipped.output.utf8), name: "encode-data", opaque: ["sources"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/x.safetensors"))
 
         let run = dir + "/run"
