@@ -3,12 +3,12 @@
 public struct DataEncodingReport: Encodable, Sendable {
     public var output: String
     /// The images folder and the captions file, as given.
-    public var images: String
-    public var captions: String
+    public var imageFolder: String
+    public var captionFile: String
     /// Where the tokenizer, text encoder and VAE came from.
     public var sources: [String: String]
     /// Samples written (rows of `latents` and `context`).
-    public var samples: Int
+    public var sampleCount: Int
     /// Entries left out (`skip_bad`), in folder then captions order.
     public var skipped: [DataEncodingSkip]
     public var size: Int
@@ -23,7 +23,7 @@ public struct DataEncodingReport: Encodable, Sendable {
     public var contextShape: [Int]
     public var uncondShape: [Int]
     /// Captions longer than the tokenizer's maximum length (cut to it).
-    public var truncatedCaptions: Int
+    public var truncatedCaptionCount: Int
     /// Size of the file written.
     public var bytes: Int
     /// Wall time of the checking, caption and image passes.
@@ -33,10 +33,10 @@ public struct DataEncodingReport: Encodable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case output
-        case images
-        case captions
+        case imageFolder = "image_folder"
+        case captionFile = "caption_file"
         case sources
-        case samples
+        case sampleCount = "sample_count"
         case skipped
         case size
         case resample
@@ -47,7 +47,7 @@ public struct DataEncodingReport: Encodable, Sendable {
         case latentsShape = "latents_shape"
         case contextShape = "context_shape"
         case uncondShape = "uncond_shape"
-        case truncatedCaptions = "truncated_captions"
+        case truncatedCaptionCount = "truncated_caption_count"
         case bytes
         case checkSeconds = "check_seconds"
         case captionSeconds = "caption_seconds"

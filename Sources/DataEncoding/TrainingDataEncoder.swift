@@ -111,10 +111,10 @@ public struct TrainingDataEncoder {
         if case .sample(let s) = options.latentMode { seed = s }
         func seconds(_ a: UInt64, _ b: UInt64) -> Double { Double(b - a) / 1e9 }
         return DataEncodingReport(
-            output: output, images: folder, captions: captionsPath, sources: components.sources, samples: n, skipped: skipped,
+            output: output, imageFolder: folder, captionFile: captionsPath, sources: components.sources, sampleCount: n, skipped: skipped,
             size: options.size, resample: options.filter.rawValue, latentMode: options.latentMode.name, seed: seed,
             vaeScalingFactor: vae.scalingFactor, dtype: options.dtype.rawValue, latentsShape: specs[2].shape,
-            contextShape: specs[0].shape, uncondShape: specs[3].shape, truncatedCaptions: truncated, bytes: bytes,
+            contextShape: specs[0].shape, uncondShape: specs[3].shape, truncatedCaptionCount: truncated, bytes: bytes,
             checkSeconds: seconds(start, checked), captionSeconds: seconds(checked, captioned), imageSeconds: seconds(captioned, done))
     }
 

@@ -122,8 +122,8 @@ struct EncodeData: ParsableCommand {
             return
         }
         for s in report.skipped { printError("skipped \(s.file): \(s.reason)") }
-        print("\(report.samples) samples\(report.skipped.isEmpty ? "" : " (\(report.skipped.count) skipped)"); latents \(report.latentsShape), context \(report.contextShape), uncond \(report.uncondShape), \(report.dtype), latents: \(report.latentMode)")
-        if report.truncatedCaptions > 0 { print("\(report.truncatedCaptions) captions cut to \(report.contextShape[1]) tokens") }
+        print("\(report.sampleCount) samples\(report.skipped.isEmpty ? "" : " (\(report.skipped.count) skipped)"); latents \(report.latentsShape), context \(report.contextShape), uncond \(report.uncondShape), \(report.dtype), latents: \(report.latentMode)")
+        if report.truncatedCaptionCount > 0 { print("\(report.truncatedCaptionCount) captions cut to \(report.contextShape[1]) tokens") }
         print(String(format: "check %.2f s, captions %.2f s, images %.2f s; wrote %@ (%@)", report.checkSeconds, report.captionSeconds,
                      report.imageSeconds, output, formatBytes(report.bytes)))
     }

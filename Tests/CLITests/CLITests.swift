@@ -341,7 +341,7 @@ final class CLITests: XCTestCase {
                                  "--skip-bad", "--sample", "--seed", "3", "--json"])
         XCTAssertEqual(skipped.status, 0, skipped.output)
         let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(skipped.output.utf8)) as? [String: Any])
-        XCTAssertEqual(report["samples"] as? Int, 1)
+        XCTAssertEqual(report["sample_count"] as? Int, 1)
         XCTAssertEqual(report["latents_shape"] as? [Int], [1, 4, 8, 8])
         XCTAssertEqual(report["dtype"] as? String, "F16")
         XCTAssertEqual(report["seed"] as? Int, 3)

@@ -101,7 +101,7 @@ final class TrainingDataEncoderTests: XCTestCase {
         let c = try components
         let out = dir + "/data.safetensors"
         let report = try TrainingDataEncoder(components: c).encode(folder: set.images, captions: set.captions, output: out, options: options())
-        XCTAssertEqual(report.samples, 4)
+        XCTAssertEqual(report.sampleCount, 4)
         XCTAssertEqual(report.latentsShape, [4, 4, 8, 8])
         XCTAssertEqual(report.contextShape, [4, 77, 16])
         XCTAssertEqual(report.uncondShape, [77, 16])
@@ -159,7 +159,7 @@ final class TrainingDataEncoderTests: XCTestCase {
             let out = dir + "/\(captions).safetensors"
             let report = try TrainingDataEncoder(components: try components).encode(
                 folder: Self.fixtures + "/images", captions: Self.fixtures + "/" + captions, output: out, options: options(batch: 3))
-            XCTAssertEqual(report.truncatedCaptions, 1)
+            XCTAssertEqual(report.truncatedCaptionCount, 1)
             let file = try SafeTensorsFile(path: out)
             for name in ["latents", "context", "uncond"] {
                 assertRelativeL2(try tensor(file, name), try tensor(expected, name), "\(captions) \(name)", 1e-5)
@@ -232,7 +232,7 @@ final class TrainingDataEncoderTests: XCTestCase {
         var skipping = options()
         skipping.skipBad = true
         let report = try encoder.encode(folder: set.images, captions: set.captions, output: out, options: skipping)
-        XCTAssertEqual(report.samples, 2)
+        XCTAssertEqual(report.sampleCount, 2)
         XCTAssertEqual(report.skipped.map(\.file), ["c.png", "d.jpg", "gone.png", "bad.png"])
         let data = try TrainingData(path: out)
         XCTAssertEqual(data.count, 2)
