@@ -78,7 +78,7 @@ let package = Package(
             name: "alter",
             dependencies: [
                 "SafeTensors", "TensorCore", "NN", "StableDiffusion", "Experts", "ALTER", "ExpertBundle", "RunExport", "ALTERBench",
-                "DataEncoding", "TextToImage",
+                "DataEncoding", "TextToImage", "Images",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
