@@ -62,7 +62,7 @@ let package = Package(
         // Reads a finished run directory (ALTER) and writes its bundle (ExpertBundle).
         .target(name: "RunExport", dependencies: ["ALTER", "ExpertBundle", "StableDiffusion", "SafeTensors"]),
         // From prompts to images: tokenizer, text encoder, routed or dense denoising, VAE decode.
-        .target(name: "TextToImage", dependencies: ["ExpertBundle", "StableDiffusion", "TensorCore"]),
+        .target(name: "TextToImage", dependencies: ["ExpertBundle", "Images", "StableDiffusion", "SafeTensors", "TensorCore"]),
         // The studies behind `alter bench`.
         .target(
             name: "ALTERBench",
@@ -78,7 +78,7 @@ let package = Package(
             name: "alter",
             dependencies: [
                 "SafeTensors", "TensorCore", "NN", "StableDiffusion", "Experts", "ALTER", "ExpertBundle", "RunExport", "ALTERBench",
-                "DataEncoding", "TextToImage", "Images",
+                "Images", "TextToImage", "DataEncoding",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
@@ -97,7 +97,7 @@ let package = Package(
             name: "ExpertBundleTests",
             dependencies: ["ExampleSupport", "ExpertBundle", "Experts", "ALTER", "RunExport", "StableDiffusion", "SafeTensors", "TensorCore"]),
         // The command line, run as a process (the `alter` executable is built for it).
-        .testTarget(name: "CLITests", dependencies: ["alter", "ExampleSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["alter", "ExampleSupport", "TextToImage", "Images", "ExpertBundle", "StableDiffusion", "SafeTensors"]),
         .testTarget(name: "TextToImageTests", dependencies: ["TextToImage", "ExpertBundle", "Experts", "StableDiffusion", "SafeTensors", "TensorCore"]),
         .testTarget(
             name: "DataEncodingTests",

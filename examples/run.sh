@@ -50,11 +50,19 @@ rm -rf "$OUT/run"
   --experts 4 --keep 0.7 --steps 300 --batch 2 --lr-unet 1e-4 --lr-hypernet 1e-2 --seed 1 -o "$OUT/run"
 echo "wrote $OUT/run (config.json, metrics.jsonl, checkpoint/, final/unet, final/decisions.json)"
 
-echo "== export: the run as a multi-expert bundle, then inspect and verify it"
-"$ALTER" export "$OUT/run" -o "$OUT/sd21-tiny.alter" --force
+echo "== export: the run as a multi-expert bundle carrying the tokenizer, text encoder and VAE, then inspect and verify it"
+"$ALTER" export "$OUT/run" -o "$OUT/sd21-tiny.alter" --pipeline examples/sd21-tiny-components --force
 "$ALTER" inspect "$OUT/sd21-tiny.alter" --schedule pndm:20
 "$ALTER" verify "$OUT/sd21-tiny.alter" --deep --reference "$OUT/run/final/unet"
 
 echo "== sample: 2 latents with the bundle's experts (PNDM, 20 steps, guidance 7.5)"
 "$ALTER" sample "$OUT/sd21-tiny.alter" --context examples/sd21-tiny-data.safetensors --rows 0,1 \
-  --scheduler pndm --steps 20 --guidance 7.5 --seed 1 -o "$OUT/latents.safetensors"
+  --scheduler pndm --steps 20 --guidance 7.5 --seed 1 -o "$OUT/latents.safetensors" --force
+
+echo "== draw: the same prompts and seeds with the dense model and with the compressed bundle (PNG grids: a row per prompt)"
+printf '%s\n' "a red circle on a grey background" "two blue squares" > "$OUT/prompts.txt"
+"$ALTER" sample "$CKPT" --config "$CONFIG" --pipeline examples/sd21-tiny-components --prompts "$OUT/prompts.txt" \
+  --seed 1,2 --scheduler ddim --steps 20 --guidance 7.5 --grid -o "$OUT/dense.png" --force
+"$ALTER" sample "$OUT/sd21-tiny.alter" --prompts "$OUT/prompts.txt" \
+  --seed 1,2 --scheduler ddim --steps 20 --guidance 7.5 --grid -o "$OUT/compressed.png" --force
+echo "wrote $OUT/dense.png and $OUT/compressed.png (the example's weights are random: the images are noise, not pictures)"

@@ -3,21 +3,6 @@ import Foundation
 import StableDiffusion
 
 extension TextToImageComponents {
-    /// The tokenizer, text encoder and VAE a bundle carries (`alter export --pipeline`).
-    public init(bundle: ExpertBundle) throws(TextToImageError) {
-        let tokenizer: CLIPTokenizer?, encoder: CLIPTextEncoder?, vae: AutoencoderKL?
-        do {
-            tokenizer = try bundle.tokenizer()
-            encoder = try bundle.textEncoder()
-            vae = try bundle.autoencoder()
-        } catch { throw .bundle(error) }
-        guard let tokenizer, let encoder, let vae else {
-            throw .input("\(bundle.path): the bundle carries no tokenizer, text encoder or VAE (export it with --pipeline)")
-        }
-        try self.init(tokenizer: tokenizer, textEncoder: encoder, vae: vae,
-                      sources: ["tokenizer": bundle.path, "text_encoder": bundle.path, "vae": bundle.path])
-    }
-
     /// The components of `path`: a bundle that carries them, a diffusers pipeline folder, or an
     /// original SD2.x single file with `tokenizer` (a tokenizer folder, a pipeline or open_clip's
     /// BPE file; only a single file takes one). `textEncoder` and `vae` are the load options of a

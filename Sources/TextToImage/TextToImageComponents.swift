@@ -1,3 +1,4 @@
+import ExpertBundle
 import Foundation
 import StableDiffusion
 
@@ -59,5 +60,22 @@ public struct TextToImageComponents {
         } catch let e as VAEError { throw .vae(e) } catch { throw .parameters(component: "\(path): VAE", "\(error)") }
         try self.init(tokenizer: tokenizer, textEncoder: encoder, vae: vae,
                       sources: ["tokenizer": tokenizerSource, "text_encoder": path, "vae": path])
+    }
+}
+
+extension TextToImageComponents {
+    /// The tokenizer, text encoder and VAE a bundle carries (`alter export --pipeline`; formats/bundle.md).
+    public init(bundle: ExpertBundle) throws(TextToImageError) {
+        let tokenizer: CLIPTokenizer?, encoder: CLIPTextEncoder?, vae: AutoencoderKL?
+        do {
+            tokenizer = try bundle.tokenizer()
+            encoder = try bundle.textEncoder()
+            vae = try bundle.autoencoder()
+        } catch { throw .bundle(error) }
+        guard let tokenizer, let encoder, let vae else {
+            throw .input("\(bundle.path) carries no tokenizer, text encoder and VAE (export it with --pipeline, or give the pipeline it was compressed from)")
+        }
+        try self.init(tokenizer: tokenizer, textEncoder: encoder, vae: vae,
+                      sources: ["tokenizer": bundle.path, "text_encoder": bundle.path, "vae": bundle.path])
     }
 }

@@ -161,7 +161,8 @@ public final class TextToImagePipeline {
         func seconds(_ a: UInt64, _ b: UInt64) -> Double { Double(b - a) / 1e9 }
         return TextToImageResult(images: images, latents: sampled.latents, embeddings: embeddings, calls: sampled.calls,
                                  seconds: StageSeconds(encode: seconds(start, encoded), denoise: seconds(encoded, denoised),
-                                                       decode: seconds(denoised, decoded)))
+                                                       decode: seconds(denoised, decoded)),
+                                 denseMACsPerSample: sampled.denseMACsPerSample)
     }
 
     /// diffusers' `VaeImageProcessor.denormalize`: images from the decoder's range to [0, 1]

@@ -13,8 +13,12 @@ public struct TextToImageResult: Sendable {
     /// Every UNet call: timestep, expert, seconds, MACs.
     public var calls: [Sampler.Call]
     public var seconds: StageSeconds
+    /// MACs of one dense UNet call per sample at the sampled size and context length.
+    public var denseMACsPerSample: Int
 
-    public init(images: Tensor, latents: Tensor, embeddings: PromptEmbeddings, calls: [Sampler.Call], seconds: StageSeconds) {
+    public init(images: Tensor, latents: Tensor, embeddings: PromptEmbeddings, calls: [Sampler.Call], seconds: StageSeconds,
+                denseMACsPerSample: Int = 0) {
+        self.denseMACsPerSample = denseMACsPerSample
         self.images = images
         self.latents = latents
         self.embeddings = embeddings

@@ -7,8 +7,21 @@ import TensorCore
 
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Sample latents with classifier-free guidance: a bundle's experts per timestep, or a model dense.",
+        abstract: "Draw images from prompts, or sample latents from a context file: a bundle's experts per timestep, or a model dense.",
         discussion: """
+            From prompts (--prompt, repeatable, or --prompts FILE): the prompts are tokenized and encoded as diffusers' \
+            StableDiffusionPipeline does (the negative prompt, default "", when --guidance is above 1), the latents \
+            denoised as below, decoded by the VAE and written as PNG: -o out.png for one image, else one file per \
+            prompt and seed named out-pI-sSEED.png (I: the prompt's position), or one grid with --grid (a row per \
+            prompt, a column per seed). Each image starts from noise drawn from its own seed alone ([1,4,h,w]), so an \
+            image depends only on its prompt, negative prompt and seed. The tokenizer, text encoder and VAE come from \
+            --pipeline when given, else from the bundle (alter export --pipeline), else from MODEL (a pipeline folder, \
+            or an original SD2.x single file with --tokenizer). --height and --width are pixels (multiples of the \
+            VAE's factor, 8 for SD). --latents FILE also writes the final latents. --prompts FILE: one prompt per line, \
+            or JSON lines {"prompt": ..., "negative_prompt": ...} when the name ends in .jsonl.
+
+            From a context file (--context): the latents are written to -o (.safetensors) and not decoded.
+
             From seeded Gaussian noise [B,4,h,w], each scheduler timestep makes one UNet call on 2B samples \
             (the unconditional context for the first B, the prompt context for the last B), combines \
             guided = uncond + g * (cond - uncond) and steps the scheduler (--guidance 1: no unconditional half, \
@@ -25,8 +38,9 @@ struct Sample: ParsableCommand {
             context is `uncond` [S,D] (or [B,S,D]) from --uncond, else the context file's `uncond` if it has \
             one, else zeros of shape [S,D] (diffusers uses the encoded empty prompt: pass it for real models).
 
-            The noise comes from --seed (SplitMix64 and Box-Muller: the same on every machine, not torch.randn). \
-            The output holds `latents` [B,4,h,w] F32 (undecoded: multiply by 1/vae_scaling_factor and run the \
+            The noise comes from --seed (SplitMix64 and Box-Muller: the same on every machine, not torch.randn; \
+            with --context one seed for the whole [B,4,h,w] batch). --height/--width are pixels here too (the latent \
+            size is a eighth of them; --latent gives it directly). The output holds `latents` [B,4,h,w] F32 (undecoded: multiply by 1/vae_scaling_factor and run the \
             VAE decoder to get images), with metadata: scheduler, steps, guidance, seed, prediction type, \
             latent size, the timestep and expert of each UNet call. A progress line is drawn on a terminal.
             """)
@@ -34,8 +48,35 @@ struct Sample: ParsableCommand {
     @Argument(help: "A bundle (NAME.alter) or a checkpoint (folder or .safetensors).")
     var model: String
 
-    @Option(help: "Safetensors file with `context` [B,S,D] or [S,D] (and optionally `uncond`).")
-    var context: String
+    @Option(help: "A prompt to draw (repeat for several).")
+    var prompt: [String] = []
+
+    @Option(help: "The negative prompt of every prompt (default: the empty prompt; used when --guidance is above 1).")
+    var negativePrompt: String?
+
+    @Option(help: "A file of prompts: one per line, or JSON lines {\"prompt\": ..., \"negative_prompt\": ...} (.jsonl).")
+    var prompts: String?
+
+    @Option(help: "Take the tokenizer, text encoder and VAE from this pipeline folder or original single file (default: the bundle's, or MODEL's).")
+    var pipeline: String?
+
+    @Option(help: "The tokenizer for an original single file (a tokenizer or pipeline folder, or open_clip's bpe_simple_vocab_16e6.txt.gz).")
+    var tokenizer: String?
+
+    @Option(help: "Attention heads of an original single file's text encoder (default: width / 64, as OpenCLIP).")
+    var heads: Int?
+
+    @Option(help: "A diffusers AutoencoderKL config.json for an original single file's VAE (default: inferred, SD's).")
+    var vaeConfig: String?
+
+    @Flag(help: "Write one grid image (a row per prompt, a column per seed) instead of one file per image.")
+    var grid = false
+
+    @Option(help: "Also write the final latents of every image to this .safetensors file.")
+    var latents: String?
+
+    @Option(help: "Safetensors file with `context` [B,S,D] or [S,D] (and optionally `uncond`): sample latents instead of images.")
+    var context: String?
 
     @Option(help: "Safetensors file with `uncond` [S,D]. Default: the context file's `uncond`, else zeros.")
     var uncond: String?
@@ -52,16 +93,16 @@ struct Sample: ParsableCommand {
     @Option(help: "Guidance scale (1: conditional only).")
     var guidance: Float = 7.5
 
-    @Option(help: "Seed of the initial noise.")
-    var seed: UInt64 = 0
+    @Option(help: "Seed(s) of the initial noise, comma-separated: one image per prompt and seed (--context: one seed).")
+    var seed = CommaList<UInt64>([0])
 
     @Option(help: "Latent height and width (default: the bundle's MAC latent size, or the model's sample_size).")
     var latent: Int?
 
-    @Option(help: "Latent height (instead of --latent).")
+    @Option(help: "Image height in pixels (instead of --latent; the latent is a eighth, or the VAE's factor, of it).")
     var height: Int?
 
-    @Option(help: "Latent width (instead of --latent).")
+    @Option(help: "Image width in pixels (instead of --latent).")
     var width: Int?
 
     @Option(help: "Models only: the prediction type (default: the scheduler config's, else epsilon).")
@@ -70,19 +111,23 @@ struct Sample: ParsableCommand {
     @Option(help: "Models only: a diffusers scheduler_config.json to use.")
     var schedulerConfig: String?
 
-    @Option(name: .shortAndLong, help: "Output .safetensors file (latents).")
+    @Option(name: .shortAndLong, help: "Output: a .png image (prompts), or a .safetensors latents file (--context).")
     var output: String
 
     @Flag(help: "Replace an existing output file (never one of the inputs).")
     var force = false
 
-    @Flag(help: "Print the run (every UNet call: timestep, expert, seconds, MACs) as JSON on stdout.")
+    @Flag(help: "Print the run as JSON on stdout (prompts: every image, stage seconds and MACs; --context: every UNet call).")
     var json = false
 
     @OptionGroup var modelOptions: ModelOptions
 
     func validate() throws {
-        for (name, v) in [("--latent", latent), ("--height", height), ("--width", width)] { try ArgumentBounds.latent(v, flag: name) }
+        try ArgumentBounds.latent(latent, flag: "--latent")
+        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
+        for (name, v) in [("--height", height), ("--width", width)] {
+            try ArgumentBounds.check(v, in: 1...(Bounds.latentSide.upperBound * 8), flag: name)
+        }
         if let given = scheduler.steps, let steps, given != steps {
             throw ValidationError("--scheduler \(scheduler.defaultValueDescription) says \(given) steps and --steps says \(steps); give one")
         }
@@ -93,29 +138,29 @@ struct Sample: ParsableCommand {
         // Checked here, after unknown options are reported: a misspelt --width is not "missing".
         if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
         if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
+        let drawing = !prompt.isEmpty || prompts != nil
+        if drawing {
+            guard context == nil, uncond == nil, rows == nil else {
+                throw ValidationError("--context, --uncond and --rows sample latents; --prompt/--prompts draw images: give one kind")
+            }
+            try drawImages()
+            return
+        }
+        guard let context else { throw ValidationError("give --prompt, --prompts FILE or --context FILE") }
+        for (flag, given) in [("--negative-prompt", negativePrompt != nil), ("--pipeline", pipeline != nil), ("--tokenizer", tokenizer != nil),
+                              ("--heads", heads != nil), ("--vae-config", vaeConfig != nil),
+                              ("--grid", grid), ("--latents", latents != nil)] where given {
+            throw ValidationError("\(flag) applies to drawing from prompts (--prompt/--prompts), not to --context")
+        }
+        guard seed.values.count == 1 else { throw ValidationError("--context samples one batch: give one --seed") }
+        if let h = height, let w = width, h % 8 != 0 || w % 8 != 0 {
+            throw ValidationError("--height \(h) --width \(w): with --context they must be multiples of 8 (SD's VAE factor; or give --latent)")
+        }
         let kind = try scheduler.kind(steps: steps ?? 20)
         let lock = try prepareOutputFile(output, force: force, inputs: [model, context, uncond, schedulerConfig, modelOptions.config])
         defer { lock.release() }
         let start = Date()
-        let sampler: RoutedSampler
-        do {
-            switch try ModelInput(path: model) {
-            case .bundle(let bundle):
-                guard predictionType == nil, schedulerConfig == nil else {
-                    throw ValidationError("--prediction-type and --scheduler-config apply to models; a bundle carries its own")
-                }
-                sampler = try RoutedSampler(bundle: bundle)
-            case .checkpoint(let path):
-                let ckpt = try UNetCheckpoint(path: path, options: modelOptions.loadOptions)
-                var config = SchedulerConfig.sd21
-                config.predictionType = .epsilon
-                if let path = schedulerConfig ?? ckpt.source.schedulerConfigPath {
-                    config = try SchedulerConfig(contentsOfFile: path, defaults: config)
-                }
-                if let p = predictionType { config.predictionType = p }
-                sampler = RoutedSampler(unet: try UNet(checkpoint: ckpt), schedulerConfig: config)
-            }
-        } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
+        let sampler = try makeSampler()
         for n in sampler.notes { printError("note: \(n)") }
         let inputs: SamplingInputs
         do { inputs = try SamplingInputs.read(context: context, uncond: uncond, rows: rows?.values, config: sampler.unet.config) } catch {
@@ -123,9 +168,9 @@ struct Sample: ParsableCommand {
         }
         var options = RoutedSampler.Options(scheduler: kind)
         options.guidance = guidance
-        options.seed = seed
-        options.latentHeight = height ?? latent
-        options.latentWidth = width ?? latent
+        options.seed = seed.values[0]
+        options.latentHeight = height.map { $0 / 8 } ?? latent
+        options.latentWidth = width.map { $0 / 8 } ?? latent
         let loaded = Date()
 
         let line = isatty(STDERR_FILENO) == 1
@@ -143,7 +188,7 @@ struct Sample: ParsableCommand {
             }
         } catch {
             let flag = latent != nil ? "--latent" : nil
-            throw CommandFailure(ArgumentBounds.message("\(error)", flags: ["latent_height": flag ?? "--height", "latent_width": flag ?? "--width"]))
+            throw CommandFailure(ArgumentBounds.message("\(error)", flags: ["latent_height": flag ?? "--height / 8", "latent_width": flag ?? "--width / 8"]))
         }
         if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
         let sampled = Date()
@@ -167,5 +212,28 @@ struct Sample: ParsableCommand {
                               result.calls.first?.batch ?? 0, guidance, uncondLabel, report.loadSeconds, report.sampleSeconds,
                               usage.joined(separator: ", "), report.keptMACFraction))
         }
+    }
+
+    /// The denoiser of MODEL: a bundle's routed experts, or a checkpoint's UNet dense with the
+    /// scheduler config of --scheduler-config, else of its pipeline, else SD2.1's with epsilon.
+    func makeSampler() throws -> RoutedSampler {
+        do {
+            switch try ModelInput(path: model) {
+            case .bundle(let bundle):
+                guard predictionType == nil, schedulerConfig == nil else {
+                    throw ValidationError("--prediction-type and --scheduler-config apply to models; a bundle carries its own")
+                }
+                return try RoutedSampler(bundle: bundle)
+            case .checkpoint(let path):
+                let ckpt = try UNetCheckpoint(path: path, options: modelOptions.loadOptions)
+                var config = SchedulerConfig.sd21
+                config.predictionType = .epsilon
+                if let path = schedulerConfig ?? ckpt.source.schedulerConfigPath {
+                    config = try SchedulerConfig(contentsOfFile: path, defaults: config)
+                }
+                if let p = predictionType { config.predictionType = p }
+                return RoutedSampler(unet: try UNet(checkpoint: ckpt), schedulerConfig: config)
+            }
+        } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
     }
 }
