@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "ALTERBench", targets: ["ALTERBench"]),
         .library(name: "TextToImage", targets: ["TextToImage"]),
         .library(name: "Images", targets: ["Images"]),
+        .library(name: "DataEncoding", targets: ["DataEncoding"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -71,11 +72,13 @@ let package = Package(
             name: "Images", dependencies: ["CImageIO", "SafeTensors", "TensorCore"],
             // Resampling loops are optimised in debug builds too.
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // Images and captions to a training-data file through a pipeline's tokenizer, text encoder and VAE.
+        .target(name: "DataEncoding", dependencies: ["TextToImage", "Images", "ALTER", "StableDiffusion", "SafeTensors", "TensorCore"]),
         .executableTarget(
             name: "alter",
             dependencies: [
                 "SafeTensors", "TensorCore", "NN", "StableDiffusion", "Experts", "ALTER", "ExpertBundle", "RunExport", "ALTERBench",
-                "Images", "TextToImage",
+                "Images", "TextToImage", "DataEncoding",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "SafeTensorsFuzz", dependencies: ["SafeTensors"]),
@@ -96,6 +99,9 @@ let package = Package(
         // The command line, run as a process (the `alter` executable is built for it).
         .testTarget(name: "CLITests", dependencies: ["alter", "ExampleSupport", "TextToImage", "Images", "ExpertBundle", "StableDiffusion", "SafeTensors"]),
         .testTarget(name: "TextToImageTests", dependencies: ["TextToImage", "ExpertBundle", "Experts", "StableDiffusion", "SafeTensors", "TensorCore"]),
+        .testTarget(
+            name: "DataEncodingTests",
+            dependencies: ["DataEncoding", "TextToImage", "Images", "ALTER", "StableDiffusion", "SafeTensors", "TensorCore"]),
         .testTarget(
             name: "ALTERBenchTests",
             dependencies: ["ExampleSupport", "ALTERBench", "ALTER", "Experts", "StableDiffusion", "TensorCore"]),

@@ -31,6 +31,8 @@ public final class SafeTensorsWriter {
     public let order: [TensorSpec]
     private let temp: AtomicFile
     private var next = 0
+    /// Bytes of the next tensor already written by `write(_:part:)`.
+    private var partial = 0
 
     /// Starts writing `tensors` to `path` with optional string metadata.
     public init(path: String, tensors: [TensorSpec], metadata: [String: String]? = nil) throws(SafeTensorsError) {
@@ -69,7 +71,7 @@ public final class SafeTensorsWriter {
 
     /// Writes the next tensor's raw little-endian bytes.
     public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(SafeTensorsError) {
-        guard let spec = nextSpec, spec.name == name else {
+        guard let spec = nextSpec, spec.name == name, partial == 0 else {
             throw SafeTensorsError(file: path, tensor: name, .writeOrder(expected: nextSpec?.name ?? "(none)"))
         }
         guard bytes.count == spec.byteCount else {
@@ -79,10 +81,28 @@ public final class SafeTensorsWriter {
         next += 1
     }
 
+    /// Appends the next stretch of the next tensor's raw little-endian bytes, for a tensor produced
+    /// a few rows at a time; the tensor is done, and the one after it comes next, once its byte
+    /// count has been written. A part that would run past the tensor's end is refused.
+    public func write(_ name: String, part bytes: UnsafeRawBufferPointer) throws(SafeTensorsError) {
+        guard let spec = nextSpec, spec.name == name else {
+            throw SafeTensorsError(file: path, tensor: name, .writeOrder(expected: nextSpec?.name ?? "(none)"))
+        }
+        guard bytes.count <= spec.byteCount - partial else {
+            throw SafeTensorsError(file: path, tensor: name, .sizeMismatch(expected: spec.byteCount - partial, actual: bytes.count))
+        }
+        try temp.write(bytes)
+        partial += bytes.count
+        if partial == spec.byteCount {
+            partial = 0
+            next += 1
+        }
+    }
+
     /// Writes the next tensor by copying `info`'s bytes from `file` (same dtype and size) in the
     /// kernel, without passing them through user memory.
     public func write(_ name: String, copying info: TensorInfo, from file: SafeTensorsFile) throws(SafeTensorsError) {
-        guard let spec = nextSpec, spec.name == name else {
+        guard let spec = nextSpec, spec.name == name, partial == 0 else {
             throw SafeTensorsError(file: path, tensor: name, .writeOrder(expected: nextSpec?.name ?? "(none)"))
         }
         guard info.byteCount == spec.byteCount, info.dtype == spec.dtype else {
@@ -94,7 +114,7 @@ public final class SafeTensorsWriter {
 
     /// Writes the next tensor from `Float` values, converting to its dtype (F32, F16 or BF16).
     public func write(_ name: String, floats: [Float]) throws(SafeTensorsError) {
-        guard let spec = nextSpec, spec.name == name else {
+        guard let spec = nextSpec, spec.name == name, partial == 0 else {
             throw SafeTensorsError(file: path, tensor: name, .writeOrder(expected: nextSpec?.name ?? "(none)"))
         }
         guard spec.dtype.isFloatConvertible else { throw SafeTensorsError(file: path, tensor: name, .notFloat(spec.dtype)) }

@@ -9,7 +9,7 @@ import TensorCore
 @main
 enum Main {
     /// Subcommands that do heavy matrix work (the rest never call OpenBLAS).
-    static let computeCommands: Set<String> = ["forward", "bench", "compress", "sample"]
+    static let computeCommands: Set<String> = ["forward", "bench", "compress", "sample", "encode-data"]
 
     static func main() {
         if CommandLine.arguments.count > 1, computeCommands.contains(CommandLine.arguments[1]) {
@@ -29,7 +29,7 @@ struct Alter: ParsableCommand {
             bare diffusers-named safetensors file; F32, F16 and BF16.
             """,
         version: "alter 0.3.0 (bundle format \(BundleManifest.formatVersion), run directory format \(CompressionConfig.formatVersion))",
-        subcommands: [Inspect.self, Convert.self, Tokenize.self, EncodePrompt.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Diff.self, Bench.self])
+        subcommands: [Inspect.self, Convert.self, Tokenize.self, EncodePrompt.self, EncodeData.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Diff.self, Bench.self])
 }
 
 /// Options shared by commands that read a UNet.
@@ -82,6 +82,8 @@ let libraryToFlags = [
     ("(give a diffusers tokenizer folder, or ask for none)", "(pass --tokenizer DIR, a diffusers tokenizer folder such as a pipeline's tokenizer/, or --no-tokenizer)"),
     ("is not a prunable unit of this UNet", "is not a prunable unit of this UNet (see `alter inspect MODEL --units`)"),
     ("(resume it, or choose another run directory)", "(continue it with --resume, or choose another -o)"),
+    ("(fix them, or skip them with skip_bad)", "(fix them, or leave them out with --skip-bad)"),
+    ("(give a tokenizer folder)", "(pass --tokenizer)"),
 ]
 
 /// A library message in terms of the command line's flags.

@@ -6,11 +6,15 @@ final class ProgressBar {
     private let start = Date()
     private var lastDraw = Date.distantPast
     private var drawn = false
+    /// Counts things (images, captions) instead of bytes.
+    private let counting: Bool
 
-    /// Returns nil when stderr is not a terminal (pipes, CI).
-    init?(label: String) {
+    /// Returns nil when stderr is not a terminal (pipes, CI). `counting`: `done` and `total` are
+    /// item counts, not bytes.
+    init?(label: String, counting: Bool = false) {
         guard isatty(STDERR_FILENO) == 1 else { return nil }
         self.label = label
+        self.counting = counting
     }
 
     func update(_ done: Int, _ total: Int) {
@@ -24,8 +28,10 @@ final class ProgressBar {
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = String(format: "\r%@ [%@] %3.0f%% %@/%@ %@/s ETA %.0fs ", label, bar, fraction * 100,
-                          formatBytes(done), formatBytes(total), formatBytes(Int(rate)), eta)
+        let line = counting
+            ? String(format: "\r%@ [%@] %3.0f%% %d/%d %.2f/s ETA %.0fs ", label, bar, fraction * 100, done, total, rate, eta)
+            : String(format: "\r%@ [%@] %3.0f%% %@/%@ %@/s ETA %.0fs ", label, bar, fraction * 100,
+                     formatBytes(done), formatBytes(total), formatBytes(Int(rate)), eta)
         FileHandle.standardError.write(Data(line.utf8))
         drawn = true
     }

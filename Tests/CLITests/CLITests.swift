@@ -314,4 +314,53 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(fa.suffix(77 * 32 * 4), fb.suffix(77 * 32 * 4))
         XCTAssertNotEqual(fa.suffix(77 * 32 * 4), Data(count: 77 * 32 * 4))
     }
+
+    /// `alter encode-data` on the encode-data fixtures with the tiny pipeline: the --json report,
+    /// the output policy, bad captions named by flag; `alter compress` trains 2 steps on the file;
+    /// a bundle exported with --pipeline gives the same file.
+    func testEncodeDataThenCompress() throws {
+        let dir = try temporaryDirectory(self)
+        let pipeline = "Tests/Fixtures/pipeline/sd21-tiny", f = "Tests/Fixtures/encode-data/"
+        let data = dir + "/data.safetensors"
+        let args = ["encode-data", pipeline, "--images", f + "images", "--captions", f + "captions.csv", "--size", "64"]
+        let r = try alter(args + ["-o", data, "--dtype", "fp32"])
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("4 samples; latents [4, 4, 8, 8], context [4, 77, 16], uncond [77, 16], F32, latents: mean"), r.output)
+        XCTAssertTrue(r.output.contains("1 captions cut to 77 tokens"), r.output)
+        try assertFails(args + ["-o", data], saying: "--force")
+        try assertFails(args + ["-o", dir + "/x.safetensors", "--seed", "3"], saying: "--seed applies only with --sample")
+        try assertFails(args + ["-o", dir + "/x.safetensors", "--batch", "0"], saying: "batch 0")
+        try assertFails(["encode-data", pipeline, "--images", f + "images", "--captions", f + "captions.jsonl", "--size", "64", "-o", dir + "/x.safetensors",
+                         "--tokenizer", pipeline + "/tokenizer"], saying: "only with an original single file")
+        try assertFails(["encode-data", "Tests/Fixtures/pipeline/sd21-tiny-original.safetensors", "--images", f + "images", "--captions", f + "captions.csv",
+                         "-o", dir + "/x.safetensors"], saying: "--tokenizer")
+        try "file,text\nwide.png,x\n".write(toFile: dir + "/few.csv", atomically: true, encoding: .utf8)
+        try assertFails(["encode-data", pipeline, "--images", f + "images", "--captions", dir + "/few.csv", "--size", "64", "-o", dir + "/x.safetensors"],
+                        saying: "tall.png: no caption", "--skip-bad")
+        let skipped = try alter(["encode-data", pipeline, "--images", f + "images", "--captions", dir + "/few.csv", "--size", "64", "-o", dir + "/few.safetensors",
+                                 "--skip-bad", "--sample", "--seed", "3", "--json"])
+        XCTAssertEqual(skipped.status, 0, skipped.output)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(skipped.output.utf8)) as? [String: Any])
+        XCTAssertEqual(report["sample_count"] as? Int, 1)
+        XCTAssertEqual(report["latents_shape"] as? [Int], [1, 4, 8, 8])
+        XCTAssertEqual(report["dtype"] as? String, "F16")
+        XCTAssertEqual(report["seed"] as? Int, 3)
+        XCTAssertEqual((report["skipped"] as? [[String: String]])?.map { $0["file"] ?? "" }, ["photo.jpg", "square.png", "tall.png"])
+        try GoldenKeys.check(json: Data(skipped.output.utf8), name: "encode-data", opaque: ["sources"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/x.safetensors"))
+
+        let run = dir + "/run"
+        let c = try alter(["compress", pipeline, "--data", data, "--steps", "2", "--hypernet-steps", "1", "--experts", "2", "--batch", "2", "-o", run])
+        XCTAssertEqual(c.status, 0, c.output)
+        let bundle = dir + "/b.alter"
+        let e = try alter(["export", run, "-o", bundle, "--pipeline", pipeline, "--dtype", "fp32"])
+        XCTAssertEqual(e.status, 0, e.output)
+        let fromBundle = dir + "/bundle.safetensors"
+        let b = try alter(["encode-data", bundle, "--images", f + "images", "--captions", f + "captions.csv", "--size", "64", "--dtype", "fp32", "-o", fromBundle])
+        XCTAssertEqual(b.status, 0, b.output)
+        // The same tensors; the metadata names another source.
+        let x = try Data(contentsOf: URL(fileURLWithPath: data)), y = try Data(contentsOf: URL(fileURLWithPath: fromBundle))
+        let tensorBytes = 4 * 77 * 16 * 4 + 4 * 77 * 4 + 4 * 4 * 8 * 8 * 4 + 77 * 16 * 4
+        XCTAssertEqual(x.suffix(tensorBytes), y.suffix(tensorBytes))
+    }
 }

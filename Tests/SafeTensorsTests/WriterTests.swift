@@ -79,6 +79,32 @@ final class WriterTests: SafeTensorsTestCase {
         XCTAssertEqual(try f.floats("bf16"), [1, -2, 0.10009765625, 65536, Float(bitPattern: 0x322C_0000), .infinity])
     }
 
+    /// A tensor written in parts equals one written whole; a part past the end, a whole write in
+    /// the middle of a tensor and a finish before its last part are refused.
+    func testWritePartsAppendUntilTheTensorIsComplete() throws {
+        let specs = [TensorSpec(name: "a", dtype: .u8, shape: [2, 3]), TensorSpec(name: "b", dtype: .u8, shape: [2])]
+        let path = dir.file("parts.safetensors")
+        let w = try SafeTensorsWriter(path: path, tensors: specs)
+        let a = pattern(specs[0]), b = pattern(specs[1])
+        try Array(a[0..<3]).withUnsafeBytes { try w.write("a", part: $0) }
+        XCTAssertEqual(w.nextSpec?.name, "a")
+        XCTAssertThrowsError(try Array(a[3..<6]).withUnsafeBytes { try w.write("a", bytes: $0) }) {
+            XCTAssertEqual($0 as? SafeTensorsError, SafeTensorsError(file: path, tensor: "a", .writeOrder(expected: "a")))
+        }
+        XCTAssertThrowsError(try [UInt8](repeating: 0, count: 4).withUnsafeBytes { try w.write("a", part: $0) }) {
+            XCTAssertEqual($0 as? SafeTensorsError, SafeTensorsError(file: path, tensor: "a", .sizeMismatch(expected: 3, actual: 4)))
+        }
+        XCTAssertThrowsError(try w.finish())
+        try Array(a[3..<6]).withUnsafeBytes { try w.write("a", part: $0) }
+        XCTAssertEqual(w.nextSpec?.name, "b")
+        try b.withUnsafeBytes { try w.write("b", part: $0) }
+        XCTAssertNil(w.nextSpec)
+        try w.finish()
+        let f = try SafeTensorsFile(path: path)
+        XCTAssertEqual(Array(try f.rawBytes("a")), a)
+        XCTAssertEqual(Array(try f.rawBytes("b")), b)
+    }
+
     func testWrongOrderIsAnError() throws {
         let path = dir.file("order.safetensors")
         let w = try SafeTensorsWriter(path: path, tensors: [TensorSpec(name: "b", dtype: .u8, shape: [1]),
