@@ -225,6 +225,7 @@ struct Eval: ParsableCommand {
         func format(_ row: [String]) -> String {
             row.enumerated().map { c, v in c < 2 ? v.padding(toLength: widths[c], withPad: " ", startingAt: 0)
                                                : String(repeating: " ", count: widths[c] - v.count) + v }.joined(separator: "  ")
+                .replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
         }
         var lines = [format(header)]
         lines += rows.map(format)
