@@ -9,7 +9,7 @@ import TensorCore
 @main
 enum Main {
     /// Subcommands that do heavy matrix work (the rest never call OpenBLAS).
-    static let computeCommands: Set<String> = ["forward", "bench", "compress", "sample", "encode-data"]
+    static let computeCommands: Set<String> = ["forward", "bench", "compress", "sample", "eval", "encode-data"]
 
     static func main() {
         if CommandLine.arguments.count > 1, computeCommands.contains(CommandLine.arguments[1]) {
@@ -29,7 +29,7 @@ struct Alter: ParsableCommand {
             bare diffusers-named safetensors file; F32, F16 and BF16.
             """,
         version: "alter 0.3.0 (bundle format \(BundleManifest.formatVersion), run directory format \(CompressionConfig.formatVersion))",
-        subcommands: [Inspect.self, Convert.self, Tokenize.self, EncodePrompt.self, EncodeData.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Diff.self, Bench.self])
+        subcommands: [Inspect.self, Convert.self, Tokenize.self, EncodePrompt.self, EncodeData.self, Forward.self, Compress.self, Export.self, Verify.self, Sample.self, Eval.self, Diff.self, Bench.self])
 }
 
 /// Options shared by commands that read a UNet.

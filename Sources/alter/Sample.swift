@@ -214,26 +214,12 @@ struct Sample: ParsableCommand {
         }
     }
 
-    /// The denoiser of MODEL: a bundle's routed experts, or a checkpoint's UNet dense with the
-    /// scheduler config of --scheduler-config, else of its pipeline, else SD2.1's with epsilon.
-    func makeSampler() throws -> RoutedSampler {
-        do {
-            switch try ModelInput(path: model) {
-            case .bundle(let bundle):
-                guard predictionType == nil, schedulerConfig == nil else {
-                    throw ValidationError("--prediction-type and --scheduler-config apply to models; a bundle carries its own")
-                }
-                return try RoutedSampler(bundle: bundle)
-            case .checkpoint(let path):
-                let ckpt = try UNetCheckpoint(path: path, options: modelOptions.loadOptions)
-                var config = SchedulerConfig.sd21
-                config.predictionType = .epsilon
-                if let path = schedulerConfig ?? ckpt.source.schedulerConfigPath {
-                    config = try SchedulerConfig(contentsOfFile: path, defaults: config)
-                }
-                if let p = predictionType { config.predictionType = p }
-                return RoutedSampler(unet: try UNet(checkpoint: ckpt), schedulerConfig: config)
-            }
-        } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
+    /// How MODEL and its components load (shared with `eval`).
+    var loader: DrawingModelLoader {
+        DrawingModelLoader(model: model, pipeline: pipeline, tokenizer: tokenizer, heads: heads, vaeConfig: vaeConfig,
+                           predictionType: predictionType, schedulerConfig: schedulerConfig, loadOptions: modelOptions.loadOptions)
     }
+
+    /// The denoiser of MODEL (`DrawingModelLoader.sampler`).
+    func makeSampler() throws -> RoutedSampler { try loader.sampler() }
 }

@@ -31,17 +31,8 @@ extension Sample {
             do { try OutputTarget(path: path, kind: .file, replace: force, inputs: inputs).prepare() } catch { throw CommandFailure(error.description) }
         }
 
-        let bundleInput = ExpertBundle.isBundle(model)
-        if !(bundleInput && pipeline == nil), tokenizer == nil, !Self.isDirectory(pipeline ?? model) {
-            throw ValidationError("\(pipeline ?? model) is a single file: it holds no tokenizer; give --tokenizer DIR (a tokenizer or pipeline folder, or open_clip's BPE .gz)")
-        }
         let start = Date()
-        let sampler = try makeSampler()
-        let pipe: TextToImagePipeline
-        do {
-            let components = try loadComponents(sampler: sampler)
-            pipe = try TextToImagePipeline(components: components, sampler: sampler)
-        } catch let e as ValidationError { throw e } catch let e as CommandFailure { throw e } catch { throw CommandFailure("\(error)") }
+        let pipe = try loader.textToImagePipeline()
         for n in pipe.notes { printError("note: \(n)") }
 
         var options = RoutedSampler.Options(scheduler: kind)
@@ -105,38 +96,11 @@ extension Sample {
         }
     }
 
-    /// The tokenizer, text encoder and VAE: from --pipeline, else the bundle's, else MODEL's.
-    private func loadComponents(sampler: RoutedSampler) throws -> TextToImageComponents {
-        if case .bundle(let bundle) = sampler.experts, pipeline == nil {
-            guard bundle.hasComponents else {
-                throw CommandFailure("\(model) carries no tokenizer, text encoder and VAE: export it with --pipeline, or give --pipeline DIR (the pipeline it was compressed from)")
-            }
-            return try TextToImageComponents(bundle: bundle)
-        }
-        let source = pipeline ?? model
-        var text = CLIPTextLoadOptions()
-        text.heads = heads
-        var vae = VAELoadOptions()
-        vae.configPath = vaeConfig
-        if let tokenizer {
-            let t: CLIPTokenizer
-            do { t = try CLIPTokenizer(path: tokenizer) } catch { throw CommandFailure(error.description) }
-            do { return try TextToImageComponents(singleFile: source, tokenizer: t, tokenizerSource: tokenizer, textEncoder: text, vae: vae) } catch {
-                throw CommandFailure(error.description.replacingOccurrences(of: "give the number of heads", with: "pass --heads"))
-            }
-        }
-        return try TextToImageComponents(pipeline: source, textEncoder: text, vae: vae)
-    }
-
-    static func isDirectory(_ path: String) -> Bool {
-        var isDirectory: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
-    }
-
     /// One PNG per prompt and seed: `out.png` alone for one image, else `out-pI-sSEED.png`
-    /// (I zero-padded to the width of the last prompt index).
-    static func imageFiles(_ output: String, promptCount: Int, seeds: [UInt64]) -> [String] {
-        if promptCount == 1 && seeds.count == 1 { return [output] }
+    /// (I zero-padded to the width of the last prompt index); `alwaysIndexed`: the indexed names
+    /// for one image too.
+    static func imageFiles(_ output: String, promptCount: Int, seeds: [UInt64], alwaysIndexed: Bool = false) -> [String] {
+        if promptCount == 1 && seeds.count == 1 && !alwaysIndexed { return [output] }
         let ext = (output as NSString).pathExtension
         let stem = (output as NSString).deletingPathExtension
         let width = String(max(promptCount - 1, 0)).count
