@@ -42,15 +42,6 @@ struct Eval: ParsableCommand {
     @Option(help: "The dense reference: a pipeline folder or an original single file.")
     var reference: String
 
-    @Option(help: "A prompt to draw (repeat for several).")
-    var prompt: [String] = []
-
-    @Option(help: "A file of prompts: one per line, or JSON lines {\"prompt\": ..., \"negative_prompt\": ...} (.jsonl).")
-    var prompts: String?
-
-    @Option(help: "The negative prompt of every prompt (default: the empty prompt; used when --guidance is above 1).")
-    var negativePrompt: String?
-
     @Option(help: "Seed(s) of the initial noise, comma-separated: one pair of images per prompt and seed.")
     var seed = CommaList<UInt64>([0])
 
@@ -75,18 +66,6 @@ struct Eval: ParsableCommand {
     @Option(help: "Image width in pixels.")
     var width: Int?
 
-    @Option(help: "Take the tokenizer, text encoder and VAE of both models from this pipeline folder or original single file.")
-    var pipeline: String?
-
-    @Option(help: "The tokenizer for an original single file (a tokenizer or pipeline folder, or open_clip's bpe_simple_vocab_16e6.txt.gz).")
-    var tokenizer: String?
-
-    @Option(help: "Attention heads of an original single file's text encoder (default: width / 64, as OpenCLIP).")
-    var heads: Int?
-
-    @Option(help: "A diffusers AutoencoderKL config.json for an original single file's VAE (default: inferred, SD's).")
-    var vaeConfig: String?
-
     @Option(help: "Dense models only: the prediction type (default: the scheduler config's, else epsilon).")
     var predictionType: NoiseSchedule.PredictionType?
 
@@ -102,10 +81,13 @@ struct Eval: ParsableCommand {
     @Flag(help: "Print the report as JSON on stdout (formats/cli-json.md).")
     var json = false
 
+    @OptionGroup var promptOptions: PromptOptions
+
+    @OptionGroup var components: ComponentOptions
+
     @OptionGroup var modelOptions: ModelOptions
 
     func validate() throws {
-        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
         for (name, v) in [("--height", height), ("--width", width)] {
             try ArgumentBounds.check(v, in: 1...(Bounds.latentSide.upperBound * 8), flag: name)
         }
@@ -127,8 +109,7 @@ struct Eval: ParsableCommand {
     }
 
     func loader(_ model: String) -> DrawingModelLoader {
-        DrawingModelLoader(model: model, pipeline: pipeline, tokenizer: tokenizer, heads: heads, vaeConfig: vaeConfig,
-                           predictionType: predictionType, schedulerConfig: schedulerConfig, loadOptions: modelOptions.loadOptions)
+        components.loader(model, predictionType: predictionType, schedulerConfig: schedulerConfig, loadOptions: modelOptions.loadOptions)
     }
 
     func run() throws {
@@ -136,16 +117,13 @@ struct Eval: ParsableCommand {
         guard !ExpertBundle.isBundle(reference) else {
             throw ValidationError("--reference \(reference) is a bundle: the reference is drawn dense; give a pipeline folder or a single file")
         }
-        var entries = prompt.map { PromptEntry(prompt: $0) }
-        if let prompts {
-            do { entries += try PromptFile.read(path: prompts) } catch { throw CommandFailure(error.description) }
-        }
+        let entries = try promptOptions.entries()
         guard !entries.isEmpty else { throw ValidationError("give --prompts FILE or --prompt") }
         let seeds = seed.values
         guard entries.count * seeds.count <= TextToImagePipeline.maxImages else {
             throw ValidationError("\(entries.count) prompts x \(seeds.count) seeds is more than \(TextToImagePipeline.maxImages) pairs")
         }
-        let inputs = [candidate, reference, prompts, pipeline, tokenizer, vaeConfig, schedulerConfig, modelOptions.config].compactMap { $0 }
+        let inputs = [candidate, reference, promptOptions.prompts, schedulerConfig, modelOptions.config].compactMap { $0 } + components.inputs
         var files: [(reference: String, candidate: String)] = []
         if let images {
             let r = Sample.imageFiles(images + "/reference.png", promptCount: entries.count, seeds: seeds, alwaysIndexed: true)
@@ -177,7 +155,7 @@ struct Eval: ParsableCommand {
         let total = entries.count * seeds.count
         let result: FidelityResult
         do {
-            result = try evaluation.run(entries, negativePrompt: negativePrompt, seeds: seeds, keepImages: images != nil) { pair, side, call, calls in
+            result = try evaluation.run(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, keepImages: images != nil) { pair, side, call, calls in
                 guard line else { return }
                 let expert = call.expert.map { "expert \($0)" } ?? "dense"
                 FileHandle.standardError.write(Data(String(format: "\reval: pair %d/%d  %@  call %d/%d  t=%g  %@  %.0f s   ",

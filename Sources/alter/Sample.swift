@@ -48,27 +48,6 @@ struct Sample: ParsableCommand {
     @Argument(help: "A bundle (NAME.alter) or a checkpoint (folder or .safetensors).")
     var model: String
 
-    @Option(help: "A prompt to draw (repeat for several).")
-    var prompt: [String] = []
-
-    @Option(help: "The negative prompt of every prompt (default: the empty prompt; used when --guidance is above 1).")
-    var negativePrompt: String?
-
-    @Option(help: "A file of prompts: one per line, or JSON lines {\"prompt\": ..., \"negative_prompt\": ...} (.jsonl).")
-    var prompts: String?
-
-    @Option(help: "Take the tokenizer, text encoder and VAE from this pipeline folder or original single file (default: the bundle's, or MODEL's).")
-    var pipeline: String?
-
-    @Option(help: "The tokenizer for an original single file (a tokenizer or pipeline folder, or open_clip's bpe_simple_vocab_16e6.txt.gz).")
-    var tokenizer: String?
-
-    @Option(help: "Attention heads of an original single file's text encoder (default: width / 64, as OpenCLIP).")
-    var heads: Int?
-
-    @Option(help: "A diffusers AutoencoderKL config.json for an original single file's VAE (default: inferred, SD's).")
-    var vaeConfig: String?
-
     @Flag(help: "Write one grid image (a row per prompt, a column per seed) instead of one file per image.")
     var grid = false
 
@@ -120,11 +99,14 @@ struct Sample: ParsableCommand {
     @Flag(help: "Print the run as JSON on stdout (prompts: every image, stage seconds and MACs; --context: every UNet call).")
     var json = false
 
+    @OptionGroup var promptOptions: PromptOptions
+
+    @OptionGroup var components: ComponentOptions
+
     @OptionGroup var modelOptions: ModelOptions
 
     func validate() throws {
         try ArgumentBounds.latent(latent, flag: "--latent")
-        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
         for (name, v) in [("--height", height), ("--width", width)] {
             try ArgumentBounds.check(v, in: 1...(Bounds.latentSide.upperBound * 8), flag: name)
         }
@@ -138,7 +120,7 @@ struct Sample: ParsableCommand {
         // Checked here, after unknown options are reported: a misspelt --width is not "missing".
         if latent != nil && (height != nil || width != nil) { throw ValidationError("give --latent or --height/--width, not both") }
         if (height == nil) != (width == nil) { throw ValidationError("give both --height and --width") }
-        let drawing = !prompt.isEmpty || prompts != nil
+        let drawing = promptOptions.isGiven
         if drawing {
             guard context == nil, uncond == nil, rows == nil else {
                 throw ValidationError("--context, --uncond and --rows sample latents; --prompt/--prompts draw images: give one kind")
@@ -147,9 +129,8 @@ struct Sample: ParsableCommand {
             return
         }
         guard let context else { throw ValidationError("give --prompt, --prompts FILE or --context FILE") }
-        for (flag, given) in [("--negative-prompt", negativePrompt != nil), ("--pipeline", pipeline != nil), ("--tokenizer", tokenizer != nil),
-                              ("--heads", heads != nil), ("--vae-config", vaeConfig != nil),
-                              ("--grid", grid), ("--latents", latents != nil)] where given {
+        for (flag, given) in [("--negative-prompt", promptOptions.negativePrompt != nil)] + components.given
+            + [("--grid", grid), ("--latents", latents != nil)] where given {
             throw ValidationError("\(flag) applies to drawing from prompts (--prompt/--prompts), not to --context")
         }
         guard seed.values.count == 1 else { throw ValidationError("--context samples one batch: give one --seed") }
@@ -216,8 +197,7 @@ struct Sample: ParsableCommand {
 
     /// How MODEL and its components load (shared with `eval`).
     var loader: DrawingModelLoader {
-        DrawingModelLoader(model: model, pipeline: pipeline, tokenizer: tokenizer, heads: heads, vaeConfig: vaeConfig,
-                           predictionType: predictionType, schedulerConfig: schedulerConfig, loadOptions: modelOptions.loadOptions)
+        components.loader(model, predictionType: predictionType, schedulerConfig: schedulerConfig, loadOptions: modelOptions.loadOptions)
     }
 
     /// The denoiser of MODEL (`DrawingModelLoader.sampler`).

@@ -12,17 +12,14 @@ extension Sample {
         guard output.lowercased().hasSuffix(".png") else {
             throw ValidationError("-o \(output): drawing from prompts writes PNG images: give a .png name (and --latents FILE for the latents)")
         }
-        var entries = prompt.map { PromptEntry(prompt: $0) }
-        if let prompts {
-            do { entries += try PromptFile.read(path: prompts) } catch { throw CommandFailure(error.description) }
-        }
+        let entries = try promptOptions.entries()
         let seeds = seed.values
         let kind = try scheduler.kind(steps: steps ?? 20)
         let files = grid ? [output] : Self.imageFiles(output, promptCount: entries.count, seeds: seeds)
         guard entries.count * seeds.count <= TextToImagePipeline.maxImages else {
             throw ValidationError("\(entries.count) prompts x \(seeds.count) seeds is more than \(TextToImagePipeline.maxImages) images")
         }
-        let inputs = [model, prompts, pipeline, tokenizer, vaeConfig, schedulerConfig, modelOptions.config].compactMap { $0 }
+        let inputs = [model, promptOptions.prompts, schedulerConfig, modelOptions.config].compactMap { $0 } + components.inputs
         // Every output is checked before the work starts; each is written atomically at the end.
         var outputs = files
         if let latents { outputs.append(latents) }
@@ -49,7 +46,7 @@ extension Sample {
         let total = entries.count * seeds.count
         let result: DrawingResult
         do {
-            result = try pipe.draw(entries, negativePrompt: negativePrompt, seeds: seeds, options: options) { image, call, calls in
+            result = try pipe.draw(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, options: options) { image, call, calls in
                 guard line else { return }
                 let done = Double(image * calls + call.index + 1), all = Double(total * calls)
                 let elapsed = Date().timeIntervalSince(loaded)
