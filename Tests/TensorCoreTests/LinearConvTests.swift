@@ -1,4 +1,4 @@
-import TensorCore
+@testable import TensorCore
 import XCTest
 
 /// γ_n = n u / (1 - n u): Higham's bound on the relative error of an n-term float32 sum of
