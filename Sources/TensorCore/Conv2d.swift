@@ -8,10 +8,20 @@ public enum Conv2d {
     /// Output planes up to this many pixels are computed for the whole batch in one product.
     public static let foldPlaneLimit = 1024
 
+    /// Most floats of unfolded columns (im2col) that forward holds at a time: 2^23 = 32 MB.
+    public static let columnBudget = 1 << 23
+
     /// x: [N, C, H, W], weight: [O, C, k, k], bias: [O] -> [N, O, Ho, Wo].
     /// `winograd` supplies the transformed weights for the Winograd path (see `Winograd3x3`).
     public static func forward(
         _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, winograd: (() -> Tensor)? = nil
+    ) -> Tensor {
+        forward(x, weight: weight, bias: bias, stride: stride, padding: padding, winograd: winograd, columnBudget: columnBudget)
+    }
+
+    /// `forward` with the column bound as a parameter (tests use small bounds to get many bands).
+    static func forward(
+        _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, winograd: (() -> Tensor)?, columnBudget: Int
     ) -> Tensor {
         Profiler.shared.measure("conv\(weight.shape[2])x\(weight.shape[2])s\(stride) \(x.shape[1])->\(weight.shape[0]) @\(x.shape[2])", flops: flops(x, weight, stride, padding)) {
             let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -22,6 +32,9 @@ public enum Conv2d {
             if k == 3 && stride == 1 && padding == 1 && Winograd3x3.applies(channels: c, outChannels: o, plane: ho * wo) {
                 return Winograd3x3.forward(x, weight: weight, bias: bias, transformed: winograd?())
             }
+            if k == 3 && stride == 1 && padding == 1 && o <= fewOutputsLimit {
+                return forwardFewOutputs(x, weight: weight, bias: bias)
+            }
             let y = Tensor(uninitialized: [n, o, ho, wo])
             let plane = ho * wo
             let direct = k == 1 && stride == 1 && padding == 0
@@ -30,37 +43,46 @@ public enum Conv2d {
             // the matrix product efficient at the deepest levels; the result is then scattered.
             let fold = n > 1 && plane <= foldPlaneLimit
             let samplesPerProduct = fold ? n : 1
-            let cols = samplesPerProduct * plane
-            let colBuffer = direct && !fold ? nil : Tensor(uninitialized: [ck * cols])
-            let outBuffer = fold ? Tensor(uninitialized: [o * cols]) : nil
+            // Large planes: the columns of one band of output rows at a time (at most
+            // `columnBudget` floats), each band's product writing its rows of the output.
+            let bandRows = fold || direct ? ho : max(1, min(ho, columnBudget / max(ck * wo, 1)))
+            let colBuffer = direct && !fold ? nil : Tensor(uninitialized: [ck * samplesPerProduct * bandRows * wo])
+            let outBuffer = fold ? Tensor(uninitialized: [o * samplesPerProduct * plane]) : nil
             for b in Swift.stride(from: 0, to: n, by: samplesPerProduct) {
-                let target = outBuffer?.data ?? y.data + b * o * plane
-                if let bias {
-                    let bp = bias.data
-                    Parallel.forRanges(o, minChunk: 16) { r in
-                        for oc in r { (target + oc * cols).initialize(repeating: bp[oc], count: cols) }
-                    }
-                }
-                let src: UnsafePointer<Float>
-                if let col = colBuffer?.data {
-                    Profiler.shared.measure("conv.im2col") {
-                        for s in 0..<samplesPerProduct {
-                            let xb = x.data + (b + s) * c * h * w
-                            if direct {
-                                for ci in 0..<c { (col + ci * cols + s * plane).update(from: xb + ci * plane, count: plane) }
-                            } else {
-                                im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo,
-                                       into: col + s * plane, rowStride: cols)
-                            }
+                for oy0 in Swift.stride(from: 0, to: ho, by: bandRows) {
+                    let rows = oy0..<min(ho, oy0 + bandRows)
+                    let cols = samplesPerProduct * rows.count * wo
+                    // The band's output: [o, cols] with rows `ldc` apart.
+                    let target = outBuffer?.data ?? y.data + b * o * plane + oy0 * wo
+                    let ldc = fold ? cols : plane
+                    if let bias {
+                        let bp = bias.data
+                        Parallel.forRanges(o, minChunk: max(1, (1 << 14) / cols)) { r in
+                            for oc in r { (target + oc * ldc).initialize(repeating: bp[oc], count: cols) }
                         }
                     }
-                    src = UnsafePointer(col)
-                } else {
-                    src = UnsafePointer(x.data + b * c * h * w)
+                    let src: UnsafePointer<Float>
+                    if let col = colBuffer?.data {
+                        Profiler.shared.measure("conv.im2col") {
+                            for s in 0..<samplesPerProduct {
+                                let xb = x.data + (b + s) * c * h * w
+                                if direct {
+                                    for ci in 0..<c { (col + ci * cols + s * plane).update(from: xb + ci * plane, count: plane) }
+                                } else {
+                                    im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo,
+                                           rows: rows, into: col + s * rows.count * wo, rowStride: cols)
+                                }
+                            }
+                        }
+                        src = UnsafePointer(col)
+                    } else {
+                        src = UnsafePointer(x.data + b * c * h * w)
+                    }
+                    BLAS.sgemm(m: o, n: cols, k: ck, a: weight.data, lda: ck, b: src, ldb: cols,
+                               beta: bias == nil ? 0 : 1, c: target, ldc: ldc)
                 }
-                BLAS.sgemm(m: o, n: cols, k: ck, a: weight.data, lda: ck, b: src, ldb: cols,
-                           beta: bias == nil ? 0 : 1, c: target, ldc: cols)
             }
+            let cols = samplesPerProduct * plane
             if let out = outBuffer?.data {
                 // out: [o, n, plane] -> y: [n, o, plane]
                 for b in 0..<n {
@@ -238,21 +260,23 @@ public enum Conv2d {
         return 2 * Double(x.shape[0]) * Double(weight.count) * Double(ho * wo)
     }
 
-    /// Unfolds one image x: [C, H, W] into col: [C*k*k, Ho*Wo] (zero padding), whose rows are
-    /// `rowStride` floats apart (Ho*Wo unless several images share the rows).
+    /// Unfolds one image x: [C, H, W] into col: [C*k*k, rows.count*Wo] (zero padding), the
+    /// columns of output rows `rows` (all Ho by default), whose rows are `rowStride` floats apart
+    /// (rows.count*Wo unless several images share the rows).
     static func im2col(
         _ x: UnsafePointer<Float>, c: Int, h: Int, w: Int, k: Int, stride: Int, padding: Int,
-        ho: Int, wo: Int, into col: UnsafeMutablePointer<Float>, rowStride: Int? = nil
+        ho: Int, wo: Int, rows outRows: Range<Int>? = nil, into col: UnsafeMutablePointer<Float>, rowStride: Int? = nil
     ) {
-        let plane = rowStride ?? ho * wo
+        let outRows = outRows ?? 0..<ho
+        let plane = rowStride ?? outRows.count * wo
         Parallel.forRanges(c * k * k, minChunk: 8) { rows in
             for row in rows {
                 let ci = row / (k * k), ky = (row / k) % k, kx = row % k
                 let dst = col + row * plane
                 let xc = x + ci * h * w
-                for oy in 0..<ho {
+                for oy in outRows {
                     let iy = oy * stride + ky - padding
-                    let d = dst + oy * wo
+                    let d = dst + (oy - outRows.lowerBound) * wo
                     if iy < 0 || iy >= h {
                         d.initialize(repeating: 0, count: wo)
                         continue

@@ -12,9 +12,20 @@ public enum Upsample2x {
                     for iy in 0..<h {
                         let row = dst + 2 * iy * 2 * w
                         let s = src + iy * w
-                        for ix in 0..<w {
+                        var ix = 0
+                        // Eight pixels at a time: each into an even and an odd lane.
+                        while ix + 8 <= w {
+                            let v = UnsafeRawPointer(s + ix).loadUnaligned(as: SIMD8<Float>.self)
+                            var pair = SIMD16<Float>()
+                            pair.evenHalf = v
+                            pair.oddHalf = v
+                            UnsafeMutableRawPointer(row + 2 * ix).storeBytes(of: pair, as: SIMD16<Float>.self)
+                            ix += 8
+                        }
+                        while ix < w {
                             row[2 * ix] = s[ix]
                             row[2 * ix + 1] = s[ix]
+                            ix += 1
                         }
                         (row + 2 * w).update(from: row, count: 2 * w)
                     }

@@ -17,29 +17,55 @@ public enum Winograd3x3 {
         return u
     }
 
+    /// Most floats of transformed inputs and products (V and M) that forward holds at a time:
+    /// 2^25 = 128 MB. Larger convolutions go through in bands of tile rows.
+    public static let tileBudget = 1 << 25
+
     /// x: [N, C, H, W], weight: [O, C, 3, 3], bias: [O] -> [N, O, H, W] (stride 1, padding 1).
     /// `transformed` is `transformedWeights(weight)` when the caller has it.
     public static func forward(_ x: Tensor, weight: Tensor, bias: Tensor?, transformed: Tensor? = nil) -> Tensor {
+        forward(x, weight: weight, bias: bias, transformed: transformed, tileBudget: tileBudget)
+    }
+
+    /// `forward` with the memory bound as a parameter (tests use small bounds to get many bands).
+    ///
+    /// The whole batch's tiles go into one set of 16 products when V and M fit `tileBudget`
+    /// floats; otherwise each sample is taken in bands of tile rows that do.
+    static func forward(_ x: Tensor, weight: Tensor, bias: Tensor?, transformed: Tensor?, tileBudget: Int) -> Tensor {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let o = weight.shape[0]
         precondition(weight.shape == [o, c, 3, 3], "Winograd3x3: weight \(weight.shape) for input \(x.shape)")
         let th = (h + 1) / 2, tw = (w + 1) / 2
-        let tiles = n * th * tw
         let u = transformed ?? Profiler.shared.measure("winograd.weights") { transformedWeights(weight) }
         precondition(u.shape == [16, o, c], "Winograd3x3: transformed weights \(u.shape)")
-        let v = Tensor(uninitialized: [16, c, tiles])
-        let m = Tensor(uninitialized: [16, o, tiles])
-        Profiler.shared.measure("winograd.input") { transformInput(x.data, n: n, c: c, h: h, w: w, th: th, tw: tw, into: v.data) }
-        // The 16 products are independent: one single-threaded product per item and core.
-        let up = u.data, vp = v.data, mp = m.data
-        Profiler.shared.measure("winograd.gemm", flops: 32.0 * Double(o * c * tiles)) { Parallel.forRanges(16) { r in
-            for i in r {
-                BLAS.sgemm(m: o, n: tiles, k: c, a: up + i * o * c, lda: c, b: vp + i * c * tiles, ldb: tiles,
-                           c: mp + i * o * tiles, ldc: tiles, singleThread: true)
-            }
-        } }
+        let perTile = 16 * (c + o)
+        let whole = n * th * tw * perTile <= tileBudget
+        let bandRows = whole ? th : max(1, min(th, tileBudget / (perTile * tw)))
+        let bandTiles = (whole ? n : 1) * bandRows * tw
+        let v = Tensor(uninitialized: [16, c, bandTiles])
+        let m = Tensor(uninitialized: [16, o, bandTiles])
         let y = Tensor(uninitialized: [n, o, h, w])
-        Profiler.shared.measure("winograd.output") { transformOutput(m.data, bias: bias?.data, n: n, o: o, h: h, w: w, th: th, tw: tw, into: y.data) }
+        let up = u.data, vp = v.data, mp = m.data
+        for b in Swift.stride(from: 0, to: n, by: whole ? n : 1) {
+            let samples = b..<(whole ? n : b + 1)
+            for ty0 in Swift.stride(from: 0, to: th, by: bandRows) {
+                let rows = ty0..<min(th, ty0 + bandRows)
+                let tiles = samples.count * rows.count * tw
+                Profiler.shared.measure("winograd.input") {
+                    transformInput(x.data, samples: samples, c: c, h: h, w: w, rows: rows, tw: tw, into: v.data)
+                }
+                // The 16 products are independent: one single-threaded product per item and core.
+                Profiler.shared.measure("winograd.gemm", flops: 32.0 * Double(o * c * tiles)) { Parallel.forRanges(16) { r in
+                    for i in r {
+                        BLAS.sgemm(m: o, n: tiles, k: c, a: up + i * o * c, lda: c, b: vp + i * c * tiles, ldb: tiles,
+                                   c: mp + i * o * tiles, ldc: tiles, singleThread: true)
+                    }
+                } }
+                Profiler.shared.measure("winograd.output") {
+                    transformOutput(m.data, bias: bias?.data, samples: samples, o: o, h: h, w: w, rows: rows, tw: tw, into: y.data)
+                }
+            }
+        }
         return y
     }
 
@@ -67,27 +93,40 @@ public enum Winograd3x3 {
         }
     }
 
-    /// V = B^T d B for every channel and 4x4 input patch (zero outside the image); v: [16, C, tiles].
+    /// V = B^T d B for every channel and 4x4 input patch (zero outside the image) of the tile rows
+    /// `rows` of images `samples`; v: [16, C, tiles], tiles ordered (sample, tile row, tile column).
     static func transformInput(
-        _ x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, th: Int, tw: Int, into v: UnsafeMutablePointer<Float>
+        _ x: UnsafePointer<Float>, samples: Range<Int>, c: Int, h: Int, w: Int, rows: Range<Int>, tw: Int,
+        into v: UnsafeMutablePointer<Float>
     ) {
-        let tiles = n * th * tw
+        let tiles = samples.count * rows.count * tw
         let stride = c * tiles
-        // Each plane is first copied into a zero border (1 pixel, and up to an even size), so the
-        // patches need no bounds checks.
-        let ph = 2 * th + 2, pw = 2 * tw + 2
-        let chunks = Parallel.chunks(n * c, minChunk: 4)
-        let scratch = Tensor(uninitialized: [chunks, ph * pw])
-        Parallel.forChunks(n * c, minChunk: 4) { chunk, r in
+        // The input rows of the band are first copied into a zero border (1 pixel, and up to an
+        // even size), so the patches need no bounds checks. Padded row pr holds input row
+        // 2 rows.lowerBound - 1 + pr.
+        let ph = 2 * rows.count + 2, pw = 2 * tw + 2
+        let firstRow = 2 * rows.lowerBound - 1
+        let planes = samples.count * c
+        let chunks = Parallel.chunks(planes, minChunk: 4)
+        // 16 floats of slack: the 8-tile loads of the last row read past its end (unused lanes).
+        let scratch = Tensor(uninitialized: [chunks * ph * pw + 16])
+        Parallel.forChunks(planes, minChunk: 4) { chunk, r in
             let pad = scratch.data + chunk * ph * pw
             pad.initialize(repeating: 0, count: ph * pw)
-            for nc in r {
-                let b = nc / c, ci = nc % c
-                let xc = x + nc * h * w
-                for iy in 0..<h { (pad + (iy + 1) * pw + 1).update(from: xc + iy * w, count: w) }
-                for ty in 0..<th {
+            for item in r {
+                let sb = item / c, ci = item % c
+                let xc = x + ((samples.lowerBound + sb) * c + ci) * h * w
+                for pr in 0..<ph {
+                    let iy = firstRow + pr
+                    if iy >= 0 && iy < h {
+                        (pad + pr * pw + 1).update(from: xc + iy * w, count: w)
+                    } else {
+                        (pad + pr * pw + 1).initialize(repeating: 0, count: w)
+                    }
+                }
+                for ty in 0..<rows.count {
                     let p0 = pad + 2 * ty * pw
-                    let t0 = (b * th + ty) * tw
+                    let t0 = (sb * rows.count + ty) * tw
                     let base = v + ci * tiles + t0
                     var tx = 0
                     // Eight tiles at a time: a patch row of 8 tiles is 16 + 2 consecutive floats,
@@ -140,27 +179,55 @@ public enum Winograd3x3 {
                         tx += 1
                     }
                 }
-                // Clear the rows written for an odd height before the next plane.
-                if h % 2 == 1 { (pad + (h + 1) * pw).initialize(repeating: 0, count: pw) }
             }
         }
     }
 
-    /// Y = A^T M A (+ bias) for every output channel and tile, cropped to the image.
+    /// Y = A^T M A (+ bias) for every output channel and tile of the tile rows `rows` of images
+    /// `samples` (m as `transformInput` orders tiles), cropped to the image.
     static func transformOutput(
-        _ m: UnsafePointer<Float>, bias: UnsafePointer<Float>?, n: Int, o: Int, h: Int, w: Int, th: Int, tw: Int,
-        into y: UnsafeMutablePointer<Float>
+        _ m: UnsafePointer<Float>, bias: UnsafePointer<Float>?, samples: Range<Int>, o: Int, h: Int, w: Int, rows: Range<Int>,
+        tw: Int, into y: UnsafeMutablePointer<Float>
     ) {
-        let tiles = n * th * tw
+        let tiles = samples.count * rows.count * tw
         let stride = o * tiles
-        Parallel.forRanges(n * o, minChunk: 4) { r in
-            for no in r {
-                let b = no / o, oc = no % o
-                let yc = y + no * h * w
+        Parallel.forRanges(samples.count * o, minChunk: 4) { r in
+            for item in r {
+                let sb = item / o, oc = item % o
+                let yc = y + ((samples.lowerBound + sb) * o + oc) * h * w
                 let bv = bias?[oc] ?? 0
-                for ty in 0..<th {
-                    for tx in 0..<tw {
-                        let t = ((b * th) + ty) * tw + tx
+                for ty in rows {
+                    let rowTiles = m + oc * tiles + (sb * rows.count + ty - rows.lowerBound) * tw
+                    let oy = 2 * ty
+                    var tx = 0
+                    // Eight tiles at a time while all their 16 output columns lie in the image: the
+                    // same sums as below, each lane one tile; even and odd output columns interleaved.
+                    while 2 * tx + 16 <= w {
+                        let base = UnsafeRawPointer(rowTiles + tx)
+                        @inline(__always) func load(_ i: Int, _ j: Int) -> SIMD8<Float> {
+                            base.loadUnaligned(fromByteOffset: (4 * i + j) * stride * 4, as: SIMD8<Float>.self)
+                        }
+                        let q0 = (load(0, 0), load(0, 1), load(0, 2), load(0, 3))
+                        let q1 = (load(1, 0), load(1, 1), load(1, 2), load(1, 3))
+                        let q2 = (load(2, 0), load(2, 1), load(2, 2), load(2, 3))
+                        let q3 = (load(3, 0), load(3, 1), load(3, 2), load(3, 3))
+                        let s0 = (q0.0 + q1.0 + q2.0, q0.1 + q1.1 + q2.1, q0.2 + q1.2 + q2.2, q0.3 + q1.3 + q2.3)
+                        let s1 = (q1.0 - q2.0 - q3.0, q1.1 - q2.1 - q3.1, q1.2 - q2.2 - q3.2, q1.3 - q2.3 - q3.3)
+                        let b8 = SIMD8<Float>(repeating: bv)
+                        var top = SIMD16<Float>()
+                        top.evenHalf = s0.0 + s0.1 + s0.2 + b8
+                        top.oddHalf = s0.1 - s0.2 - s0.3 + b8
+                        UnsafeMutableRawPointer(yc + oy * w + 2 * tx).storeBytes(of: top, as: SIMD16<Float>.self)
+                        if oy + 1 < h {
+                            var bottom = SIMD16<Float>()
+                            bottom.evenHalf = s1.0 + s1.1 + s1.2 + b8
+                            bottom.oddHalf = s1.1 - s1.2 - s1.3 + b8
+                            UnsafeMutableRawPointer(yc + (oy + 1) * w + 2 * tx).storeBytes(of: bottom, as: SIMD16<Float>.self)
+                        }
+                        tx += 8
+                    }
+                    while tx < tw {
+                        let t = (sb * rows.count + ty - rows.lowerBound) * tw + tx
                         let base = m + oc * tiles + t
                         @inline(__always) func load(_ i: Int) -> SIMD4<Float> {
                             SIMD4<Float>(base[(4 * i) * stride], base[(4 * i + 1) * stride],
@@ -169,13 +236,14 @@ public enum Winograd3x3 {
                         let q0 = load(0), q1 = load(1), q2 = load(2), q3 = load(3)
                         // A^T M: two rows; then A on the columns.
                         let s0 = q0 + q1 + q2, s1 = q1 - q2 - q3
-                        let ox = 2 * tx, oy = 2 * ty
+                        let ox = 2 * tx
                         yc[oy * w + ox] = s0[0] + s0[1] + s0[2] + bv
                         if ox + 1 < w { yc[oy * w + ox + 1] = s0[1] - s0[2] - s0[3] + bv }
                         if oy + 1 < h {
                             yc[(oy + 1) * w + ox] = s1[0] + s1[1] + s1[2] + bv
                             if ox + 1 < w { yc[(oy + 1) * w + ox + 1] = s1[1] - s1[2] - s1[3] + bv }
                         }
+                        tx += 1
                     }
                 }
             }

@@ -8,7 +8,8 @@ import TensorCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure alter's speed and memory (build with `swift build -c release`).",
-        subcommands: [BenchForward.self, BenchTrain.self, BenchKernels.self, BenchSample.self, BenchRouting.self])
+        subcommands: [BenchForward.self, BenchTrain.self, BenchKernels.self, BenchSample.self, BenchRouting.self,
+                       BenchComponents.self])
 }
 
 struct BenchForward: ParsableCommand {

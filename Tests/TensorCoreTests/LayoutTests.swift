@@ -5,7 +5,7 @@ import XCTest
 final class ResamplingTests: XCTestCase {
     func testUpsample2x() {
         var rng = SplitMix64(seed: 500)
-        for shape in [[1, 3, 7, 5], [3, 5, 9, 9], [1, 1, 1, 1], [3, 13, 1, 7], [1, 17, 33, 3]] {
+        for shape in [[1, 3, 7, 5], [3, 5, 9, 9], [1, 1, 1, 1], [3, 13, 1, 7], [1, 17, 33, 3], [2, 3, 4, 19]] {
             let x = rng.tensor(shape)
             let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
             let xs = x.scalars

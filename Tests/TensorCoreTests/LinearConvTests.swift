@@ -1,4 +1,4 @@
-import TensorCore
+@testable import TensorCore
 import XCTest
 
 /// γ_n = n u / (1 - n u): Higham's bound on the relative error of an n-term float32 sum of
@@ -110,12 +110,12 @@ final class LinearTests: XCTestCase {
 
 final class Conv2dTests: XCTestCase {
     func check(n: Int, c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, padding: Int, bias: Bool,
-               seed: UInt64, line: UInt = #line) {
+               seed: UInt64, columnBudget: Int = Conv2d.columnBudget, line: UInt = #line) {
         var rng = SplitMix64(seed: seed)
         let x = rng.tensor([n, c, h, w])
         let wt = rng.tensor([o, c, k, k])
         let b = bias ? rng.tensor([o]) : nil
-        let y = Conv2d.forward(x, weight: wt, bias: b, stride: stride, padding: padding)
+        let y = Conv2d.forward(x, weight: wt, bias: b, stride: stride, padding: padding, winograd: nil, columnBudget: columnBudget)
         let (ref, bound, shape) = convReference(x, wt, b, stride: stride, padding: padding)
         XCTAssertEqual(y.shape, shape, "output shape", line: line)
         XCTAssertEqual(Conv2d.outputSize(h, kernel: k, stride: stride, padding: padding), shape[2], line: line)
@@ -130,6 +130,27 @@ final class Conv2dTests: XCTestCase {
         check(n: 3, c: 13, h: 7, w: 5, o: 3, k: 3, stride: 1, padding: 1, bias: false, seed: 22)
         check(n: 1, c: 17, h: 1, w: 1, o: 5, k: 3, stride: 1, padding: 1, bias: true, seed: 23)
         check(n: 1, c: 3, h: 2, w: 9, o: 3, k: 3, stride: 1, padding: 1, bias: false, seed: 24)
+    }
+
+    /// Columns in bands of output rows: a budget of one row's columns (or less: still one row), a
+    /// few rows with a short last band, stride 2, and batches of large planes (no folding). More
+    /// than `fewOutputsLimit` output channels where 3x3 stride 1 would compute directly.
+    func testColumnBands() {
+        check(n: 1, c: 3, h: 7, w: 5, o: 9, k: 3, stride: 1, padding: 1, bias: true, seed: 25, columnBudget: 27 * 5)
+        check(n: 1, c: 3, h: 7, w: 5, o: 10, k: 3, stride: 1, padding: 1, bias: false, seed: 26, columnBudget: 1)
+        check(n: 2, c: 4, h: 9, w: 6, o: 3, k: 3, stride: 2, padding: 1, bias: true, seed: 27, columnBudget: 36 * 3 * 2)
+        check(n: 2, c: 2, h: 40, w: 33, o: 11, k: 3, stride: 1, padding: 1, bias: true, seed: 28, columnBudget: 18 * 33 * 7)
+        check(n: 1, c: 2, h: 8, w: 8, o: 3, k: 2, stride: 2, padding: 0, bias: false, seed: 29, columnBudget: 8 * 4)
+    }
+
+    /// 3x3 stride-1 convolutions with at most `fewOutputsLimit` output channels (computed
+    /// directly): several row bands with a short last one, rows of whole vectors and a remainder,
+    /// a batch, one and eight output channels.
+    func testFewOutputChannels() {
+        XCTAssertEqual(Conv2d.fewOutputsLimit, 8)
+        check(n: 2, c: 5, h: 21, w: 37, o: 3, k: 3, stride: 1, padding: 1, bias: true, seed: 34)
+        check(n: 1, c: 9, h: 8, w: 16, o: 8, k: 3, stride: 1, padding: 1, bias: false, seed: 35)
+        check(n: 3, c: 2, h: 17, w: 3, o: 1, k: 3, stride: 1, padding: 1, bias: true, seed: 36)
     }
 
     func test3x3Stride2Pad1OddAndEvenSizes() {
