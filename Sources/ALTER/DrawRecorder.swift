@@ -10,7 +10,7 @@ import TensorCore
 public final class DrawRecorder {
     /// Iterations recorded (the first ones of the run).
     public let steps: Int
-    /// The recorded tensors in the order they were recorded (file order).
+    /// The recorded tensors in the order they were recorded.
     public private(set) var tensors: [(spec: TensorSpec, bytes: [UInt8])] = []
     var metadata: [String: String] = [:]
 
@@ -85,7 +85,8 @@ public final class DrawRecorder {
         meta["recorded_steps"] = String(steps)
         let writer = try SafeTensorsWriter(path: path, tensors: tensors.map(\.spec), metadata: meta)
         do {
-            for t in tensors { try t.bytes.withUnsafeBytes { try writer.write(t.spec.name, bytes: $0) } }
+            let bytes = Dictionary(uniqueKeysWithValues: tensors.map { ($0.spec.name, $0.bytes) })
+            for spec in writer.order { try bytes[spec.name, default: []].withUnsafeBytes { try writer.write(spec.name, bytes: $0) } }
             try writer.finish()
         } catch {
             writer.abort()

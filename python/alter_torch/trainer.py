@@ -193,8 +193,9 @@ class Trainer:
         self.config, self.data, self.draws = config, data, draws
         st = config.settings
         self.student, self.teacher = GatedUNet(student), GatedUNet(teacher)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        # The teacher runs under no_grad. Its parameters keep requires_grad: PyTorch computes some
+        # forwards with frozen parameters in a different order (relative differences near 1e-7),
+        # and the student (always trainable here) must compute exactly what the teacher does.
         self.units = [u.name for u in self.student.units]
         recorded_units = draws.meta.get("units", "").split(",")
         if recorded_units != self.units:
@@ -249,13 +250,13 @@ class Trainer:
             for i in range(1, len(feats)):
                 feat = feat + mse(feats[i][1], teacher_feats[i][1])
             feat = feat * np.float32(1 / np.float32(len(feats)))
-            feat_v = float(feat)
+            feat_v = float(feat.detach())
             total = total + feat * np.float32(st.feature_kd_weight)
         if st.denoise_weight != 0:
             d = mse(out, target)
-            denoise_v = float(d)
+            denoise_v = float(d.detach())
             total = total + d * np.float32(st.denoise_weight)
-        return total, float(out_kd), feat_v, denoise_v
+        return total, float(out_kd.detach()), feat_v, denoise_v
 
     def ratio_loss(self, table: torch.Tensor) -> torch.Tensor:
         shares = torch.tensor(self.budget.share, dtype=torch.float32)
@@ -281,8 +282,6 @@ class Trainer:
         used = self.decisions
 
         # (1) UNet step with the hard mask table.
-        for q in self.student.unet.parameters():
-            q.requires_grad_(True)
         unet_lr = self.unet_opt.current_lr
         kept = used.kept[used.route[t]]  # [B, L]
         gates = {}
@@ -294,7 +293,7 @@ class Trainer:
                 gates[name] = m.float()
         out, feats = self.student(noisy, tsteps, context, gates=gates, tap_features=tap)
         total, out_kd, feat_kd, denoise = self.objective(out, feats, teacher_out, teacher_feats, target)
-        loss = float(total)
+        loss = float(total.detach())
         total.backward()
         unet_norm = self.unet_opt.update()
         metrics = dict(step=k, loss=loss, output_kd=out_kd, feature_kd=feat_kd, denoise=denoise,
@@ -305,8 +304,6 @@ class Trainer:
 
         # (2) hypernetwork step with the UNet frozen, (3) table refresh.
         if self.step < cfg.hypernet_steps:
-            for q in self.student.unet.parameters():
-                q.requires_grad_(False)
             hyper_lr = self.hyper_opt.current_lr
             relaxed = self.hypernet.sample(st.temperature, st.offset, *self.draws.gumbels(p + ".hypernet"))
             self.last_hypernet_decisions = relaxed.hard
@@ -319,15 +316,15 @@ class Trainer:
             balance = None
             if st.balance_weight != 0 and relaxed.router_logits is not None:
                 b = self.hypernet.balance_loss(relaxed.router_logits)
-                balance = float(b)
+                balance = float(b.detach())
                 total = total + b * np.float32(st.balance_weight)
-            hyper_loss = float(total)
-            total.backward()
+            hyper_loss = float(total.detach())
+            # Gradients of the hypernetwork only (the UNet is frozen in this step).
+            grads = torch.autograd.grad(total, self.hyper_opt.params)
+            for q, g in zip(self.hyper_opt.params, grads):
+                q.grad = g
             hyper_norm = self.hyper_opt.update()
-            for q in self.student.unet.parameters():
-                q.requires_grad_(True)
-                q.grad = None
-            metrics.update(hypernet_loss=hyper_loss, performance=float(perf), ratio=float(ratio), balance=balance,
+            metrics.update(hypernet_loss=hyper_loss, performance=float(perf.detach()), ratio=float(ratio.detach()), balance=balance,
                            lr_hypernet=hyper_lr, grad_norm_hypernet=hyper_norm)
             if self.step + 1 < cfg.hypernet_steps:
                 with torch.no_grad():
