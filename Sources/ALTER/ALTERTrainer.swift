@@ -227,6 +227,9 @@ public final class ALTERTrainer {
             if let hypernetDraw {
                 recorder.add(p + ".hypernet", draw: hypernetDraw)
                 recorder.add(p + ".hypernet.decisions", decisions: hypernetDraw.hard)
+                if let logits = hypernetDraw.routerDraw.logits {
+                    recorder.add(p + ".hypernet.balance_route", ints: LearnedRouter.argmaxRows(logits.value))
+                }
             }
             if let nextDraw { recorder.add(p + ".next", draw: nextDraw) }
         }

@@ -18,6 +18,7 @@ import sys
 import torch
 
 from .trainer import Config, RecordedDraws, Settings, Trainer, TrainingData
+from .hypernet import DecisionMismatch
 from .units import load_unet
 
 
@@ -34,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="diffusers UNet folder")
     p.add_argument("--data", required=True, help="training data (formats/training-data.md)")
-    p.add_argument("-o", "--output", required=True, help="run directory to create (formats/run-directory.md)")
+    p.add_argument("-o", "--output", help="run directory to create (formats/run-directory.md): config.json, metrics.jsonl, final/")
     p.add_argument("--experts", type=int, default=s.experts)
     p.add_argument("--keep", type=float, default=s.keep)
     p.add_argument("--steps", type=int, required=True)
@@ -53,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replay", required=True, help="draws recorded by `alter compress --record-draws` (required in this version)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the replay checks")
+    p.add_argument("--tie-margin", type=float, default=0.0,
+                   help="accept a hard decision that differs from alter's only at a near-tie within this relative margin, "
+                        "and continue with alter's (reported); default 0: every decision must be identical")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
 
@@ -99,7 +103,8 @@ def compare_step(draws: RecordedDraws, trainer: Trainer, m: dict, rtol: float, a
     return errors
 
 
-def replay(config: Config, draws: RecordedDraws, rtol: float = 1e-4, output: str | None = None, log=None) -> dict:
+def replay(config: Config, draws: RecordedDraws, rtol: float = 1e-4, output: str | None = None, log=None,
+           tie_margin: float = 0.0) -> dict:
     """Runs `config` on the recorded draws, checking each recorded step. Returns a summary:
     steps checked, the largest relative error per value, whether the final decisions match."""
     if config.steps > draws.steps:
@@ -107,7 +112,7 @@ def replay(config: Config, draws: RecordedDraws, rtol: float = 1e-4, output: str
     student = load_unet(config.model)
     teacher = load_unet(config.model)
     data = TrainingData(config.data)
-    trainer = Trainer(config, student, teacher, data, draws)
+    trainer = Trainer(config, student, teacher, data, draws, tie_margin=tie_margin)
     if trainer.initial_decisions != draws.decisions("init.initial_decisions"):
         raise ReplayMismatch("the untrained hypernetwork's noise-free decisions differ")
     if output:
@@ -127,7 +132,8 @@ def replay(config: Config, draws: RecordedDraws, rtol: float = 1e-4, output: str
     final_ok = draws.has("final.kept") and final == draws.decisions("final")
     if run:
         run.write_final(trainer)
-    return dict(steps=config.steps, worst_relative_error=worst, final_decisions_match=final_ok)
+    return dict(steps=config.steps, worst_relative_error=worst, final_decisions_match=final_ok,
+                near_ties=[dict(step=s, draw=d, decisions=n) for s, d, n in trainer.ties])
 
 
 def main(argv=None) -> int:
@@ -137,8 +143,8 @@ def main(argv=None) -> int:
     config = config_from(a)
     draws = RecordedDraws(a.replay)
     try:
-        summary = replay(config, draws, a.rtol, a.output, log=lambda s: print(s, file=sys.stderr))
-    except ReplayMismatch as e:
+        summary = replay(config, draws, a.rtol, a.output, log=lambda s: print(s, file=sys.stderr), tie_margin=a.tie_margin)
+    except (ReplayMismatch, DecisionMismatch) as e:
         print(f"replay failed: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2))

@@ -65,12 +65,32 @@ class Hypernetwork(nn.Module):
         return Decisions(kept.clone(), self.hard_routes().clone())
 
     def sample(self, temperature: float, offset: float, unit_gumbel: torch.Tensor,
-               route_gumbel: torch.Tensor | None) -> "Relaxed":
-        """One relaxed draw with the given Gumbel noise ([E, L] and, learned routing, [T, E])."""
+               route_gumbel: torch.Tensor | None, reference: "Decisions | None" = None,
+               tie_margin: float = 0.0) -> "Relaxed":
+        """One relaxed draw with the given Gumbel noise ([E, L] and, learned routing, [T, E]).
+
+        With `reference` (the hard decisions alter drew from the same noise) and `tie_margin` > 0,
+        a hard decision that differs from the reference only where the draw was within
+        `tie_margin` of a tie, relative to the largest magnitude of the values compared
+        (|(logit + g + b) / tau| for a unit; the gap between the two largest (logit + g) / tau of
+        a timestep for a route), takes the
+        reference's value; the count of such decisions is `Relaxed.ties`. Any other difference
+        raises `DecisionMismatch`."""
         inv_tau = 1 / torch.tensor(temperature, dtype=torch.float32)
         logits = self.unit_logits()
-        soft = torch.sigmoid(((logits + unit_gumbel) + torch.tensor(offset, dtype=torch.float32)) * inv_tau)
+        z = ((logits + unit_gumbel) + torch.tensor(offset, dtype=torch.float32)) * inv_tau
+        soft = torch.sigmoid(z)
         hard = (soft >= 0.5).float()
+        ties = 0
+        if reference is not None:
+            differ = hard.bool() != reference.kept
+            if differ.any():
+                zd = z.detach()
+                near = zd.abs() / zd.abs().max().clamp_min(1e-30) < tie_margin
+                if not bool(near[differ].all()):
+                    raise DecisionMismatch(f"unit decisions differ away from a tie: {differ.nonzero().tolist()}")
+                ties += int(differ.sum())
+                hard = reference.kept.float()
         masks = hard + (soft - soft.detach())
         router_logits = None
         if self.router is None:
@@ -78,20 +98,50 @@ class Hypernetwork(nn.Module):
             routes = nn.functional.one_hot(route, self.experts).float()
         else:
             router_logits = self.router_logits()
-            probs = torch.softmax((router_logits + route_gumbel) * inv_tau, dim=1)
+            zr = (router_logits + route_gumbel) * inv_tau
+            probs = torch.softmax(zr, dim=1)
             route = probs.detach().argmax(dim=1)
+            if reference is not None:
+                differ = route != reference.route
+                if differ.any():
+                    gap = relative_gaps(zr.detach(), differ)
+                    if not bool((gap < tie_margin).all()):
+                        raise DecisionMismatch(f"routes differ away from a tie at timesteps {differ.nonzero().flatten().tolist()} "
+                                               f"(relative gaps {gap.tolist()})")
+                    ties += int(differ.sum())
+                    route = reference.route.clone()
             onehot = nn.functional.one_hot(route, self.experts).float()
             routes = onehot + (probs - probs.detach())
         table = routes @ masks
-        return Relaxed(table, masks, routes, router_logits, Decisions(hard.detach().bool(), route))
+        return Relaxed(table, masks, routes, router_logits, Decisions(hard.detach().bool(), route), ties)
 
-    def balance_loss(self, router_logits: torch.Tensor) -> torch.Tensor:
-        """L_balance = E * sum_i F_i * P_i (F from the noise-free argmax, no gradient)."""
+    def balance_loss(self, router_logits: torch.Tensor, reference: torch.Tensor | None = None,
+                     tie_margin: float = 0.0) -> tuple[torch.Tensor, int]:
+        """L_balance = E * sum_i F_i * P_i (F from the noise-free argmax, no gradient), and the
+        number of timesteps whose argmax took `reference`'s value at a near-tie (as in `sample`)."""
         probs = torch.softmax(router_logits, dim=1)
         t = router_logits.shape[0]
-        counts = torch.bincount(router_logits.detach().argmax(dim=1), minlength=self.experts).float()
+        route = router_logits.detach().argmax(dim=1)
+        ties = 0
+        if reference is not None and tie_margin > 0:
+            differ = route != reference
+            if differ.any():
+                gap = relative_gaps(router_logits.detach(), differ)
+                if not bool((gap < tie_margin).all()):
+                    raise DecisionMismatch(f"noise-free routes of the balance loss differ away from a tie at timesteps "
+                                           f"{differ.nonzero().flatten().tolist()} (relative gaps {gap.tolist()})")
+                ties = int(differ.sum())
+                route = reference.clone()
+        counts = torch.bincount(route, minlength=self.experts).float()
         f = counts / t
-        return (probs.mean(dim=0) * f).sum() * self.experts
+        return (probs.mean(dim=0) * f).sum() * self.experts, ties
+
+
+def relative_gaps(z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The gap between the two largest values of each selected row of `z` [T, E], relative to
+    the largest magnitude in `z` (the scale of the values the argmax compares)."""
+    top2 = z[rows].topk(2, dim=1).values
+    return (top2[:, 0] - top2[:, 1]) / z.abs().max().clamp_min(1e-30)
 
 
 @dataclass
@@ -119,3 +169,8 @@ class Relaxed:
     routes: torch.Tensor  # [T, E]
     router_logits: torch.Tensor | None
     hard: Decisions
+    ties: int = 0
+
+
+class DecisionMismatch(AssertionError):
+    """A hard decision differs from alter's away from a near-tie."""

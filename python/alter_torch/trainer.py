@@ -176,10 +176,16 @@ class RecordedDraws:
 
 
 def time_embedding(config, timesteps: torch.Tensor) -> torch.Tensor:
-    from diffusers.models.embeddings import get_timestep_embedding
-
-    return get_timestep_embedding(timesteps.float(), config.block_out_channels[0],
-                                  flip_sin_to_cos=config.flip_sin_to_cos, downscale_freq_shift=config.freq_shift)
+    """The sinusoidal timestep embedding of the UNet (diffusers' `get_timestep_embedding`
+    formula), computed in double precision and rounded to fp32 as alter computes the router's
+    input (`TimestepEmbedding.sinusoidal`): at t near 999 an fp32 argument would be off by ~1e-4."""
+    dim = config.block_out_channels[0]
+    half = dim // 2
+    j = torch.arange(half, dtype=torch.float64)
+    exponent = -math.log(10000.0) * j / (half - float(config.freq_shift))
+    arg = timesteps.double()[:, None] * torch.exp(exponent)[None, :]
+    sin, cos = torch.sin(arg).float(), torch.cos(arg).float()
+    return torch.cat([cos, sin] if config.flip_sin_to_cos else [sin, cos], dim=1)
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -189,8 +195,13 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """`ALTERTrainer` with its draws from `draws` (a `RecordedDraws`)."""
 
-    def __init__(self, config: Config, student, teacher, data: TrainingData, draws: RecordedDraws):
+    def __init__(self, config: Config, student, teacher, data: TrainingData, draws: RecordedDraws, tie_margin: float = 0.0):
+        """`tie_margin` > 0: a hard decision of a draw that differs from the recorded one only
+        at a near-tie within this margin (see `Hypernetwork.sample`) takes the recorded value,
+        counted in `self.ties`; 0: every decision must be identical."""
         self.config, self.data, self.draws = config, data, draws
+        self.tie_margin = tie_margin
+        self.ties: list[tuple[int, str, int]] = []
         st = config.settings
         self.student, self.teacher = GatedUNet(student), GatedUNet(teacher)
         # The teacher runs under no_grad. Its parameters keep requires_grad: PyTorch computes some
@@ -220,9 +231,18 @@ class Trainer:
         self.frozen_projection = None
         if config.hypernet_steps > 0:
             with torch.no_grad():
-                self.decisions = self.hypernet.sample(st.temperature, st.offset, *draws.gumbels("init.draw")).hard
+                self.decisions = self._draw("init.draw", draws.decisions(RecordedDraws.prefix(1) + ".decisions"), 0).hard
         else:
             self.decisions = self.projected_decisions()
+
+    def _draw(self, prefix: str, reference: Decisions, step: int):
+        st = self.config.settings
+        margin = self.tie_margin
+        r = self.hypernet.sample(st.temperature, st.offset, *self.draws.gumbels(prefix),
+                                 reference=reference if margin > 0 else None, tie_margin=margin)
+        if r.ties:
+            self.ties.append((step, prefix, r.ties))
+        return r
 
     def projected_decisions(self) -> Decisions:
         st = self.config.settings
@@ -305,7 +325,7 @@ class Trainer:
         # (2) hypernetwork step with the UNet frozen, (3) table refresh.
         if self.step < cfg.hypernet_steps:
             hyper_lr = self.hyper_opt.current_lr
-            relaxed = self.hypernet.sample(st.temperature, st.offset, *self.draws.gumbels(p + ".hypernet"))
+            relaxed = self._draw(p + ".hypernet", self.draws.decisions(p + ".hypernet.decisions"), k)
             self.last_hypernet_decisions = relaxed.hard
             rows = relaxed.table[t]  # [B, L]
             hgates = {name: rows[:, l] for l, name in enumerate(self.units)}
@@ -315,7 +335,11 @@ class Trainer:
             total = perf + ratio * np.float32(st.ratio_weight)
             balance = None
             if st.balance_weight != 0 and relaxed.router_logits is not None:
-                b = self.hypernet.balance_loss(relaxed.router_logits)
+                ref_name = p + ".hypernet.balance_route"
+                reference = self.draws.get(ref_name).long() if self.tie_margin > 0 and self.draws.has(ref_name) else None
+                b, ties = self.hypernet.balance_loss(relaxed.router_logits, reference, self.tie_margin)
+                if ties:
+                    self.ties.append((k, ref_name, ties))
                 balance = float(b.detach())
                 total = total + b * np.float32(st.balance_weight)
             hyper_loss = float(total.detach())
@@ -328,7 +352,7 @@ class Trainer:
                            lr_hypernet=hyper_lr, grad_norm_hypernet=hyper_norm)
             if self.step + 1 < cfg.hypernet_steps:
                 with torch.no_grad():
-                    self.decisions = self.hypernet.sample(st.temperature, st.offset, *self.draws.gumbels(p + ".next")).hard
+                    self.decisions = self._draw(p + ".next", self.draws.decisions(RecordedDraws.prefix(k + 1) + ".decisions"), k).hard
             else:
                 self.decisions = self.projected_decisions()
         self.step += 1
