@@ -24,7 +24,7 @@ final class DrawRecorderTests: XCTestCase {
                                        data: try TrainingData(contentsOf: URL(fileURLWithPath: Example.data)), recorder: recorder)
         XCTAssertEqual(try trainer.run(in: recorded), .finished)
         for file in ["final/unet/diffusion_pytorch_model.safetensors", "final/decisions.json", "checkpoint/hypernet.safetensors",
-                     "checkpoint/unet-adamw.safetensors", "checkpoint/hypernet-adamw.safetensors", "checkpoint/state.json"] {
+                     "checkpoint/unet.safetensors", "checkpoint/unet-adamw.safetensors", "checkpoint/state.json"] {
             let a = try XCTUnwrap(FileManager.default.contents(atPath: plain.path + "/" + file), file)
             let b = try XCTUnwrap(FileManager.default.contents(atPath: recorded.path + "/" + file), file)
             XCTAssertTrue(a == b, "\(file) differs with a recorder")

@@ -249,7 +249,9 @@ class Trainer:
         learned = self.hypernet.final_decisions(st.offset)
         logits = self.hypernet.keep_logits(st.offset).tolist()
         d, before, after, changed = self.budget.project(learned, logits, st.keep)
-        self.frozen_projection = dict(learned_kept_mac_fraction=before, kept_mac_fraction=after, changed_unit_decision_count=changed)
+        moved = int((learned.kept != self.initial_decisions.kept).sum())
+        self.frozen_projection = dict(learned_kept_mac_fraction=before, kept_mac_fraction=after, changed_unit_decision_count=changed,
+                                      hypernet_changed_unit_decision_count=moved)
         return d
 
     @property
