@@ -35,6 +35,8 @@ public final class ALTERTrainer {
     /// the parameters about to be updated: the place where a data-parallel run all-reduces the
     /// gradients. Nil: nothing happens there.
     public var gradientHook: ((GradientPhase, [Parameter]) -> Void)?
+    /// Records the run's random draws and per-step values (formats/record-draws.md); nil: nothing is recorded.
+    public let recorder: DrawRecorder?
 
     /// The optimizer step a gradient hook precedes.
     public enum GradientPhase: Sendable {
@@ -43,7 +45,9 @@ public final class ALTERTrainer {
 
     /// Prepares a run. `student` and `teacher` must be separate instances of the same model.
     /// Throws, before any training, when the data or the settings do not fit the model.
-    public init(config: CompressionConfig, student: UNet, teacher: UNet, data: TrainingData) throws(CompressionError) {
+    /// With a `recorder`, the initialisation and the first `recorder.steps` iterations are recorded.
+    public init(config: CompressionConfig, student: UNet, teacher: UNet, data: TrainingData,
+                recorder: DrawRecorder? = nil) throws(CompressionError) {
         try config.validate()
         precondition(student !== teacher, "ALTERTrainer: the student and the teacher must not share weights")
         do { try data.validate(for: student.config) } catch let e { throw .data(e.description) }
@@ -54,6 +58,7 @@ public final class ALTERTrainer {
         self.student = student
         self.teacher = teacher
         self.data = data
+        self.recorder = recorder
         let (h, w, s) = (data.latentHeight, data.latentWidth, data.contextLength)
         do { budget = UnitBudget(cost: try CostModel(config: student.config, latentHeight: h, latentWidth: w, contextLength: s)) } catch {
             throw .data("\(data.path): \(error)")
@@ -82,9 +87,12 @@ public final class ALTERTrainer {
         unetOptimizer = AdamW(parameters: student.parameters, settings: unetSettings)
         hypernetOptimizer = AdamW(parameters: hypernet.parameters, settings: hyperSettings)
         initialDecisions = hypernet.finalDecisions(settings: st)
+        if let recorder { Self.recordInitialisation(recorder, hypernet: hypernet, budget: budget, initial: initialDecisions) }
         if config.hypernetSteps > 0 {
             let tape = Tape(recording: false)
-            decisions = hypernet.sample(on: tape, settings: st, rng: &noiseRNG).hard
+            let draw = hypernet.sample(on: tape, settings: st, rng: &noiseRNG)
+            decisions = draw.hard
+            recorder?.add("init.draw", draw: draw)
         } else {
             let p = BudgetProjection.project(initialDecisions, logits: hypernet.keepLogits(settings: st), initial: initialDecisions,
                                              keep: st.keep, budget: budget)
@@ -129,6 +137,7 @@ public final class ALTERTrainer {
         let teacherOut = teacher.forward(sample: batch.noisy, timesteps: batch.timesteps, context: batch.context,
                                          options: { var o = UNetForwardOptions(); o.tapFeatures = st.featureKDWeight != 0; return o }())
         let usedDecisions = decisions
+        var hypernetDraw: RelaxedDecisions?, nextDraw: RelaxedDecisions?
 
         // (1) UNet step with the hard mask table.
         for p in student.parameters { p.trainable = true }
@@ -167,6 +176,7 @@ public final class ALTERTrainer {
             let hyperLR = hypernetOptimizer.currentLearningRate
             let tape = Tape()
             let relaxed = hypernet.sample(on: tape, settings: st, rng: &noiseRNG)
+            hypernetDraw = relaxed
             let rows = tape.selectRows(relaxed.maskTable, t)
             var hGates: [String: Var] = [:]
             for (l, name) in hypernet.units.enumerated() { hGates[name] = tape.column(rows, l) }
@@ -200,10 +210,28 @@ public final class ALTERTrainer {
             metrics.learningRateHypernet = hyperLR
             for p in student.parameters { p.trainable = true }
             if step + 1 < config.hypernetSteps {
-                decisions = hypernet.sample(on: Tape(recording: false), settings: st, rng: &noiseRNG).hard
+                let draw = hypernet.sample(on: Tape(recording: false), settings: st, rng: &noiseRNG)
+                decisions = draw.hard
+                nextDraw = draw
             } else {
                 (decisions, budgetProjection) = projectedDecisions()
             }
+        }
+        if let recorder, recorder.records(step: step + 1) {
+            let p = DrawRecorder.prefix(step: step + 1)
+            recorder.add(p + ".indices", ints: batch.indices)
+            recorder.add(p + ".timesteps", ints: t)
+            recorder.add(p + ".noise", batch.noise)
+            recorder.add(p + ".decisions", decisions: usedDecisions)
+            recorder.add(p, metrics: metrics)
+            if let hypernetDraw {
+                recorder.add(p + ".hypernet", draw: hypernetDraw)
+                recorder.add(p + ".hypernet.decisions", decisions: hypernetDraw.hard)
+                if let logits = hypernetDraw.routerDraw.logits {
+                    recorder.add(p + ".hypernet.balance_route", ints: LearnedRouter.argmaxRows(logits.value))
+                }
+            }
+            if let nextDraw { recorder.add(p + ".next", draw: nextDraw) }
         }
         step += 1
         metrics.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
@@ -213,6 +241,8 @@ public final class ALTERTrainer {
     /// A training batch: noisy latents at uniform timesteps, their context and the denoising target.
     struct Batch {
         var noisy: Tensor, context: Tensor, target: Tensor, timesteps: [Float]
+        /// The drawn sample indices and noise.
+        var indices: [Int], noise: Tensor
     }
 
     func drawBatch() -> Batch {
@@ -223,12 +253,25 @@ public final class ALTERTrainer {
         let noise = Tensor(shape: x0.shape, values: dataRNG.normals(x0.count))
         let noisy = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
         let target = schedule.target(config.predictionType, x0: x0, noise: noise, timesteps: timesteps)
-        return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init))
+        return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init), indices: indices, noise: noise)
     }
 
     struct Objective {
         var total: Var
         var outputKD: Double, featureKD: Double, denoise: Double
+    }
+
+    /// Records what the run starts from: the hypernetwork's initial values (Z and every parameter),
+    /// the units' MAC shares and the initial noise-free decisions.
+    static func recordInitialisation(_ r: DrawRecorder, hypernet: Hypernetwork, budget: UnitBudget, initial: ExpertDecisions) {
+        r.metadata["units"] = hypernet.units.joined(separator: ",")
+        r.metadata["experts"] = String(hypernet.experts)
+        r.metadata["dense_macs"] = String(budget.totalMACs)
+        r.add("init.generator_input", hypernet.generatorInput)
+        for p in hypernet.parameters { r.add("init.hypernet." + p.name, p.value) }
+        r.add("init.unit_share", doubles: budget.share)
+        r.add("init.fixed_share", double: budget.fixedShare)
+        r.add("init.initial_decisions", decisions: initial)
     }
 
     /// L_U = w_denoise * L_denoise + w_out * L_outKD + w_feat * L_featKD (docs/method.md, section 5).

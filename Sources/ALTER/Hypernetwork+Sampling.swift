@@ -13,6 +13,8 @@ public struct RelaxedDecisions {
     public var routerDraw: RelaxedRoutes
     /// The same decisions as hard, discrete values.
     public var hard: ExpertDecisions
+    /// The Gumbel noise added to the unit logits, [E, L].
+    public var unitNoise: Tensor
 }
 
 extension Hypernetwork {
@@ -31,7 +33,8 @@ extension Hypernetwork {
         let draw = router.relaxedRoutes(on: tape, temperature: tau, rng: &rng)
         let kept = (0..<experts).map { e in Array(keptHard[(e * l)..<((e + 1) * l)]) }
         return RelaxedDecisions(maskTable: tape.matmul(draw.routes, masks), expertMasks: masks, routes: draw.routes,
-                                routerDraw: draw, hard: ExpertDecisions(units: units, kept: kept, route: draw.route))
+                                routerDraw: draw, hard: ExpertDecisions(units: units, kept: kept, route: draw.route),
+                                unitNoise: unitNoise)
     }
 
     /// The noise-free decisions that are exported: unit l of expert e kept iff logit + b >= 0;

@@ -30,6 +30,8 @@ public struct RelaxedRoutes {
     public var route: [Int]
     /// The router's logits [T, experts] behind the draw (learned routing only).
     public var logits: Var?
+    /// The Gumbel noise added to the logits, [T, experts] (learned routing only).
+    public var noise: Tensor? = nil
 }
 
 extension Router {
@@ -111,7 +113,7 @@ public final class LearnedRouter: Router {
         let noise = Tensor(shape: [t, experts], values: rng.gumbels(t * experts))
         let probs = tape.softmax(tape.scale(tape.add(l, tape.constant(noise)), 1 / tau))
         let route = Self.argmaxRows(probs.value)
-        return RelaxedRoutes(routes: tape.straightThrough(probs, hard: Self.oneHot(route, experts)), route: route, logits: l)
+        return RelaxedRoutes(routes: tape.straightThrough(probs, hard: Self.oneHot(route, experts)), route: route, logits: l, noise: noise)
     }
 
     /// L_balance = E * sum_i F_i * P_i over all training timesteps: F_i the share of noise-free

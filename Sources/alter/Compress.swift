@@ -89,6 +89,12 @@ struct Compress: ParsableCommand {
     @Option(help: "Continue the run in this directory from its last checkpoint (with --steps, extend it).")
     var resume: String?
 
+    @Option(help: "Also write what the run draws at random (batch indices, timesteps, noise, Gumbel noise) and each step's losses, gradient norms and decisions to this safetensors file (formats/record-draws.md), for another trainer to replay. New runs only.")
+    var recordDraws: String?
+
+    @Option(parsing: .unconditional, help: "With --record-draws: record the first N steps (default: all).")
+    var recordSteps: Int?
+
     @OptionGroup var modelOptions: ModelOptions
 
     /// The flag of each configuration field (CompressionError.field) a user sets.
@@ -137,6 +143,9 @@ struct Compress: ParsableCommand {
         } else if output != nil || model != nil {
             throw ValidationError("--resume RUN continues that run; MODEL and -o are taken from its config.json")
         }
+        if recordDraws != nil, resume != nil { throw ValidationError("--record-draws records a run from its start; it cannot be used with --resume") }
+        if recordSteps != nil, recordDraws == nil { throw ValidationError("--record-steps needs --record-draws FILE") }
+        if let recordSteps, recordSteps < 0 { throw ValidationError("--record-steps must not be negative, got \(recordSteps)") }
     }
 
     /// Options a new run cannot do without. Checked in `run()`, after ArgumentParser has reported
@@ -187,12 +196,19 @@ struct Compress: ParsableCommand {
         load.variant = config.variant
         load.configPath = config.configPath
         let trainer: ALTERTrainer
+        var recordLock: PathLock?
+        defer { recordLock?.release() }
+        var recorder: DrawRecorder?
+        if let recordDraws {
+            recordLock = try prepareOutputFile(recordDraws, force: false, inputs: [config.model, config.data, output])
+            recorder = DrawRecorder(steps: min(recordSteps ?? config.steps, config.steps))
+        }
         do {
             let trainingData = try TrainingData(contentsOf: URL(fileURLWithPath: config.data))
             let checkpoint = try UNetCheckpoint(path: config.model, options: load)
             let teacher = try UNet(checkpoint: checkpoint)
             let student = try UNet(checkpoint: checkpoint)
-            trainer = try ALTERTrainer(config: config, student: student, teacher: teacher, data: trainingData)
+            trainer = try ALTERTrainer(config: config, student: student, teacher: teacher, data: trainingData, recorder: recorder)
         } catch let e as CompressionError { throw CommandFailure(Self.message(e)) } catch { throw CommandFailure("\(error)") }
 
         let stop = StopRequest.install()
@@ -227,6 +243,11 @@ struct Compress: ParsableCommand {
                 printError("stopped after step \(step); checkpoint written. Continue with: alter compress --resume \(dir.path)")
                 throw ExitCode(stop.exitCode)
             case .finished:
+                if let recorder, let recordDraws {
+                    recorder.recordFinal(trainer.finalDecisions)
+                    do { try recorder.write(to: recordDraws) } catch { throw CommandFailure("\(recordDraws): \(error)") }
+                    printError("recorded the first \(recorder.steps) steps' draws and values in \(recordDraws)")
+                }
                 let final = try dir.readDecisions()
                 if let p = final.budgetProjection { Self.printProjection(p) }
                 if let segments = final.expertRoutingSegments {

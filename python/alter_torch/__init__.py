@@ -1,0 +1,1 @@
+"""ALTER in PyTorch: the same method and files as `alter compress` (see python/README.md)."""
