@@ -74,12 +74,7 @@ extension BundleWriter {
                 for spec in w.order {
                     let t = try source.tensor(spec.name, shape: spec.shape)
                     precondition(t.count == spec.elementCount, "export: \(spec.name)")
-                    let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: spec.byteCount, alignment: 16)
-                    defer { bytes.deallocate() }
-                    DTypeConversion.convert(UnsafeRawBufferPointer(start: t.data, count: t.count * 4), from: .f32, to: dtype, into: bytes)
-                    try w.write(spec.name, bytes: UnsafeRawBufferPointer(bytes))
-                    out.append(.init(name: spec.name, file: relative, dtype: dtype.rawValue, shape: spec.shape,
-                                     sha256: SHA256.hex(UnsafeRawBufferPointer(bytes))))
+                    out.append(try writeConverted(UnsafeRawBufferPointer(start: t.data, count: t.count * 4), as: spec, to: w, file: relative))
                 }
                 try w.finish()
             } catch {

@@ -161,6 +161,17 @@ public enum BundleWriter {
         return manifest
     }
 
+    /// Writes `f32` (Float32 values) as the next tensor `spec` of `w`, converted to the spec's
+    /// dtype; returns its entry with the SHA-256 of the stored bytes (`file`: the weight file).
+    static func writeConverted(_ f32: UnsafeRawBufferPointer, as spec: TensorSpec, to w: SafeTensorsWriter,
+                               file: String) throws -> ExpertManifest.TensorEntry {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: spec.byteCount, alignment: 16)
+        defer { bytes.deallocate() }
+        DTypeConversion.convert(f32, from: .f32, to: spec.dtype, into: bytes)
+        try w.write(spec.name, bytes: UnsafeRawBufferPointer(bytes))
+        return .init(name: spec.name, file: file, dtype: spec.dtype.rawValue, shape: spec.shape, sha256: SHA256.hex(UnsafeRawBufferPointer(bytes)))
+    }
+
     static func writeWeights(_ params: [UNetConfig.Parameter], from unet: UNetCheckpoint, to path: String, relative: String,
                              dtype: DType) throws(BundleError) -> [ExpertManifest.TensorEntry] {
         var out: [ExpertManifest.TensorEntry] = []
@@ -172,12 +183,7 @@ public enum BundleWriter {
                 for spec in w.order {
                     let values = try unet.floats(spec.name)
                     precondition(values.count == spec.elementCount && shapes[spec.name] == spec.shape, "export: \(spec.name)")
-                    let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: spec.byteCount, alignment: 16)
-                    defer { bytes.deallocate() }
-                    values.withUnsafeBytes { DTypeConversion.convert($0, from: .f32, to: dtype, into: bytes) }
-                    try w.write(spec.name, bytes: UnsafeRawBufferPointer(bytes))
-                    out.append(.init(name: spec.name, file: relative, dtype: dtype.rawValue, shape: spec.shape,
-                                     sha256: SHA256.hex(UnsafeRawBufferPointer(bytes))))
+                    out.append(try values.withUnsafeBytes { try writeConverted($0, as: spec, to: w, file: relative) })
                 }
                 try w.finish()
             } catch {

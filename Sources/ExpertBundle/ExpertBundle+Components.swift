@@ -93,16 +93,7 @@ extension ExpertBundle {
             guard Set(names).count == names.count else { throw BundleError(path, "\(field).files lists a file twice") }
             do throws(SizeError) {
                 for (i, f) in component.files.enumerated() { try Bounds.check(f.bytes, in: Bounds.fileBytes, field: "\(field).files[\(i)].bytes") }
-                var bytes: [Int] = []
-                for (i, t) in component.tensors.enumerated() {
-                    let shapeField = "\(field).tensors[\(i)].shape"
-                    guard t.shape.allSatisfy({ $0 >= 0 }) else { throw SizeError(field: shapeField, "is \(t.shape), expected sizes that are not negative") }
-                    var n = 8
-                    for d in t.shape { n = try Bounds.product(n, d, field: shapeField) }
-                    try Bounds.check(n, in: Bounds.fileBytes, field: shapeField + " (bytes)")
-                    bytes.append(n)
-                }
-                _ = try Bounds.sum(bytes, field: "\(field).tensors[].shape (bytes)")
+                try checkTensorBytes(component.tensors.map(\.shape), field: "\(field).tensors")
             } catch { throw BundleError(path, error.description) }
             if let t = component.tensors.first(where: { $0.file != kind.weightFile }) {
                 throw BundleError(path, "\(field): tensor '\(t.name)' is in \"\(t.file)\"; expected " + (kind.weightFile.map { "\"\($0)\"" } ?? "no tensors"))

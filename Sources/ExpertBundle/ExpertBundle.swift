@@ -91,21 +91,28 @@ public final class ExpertBundle: @unchecked Sendable {
         } catch { throw BundleError(path, error.description) }
     }
 
+    /// Each shape in `shapes` (the tensors of the manifest list `field`) has dimensions that are
+    /// not negative and a byte count (at up to 8 bytes an element) within `Bounds.fileBytes`, and
+    /// their bytes together fit in an `Int`.
+    static func checkTensorBytes(_ shapes: [[Int]], field: String) throws(SizeError) {
+        var bytes: [Int] = []
+        for (i, shape) in shapes.enumerated() {
+            let shapeField = "\(field)[\(i)].shape"
+            guard shape.allSatisfy({ $0 >= 0 }) else { throw SizeError(field: shapeField, "is \(shape), expected sizes that are not negative") }
+            var n = 8
+            for d in shape { n = try Bounds.product(n, d, field: shapeField) }
+            try Bounds.check(n, in: Bounds.fileBytes, field: shapeField + " (bytes)")
+            bytes.append(n)
+        }
+        _ = try Bounds.sum(bytes, field: "\(field)[].shape (bytes)")
+    }
+
     /// Checks the numbers of an expert manifest that size arithmetic: every tensor's shape has
     /// dimensions that are not negative and a byte count (at up to 8 bytes an element) within
     /// `Bounds.fileBytes`, and the bytes of all its tensors fit in an `Int`; MACs not negative.
     static func checkBounds(_ m: ExpertManifest, path: String) throws(BundleError) {
         do throws(SizeError) {
-            var bytes: [Int] = []
-            for (i, t) in m.tensors.enumerated() {
-                let field = "tensors[\(i)].shape"
-                guard t.shape.allSatisfy({ $0 >= 0 }) else { throw SizeError(field: field, "is \(t.shape), expected sizes that are not negative") }
-                var n = 8
-                for d in t.shape { n = try Bounds.product(n, d, field: field) }
-                try Bounds.check(n, in: Bounds.fileBytes, field: field + " (bytes)")
-                bytes.append(n)
-            }
-            _ = try Bounds.sum(bytes, field: "tensors[].shape (bytes)")
+            try checkTensorBytes(m.tensors.map(\.shape), field: "tensors")
             for (field, v) in [("macs", m.macs), ("macs_conv_linear", m.macsConvLinear), ("timestep_count", m.timestepCount)] where v < 0 {
                 throw SizeError(field: field, "is \(v), expected a count (not negative)")
             }

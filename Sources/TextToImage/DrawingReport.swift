@@ -112,8 +112,7 @@ public struct DrawingReport: Encodable, Sendable {
         self.seeds = seeds
         images = result.images.enumerated().map { i, d in
             Image(promptIndex: d.promptIndex, prompt: d.prompt, negativePrompt: d.negativePrompt, seed: d.seed,
-                  file: i < files.count ? files[i] : nil, seconds: d.seconds, macs: d.calls.reduce(0) { $0 + $1.macs },
-                  denseMACs: d.calls.reduce(0) { $0 + d.denseMACsPerSample * $1.batch })
+                  file: i < files.count ? files[i] : nil, seconds: d.seconds, macs: d.macs, denseMACs: d.denseMACs)
         }
         self.grid = grid
         self.latents = latents

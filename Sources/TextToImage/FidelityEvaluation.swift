@@ -112,7 +112,7 @@ public struct DrawingCost: Encodable, Sendable, Equatable {
     }
 
     init(_ d: DrawnImage) {
-        self.init(macs: d.calls.reduce(0) { $0 + $1.macs }, denseMACs: d.calls.reduce(0) { $0 + d.denseMACsPerSample * $1.batch },
+        self.init(macs: d.macs, denseMACs: d.denseMACs,
                   denoiseSeconds: d.seconds.denoise, totalSeconds: d.seconds.encode + d.seconds.denoise + d.seconds.decode)
     }
 }

@@ -20,6 +20,10 @@ public struct DrawnImage: Sendable {
     public var seconds: StageSeconds
     /// MACs of one dense UNet call per sample at the sampled size.
     public var denseMACsPerSample: Int
+    /// MACs of every UNet call of this image.
+    public var macs: Int { calls.reduce(0) { $0 + $1.macs } }
+    /// MACs of the same calls made dense.
+    public var denseMACs: Int { calls.reduce(0) { $0 + denseMACsPerSample * $1.batch } }
 }
 
 /// What `TextToImagePipeline.draw` made: one image per prompt and seed, prompts outermost.
@@ -28,9 +32,9 @@ public struct DrawingResult: Sendable {
     /// Latent height and width.
     public var latentSize: (height: Int, width: Int)
     /// MACs of every UNet call of the run.
-    public var macs: Int { images.reduce(0) { $0 + $1.calls.reduce(0) { $0 + $1.macs } } }
+    public var macs: Int { images.reduce(0) { $0 + $1.macs } }
     /// MACs of the same calls made dense.
-    public var denseMACs: Int { images.reduce(0) { a, i in a + i.calls.reduce(0) { $0 + i.denseMACsPerSample * $1.batch } } }
+    public var denseMACs: Int { images.reduce(0) { $0 + $1.denseMACs } }
     /// The images laid out as a grid: one row per prompt, one column per seed.
     public func grid(seedCount: Int) throws(ImageError) -> RGBImage {
         try RGBImage.grid(images.map(\.image), rows: images.count / max(seedCount, 1), cols: seedCount)
@@ -51,11 +55,10 @@ extension TextToImagePipeline {
                      progress: (Int, Sampler.Call, Int) -> Void = { _, _, _ in }) throws(TextToImageError) -> DrawingResult {
         guard !entries.isEmpty else { throw .input("no prompts") }
         guard !seeds.isEmpty else { throw .input("no seeds") }
-        guard entries.count.multipliedReportingOverflow(by: seeds.count).partialValue <= Self.maxImages,
-              entries.count <= Self.maxImages, seeds.count <= Self.maxImages else {
+        guard entries.count <= Self.maxImages, seeds.count <= Self.maxImages, entries.count * seeds.count <= Self.maxImages else {
             throw .input("\(entries.count) prompts x \(seeds.count) seeds is more than \(Self.maxImages) images")
         }
-        let size = try latentSize(options)
+        let size = latentSize(options)
         var result = DrawingResult(images: [], latentSize: size)
         let channels = sampler.unet.config.inChannels
         for (p, entry) in entries.enumerated() {
@@ -80,7 +83,7 @@ extension TextToImagePipeline {
     }
 
     /// The latent size of `options` (its latent height and width, else the sampler's default).
-    func latentSize(_ options: RoutedSampler.Options) throws(TextToImageError) -> (height: Int, width: Int) {
+    func latentSize(_ options: RoutedSampler.Options) -> (height: Int, width: Int) {
         let (h, w) = sampler.defaultLatentSize
         return (options.latentHeight ?? h, options.latentWidth ?? w)
     }

@@ -15,10 +15,10 @@ extension Sample {
         let entries = try promptOptions.entries()
         let seeds = seed.values
         let kind = try scheduler.kind(steps: steps ?? 20)
-        let files = grid ? [output] : Self.imageFiles(output, promptCount: entries.count, seeds: seeds)
         guard entries.count * seeds.count <= TextToImagePipeline.maxImages else {
             throw ValidationError("\(entries.count) prompts x \(seeds.count) seeds is more than \(TextToImagePipeline.maxImages) images")
         }
+        let files = grid ? [output] : Self.imageFiles(output, promptCount: entries.count, seeds: seeds)
         let inputs = [model, promptOptions.prompts, schedulerConfig, modelOptions.config].compactMap { $0 } + components.inputs
         // Every output is checked before the work starts; each is written atomically at the end.
         var outputs = files

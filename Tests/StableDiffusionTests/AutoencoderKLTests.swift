@@ -31,15 +31,7 @@ final class AutoencoderKLTests: XCTestCase {
     }
 
     func expectVAEError(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Any) -> VAEError? {
-        do {
-            _ = try body()
-            XCTFail("\(what): expected an error, got success", file: file, line: line)
-        } catch let e as VAEError {
-            return e
-        } catch {
-            XCTFail("\(what): expected a VAEError, got \(type(of: error)): \(error)", file: file, line: line)
-        }
-        return nil
+        expectError(VAEError.self, what, file: file, line: line, body)
     }
 
     func strictReport(_ what: String, _ body: () throws -> Any, file: StaticString = #filePath, line: UInt = #line) -> LoadReport? {

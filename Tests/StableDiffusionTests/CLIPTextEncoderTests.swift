@@ -33,15 +33,7 @@ final class CLIPTextEncoderTests: XCTestCase {
     }
 
     func expectTextError(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Any) -> CLIPTextEncoderError? {
-        do {
-            _ = try body()
-            XCTFail("\(what): expected an error, got success", file: file, line: line)
-        } catch let e as CLIPTextEncoderError {
-            return e
-        } catch {
-            XCTFail("\(what): expected a CLIPTextEncoderError, got \(type(of: error)): \(error)", file: file, line: line)
-        }
-        return nil
+        expectError(CLIPTextEncoderError.self, what, file: file, line: line, body)
     }
 
     func strictReport(_ what: String, _ body: () throws -> Any, file: StaticString = #filePath, line: UInt = #line) -> LoadReport? {

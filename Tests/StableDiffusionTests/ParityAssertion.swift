@@ -26,3 +26,18 @@ func assertParity(_ actual: Tensor, _ expected: Tensor, _ what: String, relative
     XCTAssertLessThanOrEqual(worstRatio, 1, message, file: file, line: line)
     return rel
 }
+
+/// The error of type `E` that `body` throws; a test failure (and nil) when it succeeds or throws
+/// another type.
+func expectError<E: Error>(_ type: E.Type, _ what: String, file: StaticString = #filePath, line: UInt = #line,
+                           _ body: () throws -> Any) -> E? {
+    do {
+        _ = try body()
+        XCTFail("\(what): expected an error, got success", file: file, line: line)
+    } catch let e as E {
+        return e
+    } catch {
+        XCTFail("\(what): expected a \(E.self), got \(Swift.type(of: error)): \(error)", file: file, line: line)
+    }
+    return nil
+}
