@@ -60,7 +60,10 @@ holds one real image per held-out caption (for the classifier's check and Freche
   CrossAttn x3 up, 2 layers per block, linear projections, upcast_attention, head size 32 so heads
   1, 2, 4, 4) at widths 32, 64, 128, 128, cross-attention dim 64. v-prediction, scaled_linear betas
   0.00085..0.012, 1000 steps; trained on the VAE latents with 10% caption dropout (empty prompt),
-  Min-SNR-5 loss weighting, AdamW, warm-up + cosine decay, EMA (the EMA weights are exported).
+  plain v MSE over uniform timesteps (`--unet-weighting v`, SD2.1-768's objective; `min-snr-5`
+  down-weights the noisiest timesteps, which decide colour, shape and layout: the first full run
+  used it and after 1,250 steps hardly followed the captions), AdamW, warm-up + cosine decay, EMA
+  (the EMA weights are exported).
 - Scheduler: SD2.1's DDIMScheduler config (scheduler/), v_prediction.
 
 ## Evaluation (stage `eval`)
@@ -279,11 +282,11 @@ def count(m):
 # ----------------------------------------------------------------------------------------------
 
 FULL = dict(images=6000, cls_images=4374, vae_steps=1500, vae_batch=8, vae_crop=64, vae_lr=5e-4, vae_minutes=14,
-            unet_steps=3000, unet_batch=32, unet_lr=5e-4, unet_minutes=40, ema_max=0.999,
+            unet_steps=4000, unet_batch=32, unet_lr=5e-4, unet_minutes=50, ema_max=0.999, unet_weighting="v",
             cls_steps=800, cls_batch=64, cls_lr=2e-3, cls_minutes=6,
             eval_heldout=0, eval_train=96, eval_batch=32, steps=50, guidance="7.5", eval_minutes=12)
 QUICK = dict(images=256, cls_images=256, vae_steps=12, vae_batch=4, vae_crop=64, vae_lr=5e-4, vae_minutes=2,
-             unet_steps=12, unet_batch=8, unet_lr=5e-4, unet_minutes=2, ema_max=0.999,
+             unet_steps=12, unet_batch=8, unet_lr=5e-4, unet_minutes=2, ema_max=0.999, unet_weighting="v",
              cls_steps=12, cls_batch=16, cls_lr=2e-3, cls_minutes=1,
              eval_heldout=4, eval_train=2, eval_batch=4, steps=4, guidance="7.5", eval_minutes=2)
 
@@ -650,7 +653,12 @@ def stage_unet(args, cfg):
     sched = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     acp = sched.alphas_cumprod.float()
     snr = acp / (1 - acp)
-    weight = torch.clamp(snr, max=5.0) / (snr + 1)   # Min-SNR-5 for v-prediction
+    if cfg["unet_weighting"] == "min-snr-5":
+        weight = torch.clamp(snr, max=5.0) / (snr + 1)   # Min-SNR-5 for v-prediction
+    elif cfg["unet_weighting"] == "v":
+        weight = torch.ones_like(snr)                      # plain v MSE, as SD2.1-768 was trained
+    else:
+        sys.exit(f"error: --unet-weighting must be v or min-snr-5, not {cfg['unet_weighting']!r}")
     ck = st.checkpoint()
     torch.manual_seed(seed_for(args, "unet"))
     unet = make_unet()
@@ -718,6 +726,7 @@ def stage_unet(args, cfg):
         print(f"[unet] time budget reached at step {step} of {total}: finishing with these weights")
     ema.save_pretrained(os.path.join(st.dir, "final"))
     rep = {"steps": step, "planned_steps": total, "truncated": truncated, "batch": bs, "lr": cfg["unet_lr"],
+           "loss_weighting": cfg["unet_weighting"],
            "ema_max_decay": cfg["ema_max"], "train_seconds": round(spent, 1), "parameters": count(unet),
            "text_encoder_parameters": count(te), "log_step_v_mse": log}
     st.finish(rep)
