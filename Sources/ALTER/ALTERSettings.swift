@@ -8,6 +8,8 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
         case intervals
         /// One mask for every timestep (a single expert).
         case `static`
+        /// One contiguous timestep interval per expert, in order, with learned lengths.
+        case segments
     }
 
     /// Number of temporal experts N_e.

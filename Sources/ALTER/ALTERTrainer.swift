@@ -228,7 +228,8 @@ public final class ALTERTrainer {
                 recorder.add(p + ".hypernet", draw: hypernetDraw)
                 recorder.add(p + ".hypernet.decisions", decisions: hypernetDraw.hard)
                 if let logits = hypernetDraw.routerDraw.logits {
-                    recorder.add(p + ".hypernet.balance_route", ints: LearnedRouter.argmaxRows(logits.value))
+                    let balanceRoute = hypernet.router is SegmentRouter ? hypernetDraw.routerDraw.route : LearnedRouter.argmaxRows(logits.value)
+                    recorder.add(p + ".hypernet.balance_route", ints: balanceRoute)
                 }
             }
             if let nextDraw { recorder.add(p + ".next", draw: nextDraw) }

@@ -45,6 +45,8 @@ public final class Hypernetwork {
             router = try LearnedRouter(timeEmbedding: embedding, hidden: settings.routerHidden, experts: experts, parameters: source)
         case .intervals, .static:
             router = FixedRouter(experts: experts, trainSteps: trainSteps)
+        case .segments:
+            router = SegmentRouter(experts: experts, trainSteps: trainSteps, temperature: Float(settings.temperature))
         }
     }
 

@@ -140,3 +140,93 @@ public final class LearnedRouter: Router {
         return total / Double(rows)
     }
 }
+
+/// Routing by learned segment boundaries: expert e serves one contiguous timestep interval, the
+/// e-th from t = 0 (as with fixed intervals), whose lengths are learned. The parameter
+/// `router.widths` [E] (initially 0: equal intervals) gives the interval shares softmax(widths)
+/// and the boundaries c_e = T * sum_{j <= e} share_j. The soft membership of timestep t in expert e is
+///
+///     p[t, e] = sigmoid((t + 0.5 - c_{e-1}) / s) - sigmoid((t + 0.5 - c_e) / s)
+///
+/// with the first lower term and the last upper term replaced by 1 and 0 (so each row sums to 1),
+/// s = temperature * T / (2E) (for equal intervals, each about 5 s long). The route of t is the
+/// interval that holds t + 0.5 (expert e for c_{e-1} <= t + 0.5 < c_e: contiguous by construction;
+/// an interval shorter than one timestep may serve none), with straight-through gradients to p.
+/// No random draws. Its loss is the balance loss, as for the learned router.
+public final class SegmentRouter: Router {
+    public let experts: Int
+    public let trainSteps: Int
+    /// Softness s of the boundaries, in timesteps.
+    public let softness: Float
+    /// Unnormalised interval shares [E].
+    public let widths: Parameter
+
+    /// A router over `trainSteps` timesteps with equal intervals to start with.
+    public init(experts: Int, trainSteps: Int, temperature: Float) {
+        self.experts = experts
+        self.trainSteps = trainSteps
+        softness = temperature * Float(trainSteps) / Float(2 * experts)
+        widths = Parameter(name: "router.widths", value: Tensor(zeros: [experts]))
+    }
+
+    public var parameters: [Parameter] { [widths] }
+
+    /// The interval boundaries c_0 ... c_{E-1} in timesteps (the last is T).
+    public func boundaries() -> [Double] {
+        let shares = Softmax.forward(widths.value.reshaped([1, experts]))
+        var c = 0.0
+        return (0..<experts).map { e in
+            c += Double(shares.data[e])
+            return e == experts - 1 ? Double(trainSteps) : c * Double(trainSteps)
+        }
+    }
+
+    /// Soft memberships p: [T, E] (rows sum to 1).
+    public func memberships(on tape: Tape) -> Var { segments(on: tape).memberships }
+
+    /// The route of each timestep for the inner boundaries `c` = c_0 ... c_{E-2} (the interval holding t + 0.5).
+    static func intervalRoutes(_ c: [Float], trainSteps: Int) -> [Int] {
+        (0..<trainSteps).map { t in c.reduce(0) { $0 + (Float(t) + 0.5 >= $1 ? 1 : 0) } }
+    }
+
+    /// Soft memberships [T, E] and the boundaries c_0 ... c_{E-2} as computed on the tape.
+    func segments(on tape: Tape) -> (memberships: Var, boundaries: [Float]) {
+        let (n, t) = (experts, trainSteps)
+        let shares = tape.softmax(tape.reshape(tape.parameter(widths), [1, n]))
+        // c[0, e] = T * sum_{j <= e} share_j: shares x U with U[j, e] = 1 for j <= e.
+        let upperOnes = Tensor(zeros: [n, n])
+        for j in 0..<n { for e in j..<n { upperOnes.data[j * n + e] = 1 } }
+        let c = tape.scale(tape.matmul(shares, tape.constant(upperOnes)), Float(t))
+        // upper[t, e] = sigmoid((t + 0.5 - c_e) / s); the last column is not used.
+        let ones = Tensor(repeating: 1, shape: [t, 1])
+        let centres = Tensor(zeros: [t, n])
+        for i in 0..<t { for e in 0..<n { centres.data[i * n + e] = (Float(i) + 0.5) / softness } }
+        let upper = tape.sigmoid(tape.add(tape.constant(centres), tape.scale(tape.matmul(tape.constant(ones), c), -1 / softness)))
+        // p[t, e] = upper[t, e - 1] (1 for e = 0) - upper[t, e] (0 for e = E - 1).
+        let shift = Tensor(zeros: [n, n]), keepMask = Tensor(repeating: 1, shape: [t, n]), first = Tensor(zeros: [t, n])
+        for e in 1..<max(n, 1) { shift.data[(e - 1) * n + e] = 1 }
+        for i in 0..<t { keepMask.data[i * n + n - 1] = 0; first.data[i * n] = 1 }
+        let lower = tape.add(tape.matmul(upper, tape.constant(shift)), tape.constant(first))
+        let p = tape.add(lower, tape.scale(tape.multiply(upper, tape.constant(keepMask)), -1))
+        return (p, Array(c.value.scalars.prefix(n - 1)))
+    }
+
+    public func hardRoutes() -> [Int] {
+        Self.intervalRoutes(segments(on: Tape(recording: false)).boundaries, trainSteps: trainSteps)
+    }
+
+    public func relaxedRoutes(on tape: Tape, temperature: Float, rng: inout SeededGenerator) -> RelaxedRoutes {
+        let (p, c) = segments(on: tape)
+        let route = Self.intervalRoutes(c, trainSteps: trainSteps)
+        return RelaxedRoutes(routes: tape.straightThrough(p, hard: Self.oneHot(route, experts)), route: route, logits: p)
+    }
+
+    /// L_balance = E * sum_i F_i * P_i: F_i the share of timesteps routed to expert i (no
+    /// gradient), P_i the mean membership of expert i.
+    public func loss(on tape: Tape, _ routes: RelaxedRoutes) -> Var? {
+        guard let p = routes.logits else { return nil }
+        let counts = routes.route.reduce(into: [Float](repeating: 0, count: experts)) { $0[$1] += 1 }
+        let f = tape.constant(Tensor(shape: [experts], values: counts.map { $0 / Float(trainSteps) }))
+        return tape.scale(tape.sum(tape.multiply(tape.meanRows(p), f)), Float(experts))
+    }
+}

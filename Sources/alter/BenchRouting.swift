@@ -76,7 +76,7 @@ struct BenchRouting: ParsableCommand {
     var holdout: Int?
 
     @Option(help: "Comma-separated routing modes to compare.")
-    var routings = CommaList<ALTERSettings.Routing>(ALTERSettings.Routing.allCases)
+    var routings = CommaList<ALTERSettings.Routing>([.learned, .intervals, .static])
 
     @Option(help: "Number of temporal experts (static routing always has one).")
     var experts = 4

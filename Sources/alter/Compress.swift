@@ -53,7 +53,7 @@ struct Compress: ParsableCommand {
     @Option(parsing: .unconditional, help: "Linear learning-rate warm-up steps. Default: min(250, steps/10).")
     var warmup: Int?
 
-    @Option(help: "Routing: learned (ALTER), intervals (equal fixed timestep intervals) or static (one mask for all timesteps).")
+    @Option(help: "Routing: learned (ALTER's router), intervals (equal fixed timestep intervals), static (one mask for all timesteps) or segments (one contiguous interval per expert with learned lengths; docs/method.md).")
     var routing: ALTERSettings.Routing = .learned
 
     @Option(parsing: .unconditional, help: "Loss weight of output distillation.")

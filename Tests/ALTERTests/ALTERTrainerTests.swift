@@ -46,6 +46,24 @@ final class ALTERTrainerTests: XCTestCase {
         XCTAssertEqual(reloaded.parameters.map(\.value.scalars), trainer.student.parameters.map(\.value.scalars))
     }
 
+    /// Segment routing trains the interval lengths: the run meets --keep, and the frozen routing
+    /// table has one contiguous interval per expert that serves a timestep, in expert order.
+    func testSegmentRoutingRunIsContiguous() throws {
+        var config = Example.config(steps: 40, hypernetSteps: 30)
+        config.settings.routing = .segments
+        let trainer = try Example.trainer(config)
+        let dir = RunDirectory(path: try temporaryDirectory(self) + "/run")
+        try dir.create(config: config)
+        XCTAssertEqual(try trainer.run(in: dir), .finished)
+        let final = try dir.readDecisions()
+        XCTAssertEqual(final.keptFraction, config.settings.keep, accuracy: UnitBudget.tolerance, "kept MAC fraction")
+        let route = final.decisions.route
+        XCTAssertEqual(route, route.sorted(), "routes are non-decreasing in t")
+        let segments = RoutingTable.segments(route, experts: config.settings.experts)
+        XCTAssertTrue(segments.allSatisfy { $0 <= 1 }, "segments per expert: \(segments)")
+        XCTAssertNotEqual(route, FixedRouter(experts: 4, trainSteps: 1000).hardRoutes(), "the interval lengths moved")
+    }
+
     /// Stopping after a checkpoint and resuming gives the same final weights, decisions and
     /// metrics (but the timings) as an uninterrupted run.
     func testResumedRunMatchesUninterruptedRun() throws {

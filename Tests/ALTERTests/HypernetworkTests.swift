@@ -71,6 +71,45 @@ final class HypernetworkTests: XCTestCase {
         }
     }
 
+    /// Segment routing: memberships are a partition of unity, the untrained router splits the
+    /// timesteps into equal contiguous intervals in expert order, gradients reach the widths, and
+    /// the routes stay one contiguous interval per expert when the widths change.
+    func testSegmentRouter() throws {
+        let (h, s) = try sd21Hypernet(.segments)
+        let router = try XCTUnwrap(h.router as? SegmentRouter)
+        let p = router.memberships(on: Tape(recording: false)).value
+        XCTAssertEqual(p.shape, [1000, 10])
+        for t in stride(from: 0, to: 1000, by: 37) {
+            let row = (0..<10).map { Double(p.data[t * 10 + $0]) }
+            XCTAssertEqual(row.reduce(0, +), 1, accuracy: 1e-5, "row \(t)")
+            XCTAssertTrue(row.allSatisfy { $0 >= -1e-6 }, "row \(t): \(row)")
+        }
+        let d = h.finalDecisions(settings: s)
+        XCTAssertEqual(d.route, FixedRouter(experts: 10, trainSteps: 1000).hardRoutes())
+        XCTAssertEqual(router.boundaries().map { ($0 * 1000).rounded() / 1000 }, (1...10).map { Double($0 * 100) })
+
+        var rng = SeededGenerator(seed: 1)
+        let tape = Tape()
+        let r = h.sample(on: tape, settings: s, rng: &rng)
+        // Pushing mass to high timesteps: expert 9 is cheap there, so the widths must move.
+        let w = Tensor(shape: [1000, 34], values: (0..<34_000).map { Float(($0 / 34) - 500) / 500 })
+        tape.backward(tape.sum(tape.multiply(r.maskTable, tape.constant(w))))
+        let g = try XCTUnwrap(router.widths.grad)
+        XCTAssertTrue(g.scalars.contains { $0 != 0 }, "router.widths got a zero gradient")
+
+        // Uneven widths: still one interval per expert, in order, of the boundaries' lengths.
+        let widths: [Float] = [0.5, -1, 0, 2, -0.3, 0.1, 0, 1, -2, 0.4]
+        for (i, v) in widths.enumerated() { router.widths.value.data[i] = v }
+        let route = router.hardRoutes()
+        XCTAssertEqual(route, route.sorted(), "routes are non-decreasing in t")
+        let c = router.boundaries()
+        for e in 0..<10 {
+            let served = route.filter { $0 == e }.count
+            let length = c[e] - (e == 0 ? 0 : c[e - 1])
+            XCTAssertEqual(Double(served), length, accuracy: 1, "expert \(e)")
+        }
+    }
+
     /// The same seed draws the same decisions.
     func testSamplingIsReproducible() throws {
         let (h, s) = try sd21Hypernet()
