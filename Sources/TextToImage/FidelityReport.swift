@@ -81,13 +81,16 @@ public struct FidelityReport: Encodable, Sendable {
     public var ratio: CostRatio
     /// The `--images` folder, else nil.
     public var images: String?
+    /// The `--side-by-side` image, else nil.
+    public var sideBySide: String?
     public var loadSeconds: Double
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case reference, candidate, guidance, size, latent, seeds, pairs, psnr, ssim, ratio, images, loadSeconds = "load_seconds"
+        case reference, candidate, guidance, size, latent, seeds, pairs, psnr, ssim, ratio, images, sideBySide = "side_by_side"
+        case loadSeconds = "load_seconds"
     }
 
-    /// Every key is always present (`images` null without `--images`).
+    /// Every key is always present (`images` null without `--images`, `side_by_side` without `--side-by-side`).
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(reference, forKey: .reference)
@@ -101,13 +104,14 @@ public struct FidelityReport: Encodable, Sendable {
         try c.encode(ssim, forKey: .ssim)
         try c.encode(ratio, forKey: .ratio)
         try c.encode(images, forKey: .images)
+        try c.encode(sideBySide, forKey: .sideBySide)
         try c.encode(loadSeconds, forKey: .loadSeconds)
     }
 
     /// The report of `result` from `evaluation`; `files` are the (reference, candidate) PNG files
     /// in the order of `result.pairs` (empty: none written).
     public init(result: FidelityResult, evaluation: FidelityEvaluation, referenceModel: String, candidateModel: String, seeds: [UInt64],
-                files: [(reference: String, candidate: String)], images: String?, loadSeconds: Double) {
+                files: [(reference: String, candidate: String)], images: String?, sideBySide: String? = nil, loadSeconds: Double) {
         reference = Model(model: referenceModel, pipeline: evaluation.reference, options: evaluation.referenceOptions, cost: result.referenceCost)
         candidate = Model(model: candidateModel, pipeline: evaluation.candidate, options: evaluation.candidateOptions, cost: result.candidateCost)
         guidance = evaluation.referenceOptions.guidance
@@ -123,6 +127,7 @@ public struct FidelityReport: Encodable, Sendable {
         ssim = result.ssim
         ratio = result.ratio
         self.images = images
+        self.sideBySide = sideBySide
         self.loadSeconds = loadSeconds
     }
 }

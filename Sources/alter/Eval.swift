@@ -32,8 +32,9 @@ struct Eval: ParsableCommand {
 
             Prints a table (a row per prompt and seed, then the mean, standard deviation and minimum) or, with \
             --json, formats/cli-json.md's report. --images DIR also writes both images of every pair as \
-            DIR/reference-pI-sSEED.png and DIR/candidate-pI-sSEED.png (--force to replace). A progress line is \
-            drawn on a terminal.
+            DIR/reference-pI-sSEED.png and DIR/candidate-pI-sSEED.png, and --side-by-side FILE one PNG with a row \
+            per prompt and a reference | candidate pair of columns per seed (--force to replace). A progress line \
+            is drawn on a terminal.
             """)
 
     @Argument(help: "The model to measure: a bundle (NAME.alter), or a pipeline folder or single file (dense).")
@@ -75,7 +76,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Also write both images of every pair into this folder (reference-pI-sSEED.png, candidate-pI-sSEED.png).")
     var images: String?
 
-    @Flag(help: "Replace existing image files in --images.")
+    @Option(help: "Also write one PNG with every pair side by side: a row per prompt, a reference | candidate pair of columns per seed.")
+    var sideBySide: String?
+
+    @Flag(help: "Replace existing image files in --images and --side-by-side.")
     var force = false
 
     @Flag(help: "Print the report as JSON on stdout (formats/cli-json.md).")
@@ -133,6 +137,12 @@ struct Eval: ParsableCommand {
                 do { try OutputTarget(path: path, kind: .file, replace: force, inputs: inputs).prepare() } catch { throw CommandFailure(error.description) }
             }
         }
+        if let sideBySide {
+            guard !files.contains(where: { $0.reference == sideBySide || $0.candidate == sideBySide }) else {
+                throw ValidationError("--side-by-side \(sideBySide) is also one of the --images files")
+            }
+            do { try OutputTarget(path: sideBySide, kind: .file, replace: force, inputs: inputs).prepare() } catch { throw CommandFailure(error.description) }
+        }
 
         let start = Date()
         let referencePipe = try loader(reference).textToImagePipeline()
@@ -155,7 +165,7 @@ struct Eval: ParsableCommand {
         let total = entries.count * seeds.count
         let result: FidelityResult
         do {
-            result = try evaluation.run(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, keepImages: images != nil) { pair, side, call, calls in
+            result = try evaluation.run(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, keepImages: images != nil || sideBySide != nil) { pair, side, call, calls in
                 guard line else { return }
                 let expert = call.expert.map { "expert \($0)" } ?? "dense"
                 FileHandle.standardError.write(Data(String(format: "\reval: pair %d/%d  %@  call %d/%d  t=%g  %@  %.0f s   ",
@@ -175,10 +185,14 @@ struct Eval: ParsableCommand {
                 try pair.reference.writePNG(to: names.reference, force: force, inputs: inputs)
                 try pair.candidate.writePNG(to: names.candidate, force: force, inputs: inputs)
             }
+            if let sideBySide {
+                let cells = result.images.flatMap { [$0.reference, $0.candidate] }
+                try RGBImage.grid(cells, rows: entries.count, cols: 2 * seeds.count).writePNG(to: sideBySide, force: force, inputs: inputs)
+            }
         } catch { throw CommandFailure("\(error)") }
 
         let report = FidelityReport(result: result, evaluation: evaluation, referenceModel: reference, candidateModel: candidate, seeds: seeds,
-                                    files: files, images: images, loadSeconds: loaded.timeIntervalSince(start))
+                                    files: files, images: images, sideBySide: sideBySide, loadSeconds: loaded.timeIntervalSince(start))
         if json { try writeJSON(report) } else { print(Self.table(report)) }
     }
 

@@ -20,7 +20,7 @@ extension CLITests {
         let prompts = dir + "/prompts.txt"
         try Data("a red cube\ntwo blue balls\n".utf8).write(to: URL(fileURLWithPath: prompts))
         let same = try alter(["eval", f, "--reference", f, "--prompts", prompts, "--seed", "1,2", "--reference-steps", "3",
-                              "--images", dir + "/img", "--json"])
+                              "--images", dir + "/img", "--side-by-side", dir + "/pairs.png", "--json"])
         XCTAssertEqual(same.status, 0, same.output)
         try GoldenKeys.check(json: Data(same.output.utf8), name: "eval")
         let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(same.output.utf8)) as? [String: Any])
@@ -40,6 +40,12 @@ extension CLITests {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/img/" + name), name)
         }
         XCTAssertEqual(try ImageFile.read(path: dir + "/img/reference-p1-s2.png"), try ImageFile.read(path: dir + "/img/candidate-p1-s2.png"))
+        // The side-by-side image: a row per prompt, a reference | candidate pair of columns per seed.
+        XCTAssertEqual(report["side_by_side"] as? String, dir + "/pairs.png")
+        let cells = try ["p0-s1", "p0-s2", "p1-s1", "p1-s2"].flatMap { k in
+            try ["reference", "candidate"].map { try ImageFile.read(path: dir + "/img/\($0)-\(k).png") }
+        }
+        XCTAssertEqual(try ImageFile.read(path: dir + "/pairs.png"), try RGBImage.grid(cells, rows: 2, cols: 4))
         // Existing images are kept without --force.
         try assertFails(["eval", f, "--reference", f, "--prompts", prompts, "--seed", "1", "--reference-steps", "3", "--images", dir + "/img"],
                         saying: "reference-p0-s1.png")
