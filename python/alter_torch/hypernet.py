@@ -25,7 +25,10 @@ class Hypernetwork(nn.Module):
             norm1=nn.LayerNorm(width, eps=1e-5), linear1=nn.Linear(width, hidden),
             norm2=nn.LayerNorm(hidden, eps=1e-5), linear2=nn.Linear(hidden, 1, bias=False)))
         self.train_steps = 1000
-        if routing == "learned":
+        self.temperature = 0.4
+        if routing == "segments":
+            self.router = nn.ParameterDict(dict(widths=nn.Parameter(torch.zeros(experts))))
+        elif routing == "learned":
             assert time_embedding is not None
             self.register_buffer("time_embedding", time_embedding)
             emb = time_embedding.shape[1]
@@ -50,7 +53,31 @@ class Hypernetwork(nn.Module):
         r = self.router
         return r["linear2"](torch.relu(r["norm"](r["linear1"](self.time_embedding))))
 
+    def segments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment routing (`SegmentRouter`): soft memberships p [T, E] and the routes of the
+        intervals (expert e for c_{e-1} <= t + 0.5 < c_e), in alter's float32 operations."""
+        n, t = self.experts, self.train_steps
+        f32 = torch.float32
+        softness = torch.tensor(self.temperature, dtype=f32) * torch.tensor(float(t), dtype=f32) / torch.tensor(float(2 * n), dtype=f32)
+        shares = torch.softmax(self.router["widths"].reshape(1, n), dim=1)
+        upper_ones = torch.triu(torch.ones(n, n, dtype=f32))
+        c = (shares @ upper_ones) * torch.tensor(float(t), dtype=f32)
+        centres = ((torch.arange(t, dtype=f32) + 0.5) / softness)[:, None].expand(t, n)
+        upper = torch.sigmoid(centres + (torch.ones(t, 1, dtype=f32) @ c) * (torch.tensor(-1.0, dtype=f32) / softness))
+        shift = torch.diag(torch.ones(n - 1, dtype=f32), 1) if n > 1 else torch.zeros(1, 1, dtype=f32)
+        first = torch.zeros(t, n, dtype=f32)
+        first[:, 0] = 1
+        keep_mask = torch.ones(t, n, dtype=f32)
+        keep_mask[:, n - 1] = 0
+        p = (upper @ shift + first) + (upper * keep_mask) * torch.tensor(-1.0, dtype=f32)
+        inner = c.detach()[0, :n - 1]
+        route = ((torch.arange(t, dtype=f32) + 0.5)[:, None] >= inner[None, :]).sum(dim=1)
+        return p, route
+
     def hard_routes(self) -> torch.Tensor:
+        if self.routing == "segments":
+            with torch.no_grad():
+                return self.segments()[1]
         if self.router is None:
             return torch.arange(self.train_steps) * self.experts // self.train_steps
         with torch.no_grad():
@@ -93,7 +120,13 @@ class Hypernetwork(nn.Module):
                 hard = reference.kept.float()
         masks = hard + (soft - soft.detach())
         router_logits = None
-        if self.router is None:
+        if self.routing == "segments":
+            p, route = self.segments()
+            if reference is not None and not torch.equal(route, reference.route.long()):
+                raise DecisionMismatch(f"segment routes differ at timesteps {(route != reference.route).nonzero().flatten().tolist()}")
+            router_logits = p
+            routes = nn.functional.one_hot(route, self.experts).float() + (p - p.detach())
+        elif self.router is None:
             route = self.hard_routes()
             routes = nn.functional.one_hot(route, self.experts).float()
         else:
@@ -118,12 +151,17 @@ class Hypernetwork(nn.Module):
     def balance_loss(self, router_logits: torch.Tensor, reference: torch.Tensor | None = None,
                      tie_margin: float = 0.0) -> tuple[torch.Tensor, int]:
         """L_balance = E * sum_i F_i * P_i (F from the noise-free argmax, no gradient), and the
-        number of timesteps whose argmax took `reference`'s value at a near-tie (as in `sample`)."""
-        probs = torch.softmax(router_logits, dim=1)
+        number of timesteps whose argmax took `reference`'s value at a near-tie (as in `sample`).
+        Segment routing: `router_logits` are the memberships p (P_i = mean of p[:, i]) and F comes
+        from the interval routes."""
         t = router_logits.shape[0]
-        route = router_logits.detach().argmax(dim=1)
         ties = 0
-        if reference is not None and tie_margin > 0:
+        if self.routing == "segments":
+            probs, route = router_logits, self.segments()[1]
+        else:
+            probs = torch.softmax(router_logits, dim=1)
+            route = router_logits.detach().argmax(dim=1)
+        if self.routing != "segments" and reference is not None and tie_margin > 0:
             differ = route != reference
             if differ.any():
                 gap = relative_gaps(router_logits.detach(), differ)
