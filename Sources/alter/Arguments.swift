@@ -19,6 +19,10 @@ extension DType: ExpressibleByArgument {
 
     public static var allValueStrings: [String] { ["fp32", "fp16", "bf16"] }
 
+    public static var allValueDescriptions: [String: String] {
+        ["fp32": "32-bit IEEE float", "fp16": "16-bit IEEE float (half)", "bf16": "bfloat16 (8-bit exponent, 7-bit mantissa)"]
+    }
+
     public var defaultValueDescription: String {
         switch self {
         case .f32: return "fp32"
