@@ -123,13 +123,14 @@ class GatedUNet:
         for k in (gates or {}):
             if k not in names:
                 raise KeyError(f"{k} is not a unit of this UNet")
+        # The gates stay set until the next call: with gradient checkpointing the backward
+        # recomputes the units' forwards, which must see this call's gates.
         self._gates = dict(gates or {})
         self._taps = {} if tap_features else None
         try:
             out = self.unet(sample, timesteps, encoder_hidden_states=context, return_dict=False)[0]
             feats = [(n, self._taps[n]) for n in self.features] if tap_features else []
         finally:
-            self._gates = {}
             self._taps = None
         return out, feats
 
