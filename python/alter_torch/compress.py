@@ -31,7 +31,7 @@ from .distributed import Group
 from .draws import RecordedDraws, TorchDraws
 from .hypernet import DecisionMismatch
 from .rundir import RunDirectory, RunDirectoryError
-from .trainer import Config, Execution, Settings, Trainer
+from .trainer import DTYPES, Config, Execution, Settings, Trainer
 from .units import load_unet, unit_list
 
 
@@ -191,7 +191,7 @@ def train(config: Config, execution: Execution, output: str | None, resume: bool
     if execution.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(execution.device))
     data = TrainingData(config.data)
-    student, teacher = load_unet(config.model), load_unet(config.model)
+    student, teacher = load_unet(config.model), load_unet(config.model, DTYPES[execution.teacher_dtype])
     experts = 1 if config.settings.routing == "static" else config.settings.experts
     draws = TorchDraws(config.seed, experts, len(unit_list(student.config)), config.settings.routing == "learned",
                        tuple(data.latents_shape[1:]), data.count)

@@ -227,7 +227,9 @@ class Trainer:
             student.enable_gradient_checkpointing()
             student.train()
         student.to(self.device)
-        teacher.to(self.device, DTYPES[ex.teacher_dtype])
+        teacher.to(self.device)
+        if teacher.dtype != DTYPES[ex.teacher_dtype]:
+            teacher.to(DTYPES[ex.teacher_dtype])
         self.student, self.teacher = GatedUNet(student), GatedUNet(teacher)
         # The teacher runs under no_grad. Its parameters keep requires_grad: PyTorch computes some
         # forwards with frozen parameters in a different order (relative differences near 1e-7),
