@@ -5,7 +5,8 @@ nothing downloaded), at each latent size: a hypernetwork-phase step (UNet step +
 step) and a frozen-phase step (UNet step only), after one warm-up step of each. Peak memory is
 `torch.cuda.max_memory_allocated` on a GPU, the process's peak resident set on the CPU.
 `--saved-activations` instead measures, for one sample, the bytes the student's forward saves
-for its backward (all units computed; the memory that grows with the batch), on any device.
+for its backward (all units computed; the memory that grows with the batch), on any device, and
+apart from them the low-precision weight copies autocast saves (once per step, not per sample).
 `--config small` is the example model's architecture (a CPU test runs it in seconds).
 """
 
@@ -103,12 +104,18 @@ def saved_activations(config: dict, context_len: int, latent: int, execution: Ex
         unet.train()
     gated = GatedUNet(unet)
     storages: dict[int, int] = {}
+    weight_copies: dict[int, int] = {}
     params = {p.untyped_storage().data_ptr() for p in unet.parameters()}
 
     def pack(t):
         s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            storages[s.data_ptr()] = s.nbytes()
+        if s.data_ptr() in params:
+            return t
+        f = t.grad_fn
+        # autocast's low-precision copies of the weights: per step, not per sample
+        is_copy = f is not None and type(f).__name__ == "ToCopyBackward0" and \
+            any(n is not None and type(n).__name__ == "AccumulateGrad" for n, _ in f.next_functions)
+        (weight_copies if is_copy else storages)[s.data_ptr()] = s.nbytes()
         return t
 
     x = torch.randn(1, 4, latent, latent, device=device)
@@ -117,7 +124,8 @@ def saved_activations(config: dict, context_len: int, latent: int, execution: Ex
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
         gated(x, torch.tensor([500.0], device=device), c, tap_features=True)
     return {"latent": latent, "precision": execution.precision, "grad_checkpointing": execution.grad_checkpointing,
-            "saved_activation_bytes_per_sample": sum(storages.values())}
+            "saved_activation_bytes_per_sample": sum(storages.values()),
+            "autocast_weight_copy_bytes": sum(weight_copies.values())}
 
 
 def main(argv=None) -> int:
