@@ -2,7 +2,8 @@
 
 Runs ALTER as `alter compress` does (same options, defaults, losses, schedule and run directory;
 docs/method.md, formats/run-directory.md). MODEL is a diffusers UNet folder (`alter convert
-MODEL --layout diffusers --dtype fp32 -o DIR`). A standalone run draws its batches, timesteps,
+MODEL --layout diffusers --dtype fp32 -o DIR`) or an original single-file SD2.x checkpoint with
+`--config` (its UNet, read with alter's key table). A standalone run draws its batches, timesteps,
 noise and Gumbel samples from torch generators seeded by --seed and starts from the
 hypernetwork `alter compress --seed` starts from. With `--replay FILE` the draws come from
 `alter compress --record-draws FILE` (formats/record-draws.md) and every recorded value of every
@@ -46,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
     s = Settings()
     p = argparse.ArgumentParser(prog="python -m alter_torch.compress", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", help="diffusers UNet folder (not needed with --resume)")
+    p.add_argument("model", nargs="?", help="diffusers UNet folder, or an original single-file SD2.x checkpoint with --config "
+                   "(not needed with --resume)")
+    p.add_argument("--config", dest="config_path", help="a diffusers UNet config.json: the configuration of an original checkpoint")
     p.add_argument("--data", help="training data (formats/training-data.md)")
     p.add_argument("-o", "--output", help="run directory to create (must not exist or be empty)")
     p.add_argument("--resume", help="continue the run in this directory from its last checkpoint (with --steps, extend it)")
@@ -92,7 +95,8 @@ def config_from(a) -> Config:
     hs = a.hypernet_steps if a.hypernet_steps is not None else int(math.floor(max(a.steps, 0) * 0.3 + 0.5))
     return Config(model=os.path.abspath(a.model), data=os.path.abspath(a.data), steps=a.steps, hypernet_steps=hs,
                   settings=st, batch=a.batch, seed=a.seed, prediction_type=a.prediction_type,
-                  checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes)
+                  checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
+                  config_path=os.path.abspath(a.config_path) if a.config_path else None)
 
 
 def execution_from(a) -> Execution:
@@ -141,8 +145,8 @@ def replay(config: Config, draws: RecordedDraws, rtol: float = 1e-4, output: str
     steps checked, the largest relative error per value, whether the final decisions match."""
     if config.steps > draws.steps:
         raise ValueError(f"{draws.path} records {draws.steps} steps; --steps {config.steps} needs that many")
-    student = load_unet(config.model)
-    teacher = load_unet(config.model)
+    student = load_unet(config.model, config_path=config.config_path)
+    teacher = load_unet(config.model, config_path=config.config_path)
     data = TrainingData(config.data)
     trainer = Trainer(config, student, teacher, data, draws, tie_margin=tie_margin)
     if trainer.initial_decisions != draws.decisions("init.initial_decisions"):
@@ -191,7 +195,8 @@ def train(config: Config, execution: Execution, output: str | None, resume: bool
     if execution.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(execution.device))
     data = TrainingData(config.data)
-    student, teacher = load_unet(config.model), load_unet(config.model, DTYPES[execution.teacher_dtype])
+    student = load_unet(config.model, config_path=config.config_path)
+    teacher = load_unet(config.model, DTYPES[execution.teacher_dtype], config.config_path)
     experts = 1 if config.settings.routing == "static" else config.settings.experts
     draws = TorchDraws(config.seed, experts, len(unit_list(student.config)), config.settings.routing == "learned",
                        tuple(data.latents_shape[1:]), data.count)

@@ -69,7 +69,7 @@ def config_json(c: Config, extra: dict | None = None) -> dict:
     d = {"format": "alter.run", "format_version": 2, "model": c.model, "data": c.data,
          "settings": dataclasses.asdict(c.settings), "steps": c.steps, "hypernet_steps": c.hypernet_steps,
          "batch": c.batch, "seed": c.seed, "checkpoint_every": c.checkpoint_every, "checkpoint_minutes": c.checkpoint_minutes,
-         "prediction_type": c.prediction_type, "ema": False, "variant": None, "config_path": None}
+         "prediction_type": c.prediction_type, "ema": False, "variant": None, "config_path": c.config_path}
     if extra:
         d["alter_torch"] = extra
     return d
@@ -82,7 +82,8 @@ def config_from_json(d: dict) -> tuple[Config, dict]:
     st = Settings(**{k: v for k, v in d["settings"].items() if k in names})
     c = Config(model=d["model"], data=d["data"], steps=d["steps"], hypernet_steps=d["hypernet_steps"], settings=st,
                batch=d["batch"], seed=d["seed"], prediction_type=d.get("prediction_type", "epsilon"),
-               checkpoint_every=d.get("checkpoint_every", 0), checkpoint_minutes=d.get("checkpoint_minutes", 10.0))
+               checkpoint_every=d.get("checkpoint_every", 0), checkpoint_minutes=d.get("checkpoint_minutes", 10.0),
+               config_path=d.get("config_path"))
     return c, d.get("alter_torch", {})
 
 

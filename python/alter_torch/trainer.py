@@ -66,6 +66,7 @@ class Config:
     prediction_type: str = "epsilon"
     checkpoint_every: int = 0
     checkpoint_minutes: float = 10.0
+    config_path: str | None = None  # diffusers config.json for an original single-file MODEL
 
 
 @dataclass
