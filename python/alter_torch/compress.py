@@ -191,9 +191,10 @@ class StopRequest:
 def train(config: Config, execution: Execution, output: str | None, resume: bool, log=None, stop: StopRequest | None = None) -> int:
     """Trains `config` into the run directory `output` (created, or continued with `resume`).
     Returns 0 when finished, 128 + signal when stopped by one."""
-    group = Group(torch.device(execution.device.split(":")[0]) if execution.device.startswith("cuda") else torch.device("cpu"))
-    if execution.device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(execution.device))
+    device = torch.device(execution.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before the process group, so NCCL binds this rank's GPU
+    group = Group(device)
     data = TrainingData(config.data)
     student = load_unet(config.model, config_path=config.config_path)
     teacher = load_unet(config.model, DTYPES[execution.teacher_dtype], config.config_path)

@@ -205,6 +205,8 @@ class RunDirectory:
                  "decisions": decisions_json(trainer, trainer.decisions),
                  "unet_optimizer_step": o.step, "hypernet_optimizer_step": h.step,
                  "alter_torch": {"loss_scale": trainer.scaler.scale, "loss_scale_good_steps": trainer.scaler.good_steps,
+                                 "hypernet_loss_scale": trainer.hyper_scaler.scale,
+                                 "hypernet_loss_scale_good_steps": trainer.hyper_scaler.good_steps,
                                  "frozen_projection": trainer.frozen_projection}}
         if trainer.masks_frozen:
             state["budget_projection"] = projection_json(trainer, trainer.decisions)
@@ -259,6 +261,8 @@ class RunDirectory:
         extra = state.get("alter_torch", {})
         trainer.scaler.scale = extra.get("loss_scale", trainer.scaler.scale)
         trainer.scaler.good_steps = extra.get("loss_scale_good_steps", 0)
+        trainer.hyper_scaler.scale = extra.get("hypernet_loss_scale", trainer.hyper_scaler.scale)
+        trainer.hyper_scaler.good_steps = extra.get("hypernet_loss_scale_good_steps", 0)
         trainer.frozen_projection = extra.get("frozen_projection")
         return trainer.step
 

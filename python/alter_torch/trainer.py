@@ -268,7 +268,8 @@ class Trainer:
         self.schedule = NoiseSchedule()
         self.unet_opt = AdamW(list(student.parameters()), st.lr_unet, st)
         self.hyper_opt = AdamW([p for _, p in self.hypernet.ordered_parameters()], st.lr_hypernet, st)
-        self.scaler = LossScaler(ex.precision == "fp16")
+        self.scaler = LossScaler(ex.precision == "fp16")  # the UNet step's
+        self.hyper_scaler = LossScaler(ex.precision == "fp16")  # the hypernetwork step's
         self.step = 0
         self.initial_decisions = self.hypernet.final_decisions(st.offset)
         self.frozen_projection = None
@@ -400,11 +401,10 @@ class Trainer:
         loss, out_kd, feat_kd, denoise = self.group.mean([v / accum if accum > 1 else v for v in sums])
         self.group.average_gradients(self.unet_opt.params)
         unet_norm = self.unet_opt.update() if self.scaler.unscale(self.unet_opt.params) else None
+        # grad_norm_* None (absent from the metrics line): fp16 gradients overflowed, the update was skipped.
         metrics = dict(step=k, loss=loss, output_kd=out_kd, feature_kd=feat_kd, denoise=denoise,
                        kept_fraction=self.budget.kept_fraction(used), expert_shares=used.expert_shares(),
                        lr_unet=unet_lr, grad_norm_unet=unet_norm)
-        if unet_norm is None:
-            metrics["grad_norm_unet"] = float("nan")
         self.last_used_decisions = used
         self.last_hypernet_decisions = None
 
@@ -439,8 +439,8 @@ class Trainer:
                 hyper_sum += float(total.detach())
                 if accum > 1:
                     total = total / accum
-                if self.scaler.enabled:
-                    total = total * self.scaler.scale
+                if self.hyper_scaler.enabled:
+                    total = total * self.hyper_scaler.scale
                 # Gradients of the hypernetwork only (the UNet is frozen in this step).
                 g = torch.autograd.grad(total, params, retain_graph=i + 1 < len(micros))
                 grads = list(g) if grads is None else [a + b for a, b in zip(grads, g)]
@@ -450,7 +450,7 @@ class Trainer:
             perf_v, hyper_loss = self.group.mean([perf_sum / accum if accum > 1 else perf_sum,
                                                   hyper_sum / accum if accum > 1 else hyper_sum])
             self.group.average_gradients(params)
-            hyper_norm = self.hyper_opt.update() if self.scaler.unscale(params) else float("nan")
+            hyper_norm = self.hyper_opt.update() if self.hyper_scaler.unscale(params) else None
             metrics.update(hypernet_loss=hyper_loss, performance=perf_v, ratio=float(ratio.detach()), balance=balance,
                            lr_hypernet=hyper_lr, grad_norm_hypernet=hyper_norm)
             if self.step + 1 < cfg.hypernet_steps:
