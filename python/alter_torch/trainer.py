@@ -1,7 +1,9 @@
 """One ALTER run in PyTorch: `ALTERTrainer.trainStep` of alter (docs/method.md section 6), step by step.
 
-Every random draw comes from a draw source; `RecordedDraws` replays what `alter compress
---record-draws` recorded (formats/record-draws.md).
+Every random draw comes from a draw source (`draws.py`): `TorchDraws` for a standalone run,
+`RecordedDraws` to replay what `alter compress --record-draws` recorded (formats/record-draws.md).
+A step processes the global batch (`batch` x processes x `grad_accum` samples): each process
+takes its rows, in micro-batches of `batch`; gradients and metrics are averaged over all of them.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors import safe_open
+import contextlib
 
 from .budget import UnitBudget
 from .hypernet import Decisions, Hypernetwork
+from .costmodel import CostModel
+from .data import TrainingData
+from .distributed import Group
+from .draws import RecordedDraws, TorchDraws, step_prefix
+from .seeded import hypernet_initialisation
 from .units import SKIP, GatedUNet
 
 TRAIN_TIMESTEPS = 1000
@@ -57,6 +64,55 @@ class Config:
     batch: int = 1
     seed: int = 0
     prediction_type: str = "epsilon"
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
+    config_path: str | None = None  # diffusers config.json for an original single-file MODEL
+
+
+@dataclass
+class Execution:
+    """How a run executes; not part of the method (a run gives the same result, within rounding,
+    for every choice with fp32). `batch` is per process and micro-batch: the global batch of a
+    step is batch x processes x grad_accum."""
+    device: str = "cpu"
+    grad_accum: int = 1
+    precision: str = "fp32"  # fp32, bf16, fp16 (autocast of the student; fp32 master weights)
+    teacher_dtype: str = "fp32"
+    grad_checkpointing: bool = False
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class LossScaler:
+    """Dynamic loss scaling for fp16 (torch.amp.GradScaler's rule: start at 2^16, halve and skip
+    the update when a gradient is not finite, double after 2000 finite steps); 1 otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.scale = 65536.0 if enabled else 1.0
+        self.good_steps = 0
+
+    def unscale(self, params) -> bool:
+        """Divides the gradients by the scale; False (and the gradients dropped) when one is not finite."""
+        if not self.enabled:
+            return True
+        finite = True
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(self.scale)
+                finite = finite and bool(torch.isfinite(p.grad).all())
+        if not finite:
+            for p in params:
+                p.grad = None
+            self.scale /= 2
+            self.good_steps = 0
+            return False
+        self.good_steps += 1
+        if self.good_steps >= 2000:
+            self.scale *= 2
+            self.good_steps = 0
+        return True
 
 
 class AdamW:
@@ -86,7 +142,7 @@ class AdamW:
     def update(self) -> float:
         norm = self.grad_norm()
         if not math.isfinite(norm):
-            raise FloatingPointError("gradient norm is not finite")
+            raise FloatingPointError(f"gradient norm is not finite ({norm})")
         s = self.s
         clip = np.float32(s.gradient_clip / (norm + 1e-6)) if s.gradient_clip > 0 and norm > s.gradient_clip else np.float32(1)
         lr = self.current_lr
@@ -127,54 +183,6 @@ class NoiseSchedule:
         return sig.view(-1, 1, 1, 1), noi.view(-1, 1, 1, 1)
 
 
-class TrainingData:
-    """formats/training-data.md: `latents` [N,4,h,w], `context` [N,S,D] (any float dtype, read as fp32)."""
-
-    def __init__(self, path: str):
-        with safe_open(path, "pt") as f:
-            self.latents = f.get_tensor("latents").float()
-            self.context = f.get_tensor("context").float()
-
-    def batch(self, indices: torch.Tensor):
-        return self.latents[indices], self.context[indices]
-
-
-class RecordedDraws:
-    """The draws (and reference values) of a `--record-draws` file."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.f = safe_open(path, "pt")
-        meta = self.f.metadata() or {}
-        if meta.get("format") != "alter.record-draws" or meta.get("format_version") != "1":
-            raise ValueError(f"{path}: not an alter.record-draws version 1 file")
-        self.meta = meta
-        self.steps = int(meta["recorded_steps"])
-        self.names = set(self.f.keys())
-
-    def has(self, name: str) -> bool:
-        return name in self.names
-
-    def get(self, name: str) -> torch.Tensor:
-        if name not in self.names:
-            raise KeyError(f"{self.path}: no tensor {name}")
-        return self.f.get_tensor(name)
-
-    def scalar(self, name: str) -> float | None:
-        return float(self.get(name)) if self.has(name) else None
-
-    def decisions(self, prefix: str) -> Decisions:
-        return Decisions(self.get(prefix + ".kept").bool(), self.get(prefix + ".route").long())
-
-    @staticmethod
-    def prefix(step: int) -> str:
-        return f"step.{step:06d}"
-
-    def gumbels(self, prefix: str):
-        route = prefix + ".route_gumbel"
-        return self.get(prefix + ".unit_gumbel"), (self.get(route) if self.has(route) else None)
-
-
 def time_embedding(config, timesteps: torch.Tensor) -> torch.Tensor:
     """The sinusoidal timestep embedding of the UNet (diffusers' `get_timestep_embedding`
     formula), computed in double precision and rounded to fp32 as alter computes the router's
@@ -192,54 +200,93 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a - b) ** 2).mean()
 
 
-class Trainer:
-    """`ALTERTrainer` with its draws from `draws` (a `RecordedDraws`)."""
 
-    def __init__(self, config: Config, student, teacher, data: TrainingData, draws: RecordedDraws, tie_margin: float = 0.0):
-        """`tie_margin` > 0: a hard decision of a draw that differs from the recorded one only
-        at a near-tie within this margin (see `Hypernetwork.sample`) takes the recorded value,
-        counted in `self.ties`; 0: every decision must be identical."""
+
+class Trainer:
+    """`ALTERTrainer`, with its draws from `draws` (`TorchDraws` or `RecordedDraws`).
+
+    A standalone run (`TorchDraws`) starts from the hypernetwork alter starts from with the same
+    seed (`seeded.hypernet_initialisation`) and the units' MAC shares of alter's cost model at the
+    data's latent size; a replay takes both from the record."""
+
+    def __init__(self, config: Config, student, teacher, data: TrainingData, draws, tie_margin: float = 0.0,
+                 execution: Execution | None = None, group: Group | None = None):
+        """`tie_margin` > 0 (replays): a hard decision of a draw that differs from the recorded
+        one only at a near-tie within this margin (see `Hypernetwork.sample`) takes the recorded
+        value, counted in `self.ties`; 0: every decision must be identical."""
         self.config, self.data, self.draws = config, data, draws
+        self.execution = ex = execution or Execution()
+        self.device = torch.device(ex.device)
+        self.group = group or Group(self.device)
         self.tie_margin = tie_margin
+        if isinstance(draws, RecordedDraws):
+            draws.tie_margin = tie_margin
         self.ties: list[tuple[int, str, int]] = []
         st = config.settings
+        data.validate(student.config)
+        if ex.grad_checkpointing:
+            student.enable_gradient_checkpointing()
+            student.train()
+        student.to(self.device)
+        teacher.to(self.device)
+        if teacher.dtype != DTYPES[ex.teacher_dtype]:
+            teacher.to(DTYPES[ex.teacher_dtype])
         self.student, self.teacher = GatedUNet(student), GatedUNet(teacher)
         # The teacher runs under no_grad. Its parameters keep requires_grad: PyTorch computes some
         # forwards with frozen parameters in a different order (relative differences near 1e-7),
         # and the student (always trainable here) must compute exactly what the teacher does.
         self.units = [u.name for u in self.student.units]
-        recorded_units = draws.meta.get("units", "").split(",")
-        if recorded_units != self.units:
-            raise ValueError(f"unit lists differ: alter {recorded_units}, here {self.units}")
+        _, _, h, w = data.latents_shape
+        self.cost = CostModel(student.config, h, w, data.context_shape[1])
+        if self.cost.unit_names != self.units:
+            raise ValueError(f"unit lists differ: cost model {self.cost.unit_names}, UNet {self.units}")
         experts = 1 if st.routing == "static" else st.experts
         emb = time_embedding(student.config, torch.arange(TRAIN_TIMESTEPS)) if st.routing == "learned" else None
         self.hypernet = Hypernetwork(self.units, experts, st.routing, st.embedding_width, st.generator_hidden,
                                      st.router_hidden, emb)
+        names = [n for n, _ in self.hypernet.named_parameters()]
+        if isinstance(draws, RecordedDraws):
+            recorded_units = draws.meta.get("units", "").split(",")
+            if recorded_units != self.units:
+                raise ValueError(f"unit lists differ: alter {recorded_units}, here {self.units}")
+            z, params, share, fixed, self.dense_macs = draws.initialisation(names)
+        else:
+            shapes = {n: tuple(p.shape) for n, p in self.hypernet.named_parameters()}
+            z, params = hypernet_initialisation(config.seed, len(self.units), experts, st.embedding_width,
+                                                student.config.block_out_channels[0], shapes)
+            z, params = torch.from_numpy(z), {n: torch.from_numpy(v) for n, v in params.items()}
+            share, fixed = self.cost.shares()
+            self.dense_macs = self.cost.total.total
         with torch.no_grad():
-            self.hypernet.generator_input.copy_(draws.get("init.generator_input"))
+            self.hypernet.generator_input.copy_(z)
             for name, p in self.hypernet.named_parameters():
-                p.copy_(draws.get("init.hypernet." + name))
-        self.budget = UnitBudget(draws.get("init.unit_share").tolist(), float(draws.get("init.fixed_share")))
+                p.copy_(params[name])
+        self.budget = UnitBudget(share, fixed)
         if not st.keep > self.budget.fixed_share:
             raise ValueError(f"keep {st.keep} is below the fixed share {self.budget.fixed_share}")
         self.unit_target = st.keep - self.budget.fixed_share
         self.schedule = NoiseSchedule()
         self.unet_opt = AdamW(list(student.parameters()), st.lr_unet, st)
         self.hyper_opt = AdamW([p for _, p in self.hypernet.ordered_parameters()], st.lr_hypernet, st)
+        self.scaler = LossScaler(ex.precision == "fp16")  # the UNet step's
+        self.hyper_scaler = LossScaler(ex.precision == "fp16")  # the hypernetwork step's
         self.step = 0
         self.initial_decisions = self.hypernet.final_decisions(st.offset)
         self.frozen_projection = None
         if config.hypernet_steps > 0:
             with torch.no_grad():
-                self.decisions = self._draw("init.draw", draws.decisions(RecordedDraws.prefix(1) + ".decisions"), 0).hard
+                self.decisions = self._draw("init.draw", step_prefix(1) + ".decisions", 0).hard
         else:
             self.decisions = self.projected_decisions()
 
-    def _draw(self, prefix: str, reference: Decisions, step: int):
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch * self.group.world * self.execution.grad_accum
+
+    def _draw(self, prefix: str, reference: str, step: int):
         st = self.config.settings
-        margin = self.tie_margin
         r = self.hypernet.sample(st.temperature, st.offset, *self.draws.gumbels(prefix),
-                                 reference=reference if margin > 0 else None, tie_margin=margin)
+                                 reference=self.draws.reference(reference), tie_margin=self.tie_margin)
         if r.ties:
             self.ties.append((step, prefix, r.ties))
         return r
@@ -264,13 +311,14 @@ class Trainer:
 
     def objective(self, out, feats, teacher_out, teacher_feats, target):
         st = self.config.settings
+        out, teacher_out = out.float(), teacher_out.float()
         out_kd = mse(out, teacher_out)
         total = out_kd * st.output_kd_weight
         feat_v = denoise_v = 0.0
         if st.feature_kd_weight != 0 and feats:
-            feat = mse(feats[0][1], teacher_feats[0][1])
+            feat = mse(feats[0][1].float(), teacher_feats[0][1].float())
             for i in range(1, len(feats)):
-                feat = feat + mse(feats[i][1], teacher_feats[i][1])
+                feat = feat + mse(feats[i][1].float(), teacher_feats[i][1].float())
             feat = feat * np.float32(1 / np.float32(len(feats)))
             feat_v = float(feat.detach())
             total = total + feat * np.float32(st.feature_kd_weight)
@@ -285,39 +333,75 @@ class Trainer:
         s = (table.mean(dim=0) * shares).sum()
         return (torch.log(s) + np.float32(-np.float32(math.log(self.unit_target)))).abs()
 
+    def _autocast(self):
+        ex = self.execution
+        if ex.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[ex.precision])
+
+    def _micro_batches(self, k: int):
+        """This process's micro-batches of step k: (noisy, timesteps, context, target, t) on the device."""
+        cfg = self.config
+        indices, t_all, noise_all = self.draws.batch(k, self.global_batch)
+        per_rank = cfg.batch * self.execution.grad_accum
+        first = self.group.rank * per_rank
+        out = []
+        for a in range(self.execution.grad_accum):
+            rows = slice(first + a * cfg.batch, first + (a + 1) * cfg.batch)
+            idx, t, noise = indices[rows], t_all[rows], noise_all[rows]
+            x0, context = self.data.batch(idx)
+            sig, noi = self.schedule.coefficients(t)
+            noisy = sig * x0 + noi * noise
+            target = noise if cfg.prediction_type == "epsilon" else sig * noise - noi * x0
+            dev = self.device
+            out.append((noisy.to(dev), t.float().to(dev), context.to(dev), target.to(dev), t))
+        return out
+
+    def _teacher(self, noisy, tsteps, context, tap):
+        dtype = DTYPES[self.execution.teacher_dtype]
+        with torch.no_grad():
+            return self.teacher(noisy.to(dtype), tsteps, context.to(dtype), tap_features=tap)
+
     def train_step(self) -> dict:
         """One iteration; returns its metrics (the keys of `StepMetrics`)."""
         cfg, st = self.config, self.config.settings
         k = self.step + 1
-        p = RecordedDraws.prefix(k)
-        indices = self.draws.get(p + ".indices").long()
-        t = self.draws.get(p + ".timesteps").long()
-        noise = self.draws.get(p + ".noise").float()
-        x0, context = self.data.batch(indices)
-        sig, noi = self.schedule.coefficients(t)
-        noisy = sig * x0 + noi * noise
-        target = noise if cfg.prediction_type == "epsilon" else sig * noise - noi * x0
+        p = step_prefix(k)
         tap = st.feature_kd_weight != 0
-        tsteps = t.float()
-        with torch.no_grad():
-            teacher_out, teacher_feats = self.teacher(noisy, tsteps, context, tap_features=tap)
+        accum = self.execution.grad_accum
+        micros = self._micro_batches(k)
         used = self.decisions
 
         # (1) UNet step with the hard mask table.
         unet_lr = self.unet_opt.current_lr
-        kept = used.kept[used.route[t]]  # [B, L]
-        gates = {}
-        for l, name in enumerate(self.units):
-            m = kept[:, l]
-            if not m.any():
-                gates[name] = SKIP
-            elif not m.all():
-                gates[name] = m.float()
-        out, feats = self.student(noisy, tsteps, context, gates=gates, tap_features=tap)
-        total, out_kd, feat_kd, denoise = self.objective(out, feats, teacher_out, teacher_feats, target)
-        loss = float(total.detach())
-        total.backward()
-        unet_norm = self.unet_opt.update()
+        sums = [0.0, 0.0, 0.0, 0.0]
+        teacher_cache = []
+        for noisy, tsteps, context, target, t in micros:
+            teacher_out, teacher_feats = self._teacher(noisy, tsteps, context, tap)
+            teacher_cache.append((teacher_out, teacher_feats))
+            kept = used.kept[used.route[t]]  # [B, L]
+            gates = {}
+            for l, name in enumerate(self.units):
+                m = kept[:, l]
+                if not m.any():
+                    gates[name] = SKIP
+                elif not m.all():
+                    gates[name] = m.float().to(self.device)
+            with self._autocast():
+                out, feats = self.student(noisy, tsteps, context, gates=gates, tap_features=tap)
+            total, out_kd, feat_kd, denoise = self.objective(out, feats, teacher_out, teacher_feats, target)
+            for i, v in enumerate((float(total.detach()), out_kd, feat_kd, denoise)):
+                sums[i] += v
+            if accum > 1:
+                total = total / accum
+            if self.scaler.enabled:
+                total = total * self.scaler.scale
+            total.backward()
+            del out, feats, total
+        loss, out_kd, feat_kd, denoise = self.group.mean([v / accum if accum > 1 else v for v in sums])
+        self.group.average_gradients(self.unet_opt.params)
+        unet_norm = self.unet_opt.update() if self.scaler.unscale(self.unet_opt.params) else None
+        # grad_norm_* None (absent from the metrics line): fp16 gradients overflowed, the update was skipped.
         metrics = dict(step=k, loss=loss, output_kd=out_kd, feature_kd=feat_kd, denoise=denoise,
                        kept_fraction=self.budget.kept_fraction(used), expert_shares=used.expert_shares(),
                        lr_unet=unet_lr, grad_norm_unet=unet_norm)
@@ -327,34 +411,51 @@ class Trainer:
         # (2) hypernetwork step with the UNet frozen, (3) table refresh.
         if self.step < cfg.hypernet_steps:
             hyper_lr = self.hyper_opt.current_lr
-            relaxed = self._draw(p + ".hypernet", self.draws.decisions(p + ".hypernet.decisions"), k)
+            relaxed = self._draw(p + ".hypernet", p + ".hypernet.decisions", k)
             self.last_hypernet_decisions = relaxed.hard
-            rows = relaxed.table[t]  # [B, L]
-            hgates = {name: rows[:, l] for l, name in enumerate(self.units)}
-            out, feats = self.student(noisy, tsteps, context, gates=hgates, tap_features=tap)
-            perf, _, _, _ = self.objective(out, feats, teacher_out, teacher_feats, target)
             ratio = self.ratio_loss(relaxed.table)
-            total = perf + ratio * np.float32(st.ratio_weight)
+            weighted_ratio, weighted_balance = ratio * np.float32(st.ratio_weight), None
             balance = None
             if st.balance_weight != 0 and relaxed.router_logits is not None:
-                ref_name = p + ".hypernet.balance_route"
-                reference = self.draws.get(ref_name).long() if self.tie_margin > 0 and self.draws.has(ref_name) else None
-                b, ties = self.hypernet.balance_loss(relaxed.router_logits, reference, self.tie_margin)
+                b, ties = self.hypernet.balance_loss(relaxed.router_logits, self.draws.reference(p + ".hypernet.balance_route"),
+                                                     self.tie_margin)
                 if ties:
-                    self.ties.append((k, ref_name, ties))
+                    self.ties.append((k, p + ".hypernet.balance_route", ties))
                 balance = float(b.detach())
-                total = total + b * np.float32(st.balance_weight)
-            hyper_loss = float(total.detach())
-            # Gradients of the hypernetwork only (the UNet is frozen in this step).
-            grads = torch.autograd.grad(total, self.hyper_opt.params)
-            for q, g in zip(self.hyper_opt.params, grads):
+                weighted_balance = b * np.float32(st.balance_weight)
+            params = self.hyper_opt.params
+            grads = None
+            perf_sum = hyper_sum = 0.0
+            for i, ((noisy, tsteps, context, target, t), (teacher_out, teacher_feats)) in enumerate(zip(micros, teacher_cache)):
+                rows = relaxed.table[t].to(self.device)  # [B, L]
+                hgates = {name: rows[:, l] for l, name in enumerate(self.units)}
+                with self._autocast():
+                    out, feats = self.student(noisy, tsteps, context, gates=hgates, tap_features=tap)
+                perf, _, _, _ = self.objective(out, feats, teacher_out, teacher_feats, target)
+                total = perf + weighted_ratio
+                if weighted_balance is not None:
+                    total = total + weighted_balance
+                perf_sum += float(perf.detach())
+                hyper_sum += float(total.detach())
+                if accum > 1:
+                    total = total / accum
+                if self.hyper_scaler.enabled:
+                    total = total * self.hyper_scaler.scale
+                # Gradients of the hypernetwork only (the UNet is frozen in this step).
+                g = torch.autograd.grad(total, params, retain_graph=i + 1 < len(micros))
+                grads = list(g) if grads is None else [a + b for a, b in zip(grads, g)]
+                del out, feats, total
+            for q, g in zip(params, grads):
                 q.grad = g
-            hyper_norm = self.hyper_opt.update()
-            metrics.update(hypernet_loss=hyper_loss, performance=float(perf.detach()), ratio=float(ratio.detach()), balance=balance,
+            perf_v, hyper_loss = self.group.mean([perf_sum / accum if accum > 1 else perf_sum,
+                                                  hyper_sum / accum if accum > 1 else hyper_sum])
+            self.group.average_gradients(params)
+            hyper_norm = self.hyper_opt.update() if self.hyper_scaler.unscale(params) else None
+            metrics.update(hypernet_loss=hyper_loss, performance=perf_v, ratio=float(ratio.detach()), balance=balance,
                            lr_hypernet=hyper_lr, grad_norm_hypernet=hyper_norm)
             if self.step + 1 < cfg.hypernet_steps:
                 with torch.no_grad():
-                    self.decisions = self._draw(p + ".next", self.draws.decisions(RecordedDraws.prefix(k + 1) + ".decisions"), k).hard
+                    self.decisions = self._draw(p + ".next", step_prefix(k + 1) + ".decisions", k).hard
             else:
                 self.decisions = self.projected_decisions()
         self.step += 1

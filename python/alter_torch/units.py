@@ -123,21 +123,35 @@ class GatedUNet:
         for k in (gates or {}):
             if k not in names:
                 raise KeyError(f"{k} is not a unit of this UNet")
+        # The gates stay set until the next call: with gradient checkpointing the backward
+        # recomputes the units' forwards, which must see this call's gates.
         self._gates = dict(gates or {})
         self._taps = {} if tap_features else None
         try:
             out = self.unet(sample, timesteps, encoder_hidden_states=context, return_dict=False)[0]
             feats = [(n, self._taps[n]) for n in self.features] if tap_features else []
         finally:
-            self._gates = {}
             self._taps = None
         return out, feats
 
 
-def load_unet(path: str, dtype=torch.float32):
-    """A diffusers UNet folder (what `alter convert MODEL --layout diffusers -o DIR` writes), in `dtype`."""
+def load_unet(path: str, dtype=torch.float32, config_path: str | None = None):
+    """A diffusers UNet folder (what `alter convert MODEL --layout diffusers -o DIR` writes), or an
+    original single-file SD2.x checkpoint (`.safetensors`, `model.diffusion_model.*`) with the
+    diffusers config.json `config_path`, in `dtype`."""
+    import os
+
     from diffusers import UNet2DConditionModel
 
+    if os.path.isfile(path):
+        from .original import OriginalCheckpointError, is_original, load_original_unet
+
+        if not is_original(path):
+            raise OriginalCheckpointError(f"{path}: no tensor under model.diffusion_model.; expected a diffusers UNet folder "
+                                          "or an original single-file checkpoint")
+        if config_path is None:
+            raise OriginalCheckpointError(f"{path}: an original checkpoint needs --config (a diffusers UNet config.json)")
+        return load_original_unet(path, config_path, dtype)
     unet = UNet2DConditionModel.from_pretrained(path, torch_dtype=dtype)
     unet.eval()
     return unet
