@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-unet", type=float, default=s.lr_unet, help="(default: %(default)s)")
     p.add_argument("--lr-hypernet", type=float, default=s.lr_hypernet, help="(default: %(default)s)")
     p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps; default: min(250, steps // 10)")
-    p.add_argument("--routing", choices=["learned", "intervals", "static"], default=s.routing)
+    p.add_argument("--routing", choices=["learned", "intervals", "static", "segments"], default=s.routing)
     p.add_argument("--output-kd-weight", type=float, default=s.output_kd_weight, help="(default: %(default)s)")
     p.add_argument("--feature-kd-weight", type=float, default=s.feature_kd_weight, help="(default: %(default)s)")
     p.add_argument("--denoise-weight", type=float, default=s.denoise_weight, help="(default: %(default)s)")

@@ -244,6 +244,7 @@ class Trainer:
         emb = time_embedding(student.config, torch.arange(TRAIN_TIMESTEPS)) if st.routing == "learned" else None
         self.hypernet = Hypernetwork(self.units, experts, st.routing, st.embedding_width, st.generator_hidden,
                                      st.router_hidden, emb)
+        self.hypernet.temperature = st.temperature
         names = [n for n, _ in self.hypernet.named_parameters()]
         if isinstance(draws, RecordedDraws):
             recorded_units = draws.meta.get("units", "").split(",")
@@ -255,6 +256,8 @@ class Trainer:
             z, params = hypernet_initialisation(config.seed, len(self.units), experts, st.embedding_width,
                                                 student.config.block_out_channels[0], shapes)
             z, params = torch.from_numpy(z), {n: torch.from_numpy(v) for n, v in params.items()}
+            if st.routing == "segments":  # SegmentRouter: equal intervals to start with, drawn from nothing
+                params["router.widths"] = torch.zeros(experts)
             share, fixed = self.cost.shares()
             self.dense_macs = self.cost.total.total
         with torch.no_grad():
