@@ -24,9 +24,11 @@ public enum Conv2d {
         forward(x, weight: weight, bias: bias, stride: stride, padding: padding, winograd: winograd, columnBudget: columnBudget)
     }
 
-    /// `forward` with the column bound as a parameter (tests use small bounds to get many bands).
+    /// `forward` with the column bounds as parameters (tests use small bounds to get many bands
+    /// and several folded products with a short last one).
     static func forward(
-        _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, winograd: (() -> Tensor)?, columnBudget: Int
+        _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, winograd: (() -> Tensor)?, columnBudget: Int,
+        foldColumnBudget: Int = foldColumnBudget
     ) -> Tensor {
         Profiler.shared.measure("conv\(weight.shape[2])x\(weight.shape[2])s\(stride) \(x.shape[1])->\(weight.shape[0]) @\(x.shape[2])", flops: flops(x, weight, stride, padding)) {
             let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
