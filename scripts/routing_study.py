@@ -60,6 +60,10 @@ N allows; every pair x position cell once N >= 27), each drawn with every `--ima
   reference's in the same eval), `kept_mac_fraction_trained` and `routing_segment_count` (the run's
   final/decisions.json figures; alter only), `seconds` (compress, export, eval, score: wall time of
   each job of this variant, the eval including the reference's drawing).
+  The first variant, `real`, holds real images of the same captions (train_teacher's renderer,
+  seeded jitter), as many as a variant draws: the accuracy and Frechet distance of perfect images
+  at this sample size (measured on the first teacher export, 54 images: Frechet 8,816 for a biased
+  54-image slice against 77 for all 243 held-out captions: the small-sample floor is large).
 - `groups`: the variants grouped over training seeds (same kind, keep, routing or scheduler): `n`
   and, for each of accuracy mean, colour, shape, position, size, frechet, psnr, ssim, mac_fraction,
   seconds_per_image, the mean and population std over the group's variants.
@@ -316,6 +320,29 @@ def run_variant(args, v, data, prompts_file, prompts, scorer, dense_macs):
     return res
 
 
+def real_floor(args, prompts, scorer):
+    """Real images of the same captions (train_teacher's renderer, seeded jitter), as many as a
+    variant draws: the classifier's accuracy and the Frechet distance that perfect images would
+    get with this many images (the distance's small-sample floor)."""
+    from PIL import Image
+    d = os.path.join(args.work, "variants", "real")
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(args.data_seed + 1)
+    files, labels, seeds = [], [], []
+    for p, row in enumerate(prompts):
+        for s in args.image_seeds:
+            a = labels_of(row)  # ATTRIBUTES order, as render takes them
+            f = os.path.join(d, f"real-p{p}-s{s}.png")
+            Image.fromarray(tt.render(tuple(a), tt.draw_jitter(rng, 1)[0])).save(f)
+            files.append(f)
+            labels.append(a)
+            seeds.append(s)
+    res = {"name": "real", "kind": "real", "keep": None, "routing": None, "train_seed": None, "scheduler": None, "steps": None,
+           "unet_calls": 0, "images": len(files), "mac_fraction": None, "psnr": None, "ssim": None, "seconds_per_image": None}
+    res.update(scorer.score(files, labels, seeds))
+    return res
+
+
 # ----------------------------------------------------------------------------------------------
 # Summary
 # ----------------------------------------------------------------------------------------------
@@ -328,6 +355,8 @@ METRICS = [("accuracy", lambda r: r["accuracy"]["mean"]), ("shape", lambda r: r[
 
 
 def group_key(r):
+    if r["kind"] == "real":
+        return "real images (same captions)"
     if r["kind"] == "alter":
         return f"k{r['keep']:g} alter {r['routing']}"
     if r["keep"] is None:
@@ -417,7 +446,7 @@ def main():
     if args.only:
         keys = parse_list(args.only, str)
         vs = [v for v in vs if v["name"] == "dense-ddim50" or any(k in v["name"] for k in keys)]
-    results, dense_macs = [], [None]
+    results, dense_macs = [real_floor(args, prompts, scorer)], [None]
     t_all = time.time()
     for i, v in enumerate(vs):
         done = os.path.join(args.work, "variants", v["name"], "result.json")

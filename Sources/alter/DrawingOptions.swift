@@ -13,7 +13,7 @@ struct PromptOptions: ParsableArguments {
     @Option(help: "The negative prompt of every prompt (default: the empty prompt; used when --guidance is above 1).")
     var negativePrompt: String?
 
-    @Option(help: ArgumentHelp("Images denoised together in one UNet call per step (default: \(PromptOptions.defaultBatch)); each image is the same as drawn alone.",
+    @Option(help: ArgumentHelp("Images denoised together in one UNet call per step (default: \(PromptOptions.defaultBatch)); each image is as drawn alone, up to rounding.",
                                valueName: "n"))
     var batch: Int?
 

@@ -32,7 +32,7 @@ struct Eval: ParsableCommand {
             without a scheduler config samples with SD2.1's schedule and epsilon prediction, as `sample` does.
 
             --batch N pairs (default 8) are drawn together: each model denoises N images in one UNet call per \
-            step; every image is the same as drawn alone.
+            step; every image is the same as drawn alone up to rounding (within one level of 8 bits).
 
             Prints a table (a row per prompt and seed, then the mean, standard deviation and minimum) or, with \
             --json, formats/cli-json.md's report. --images DIR also writes both images of every pair as \
