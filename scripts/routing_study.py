@@ -5,7 +5,7 @@ Usage (from the repository root; `alter` built, e.g. `swift build -c release`):
 
     ~/refenv/bin/python scripts/routing_study.py TEACHER --work /tmp/routing-study
     ~/refenv/bin/python scripts/routing_study.py TEACHER --work W --prompts-subset 27 --image-seeds 1,2 \\
-        --train-seeds 1,2 --keep 0.65,0.5 --steps 600 --batch 8          # the defaults, spelled out
+        --train-seeds 1,2 --keep 0.65,0.5 --steps 300 --batch 8          # the defaults, spelled out
     ~/refenv/bin/python scripts/routing_study.py TEACHER --work W --steps 4 --prompts-subset 3 \\
         --image-seeds 1 --train-seeds 1 --keep 0.65 --train-images 32    # a smoke test (minutes)
 
@@ -408,7 +408,7 @@ def main():
     ap.add_argument("--subset-seed", type=int, default=0)
     ap.add_argument("--train-images", type=int, default=512, help="rendered training-caption images for compression")
     ap.add_argument("--data-seed", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=600, help="alter compress --steps")
+    ap.add_argument("--steps", type=int, default=300, help="alter compress --steps")
     ap.add_argument("--hypernet-steps", type=int, default=0, help="alter compress --hypernet-steps (0: its default, 30%%)")
     ap.add_argument("--batch", type=int, default=8, help="alter compress --batch")
     ap.add_argument("--experts", type=int, default=10)
