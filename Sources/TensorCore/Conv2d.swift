@@ -8,6 +8,11 @@ public enum Conv2d {
     /// Output planes up to this many pixels are computed for the whole batch in one product.
     public static let foldPlaneLimit = 1024
 
+    /// Most floats of the columns of folded samples (small planes) in one product: 2^18 = 1 MB,
+    /// about a core's L2 cache. Folding a whole large batch made the columns tens of MB, and
+    /// writing them cost more than the product itself (the example teacher's UNet, batch 16).
+    public static let foldColumnBudget = 1 << 18
+
     /// Most floats of unfolded columns (im2col) that forward holds at a time: 2^23 = 32 MB.
     public static let columnBudget = 1 << 23
 
@@ -19,9 +24,11 @@ public enum Conv2d {
         forward(x, weight: weight, bias: bias, stride: stride, padding: padding, winograd: winograd, columnBudget: columnBudget)
     }
 
-    /// `forward` with the column bound as a parameter (tests use small bounds to get many bands).
+    /// `forward` with the column bounds as parameters (tests use small bounds to get many bands
+    /// and several folded products with a short last one).
     static func forward(
-        _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, winograd: (() -> Tensor)?, columnBudget: Int
+        _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, winograd: (() -> Tensor)?, columnBudget: Int,
+        foldColumnBudget: Int = foldColumnBudget
     ) -> Tensor {
         Profiler.shared.measure("conv\(weight.shape[2])x\(weight.shape[2])s\(stride) \(x.shape[1])->\(weight.shape[0]) @\(x.shape[2])", flops: flops(x, weight, stride, padding)) {
             let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -39,19 +46,21 @@ public enum Conv2d {
             let plane = ho * wo
             let direct = k == 1 && stride == 1 && padding == 0
             let ck = c * k * k
-            // Small planes: the batch's columns go into one product ([ck, n*plane]), which keeps
-            // the matrix product efficient at the deepest levels; the result is then scattered.
+            // Small planes: the columns of several samples go into one product ([ck, g*plane], as
+            // many samples g as `foldColumnBudget` allows), which keeps the matrix product efficient
+            // at the deepest levels; the result is then scattered.
             let fold = n > 1 && plane <= foldPlaneLimit
-            let samplesPerProduct = fold ? n : 1
+            let samplesPerProduct = fold ? max(1, min(n, foldColumnBudget / max(ck * plane, 1))) : 1
             // Large planes: the columns of one band of output rows at a time (at most
             // `columnBudget` floats), each band's product writing its rows of the output.
             let bandRows = fold || direct ? ho : max(1, min(ho, columnBudget / max(ck * wo, 1)))
             let colBuffer = direct && !fold ? nil : Tensor(uninitialized: [ck * samplesPerProduct * bandRows * wo])
             let outBuffer = fold ? Tensor(uninitialized: [o * samplesPerProduct * plane]) : nil
             for b in Swift.stride(from: 0, to: n, by: samplesPerProduct) {
+                let g = min(samplesPerProduct, n - b)
                 for oy0 in Swift.stride(from: 0, to: ho, by: bandRows) {
                     let rows = oy0..<min(ho, oy0 + bandRows)
-                    let cols = samplesPerProduct * rows.count * wo
+                    let cols = g * rows.count * wo
                     // The band's output: [o, cols] with rows `ldc` apart.
                     let target = outBuffer?.data ?? y.data + b * o * plane + oy0 * wo
                     let ldc = fold ? cols : plane
@@ -64,14 +73,14 @@ public enum Conv2d {
                     let src: UnsafePointer<Float>
                     if let col = colBuffer?.data {
                         Profiler.shared.measure("conv.im2col") {
-                            for s in 0..<samplesPerProduct {
-                                let xb = x.data + (b + s) * c * h * w
-                                if direct {
+                            if direct {
+                                for s in 0..<g {
+                                    let xb = x.data + (b + s) * c * h * w
                                     for ci in 0..<c { (col + ci * cols + s * plane).update(from: xb + ci * plane, count: plane) }
-                                } else {
-                                    im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo,
-                                           rows: rows, into: col + s * rows.count * wo, rowStride: cols)
                                 }
+                            } else {
+                                im2col(x.data + b * c * h * w, samples: g, c: c, h: h, w: w, k: k, stride: stride,
+                                       padding: padding, ho: ho, wo: wo, rows: rows, into: col, rowStride: cols)
                             }
                         }
                         src = UnsafePointer(col)
@@ -81,12 +90,12 @@ public enum Conv2d {
                     BLAS.sgemm(m: o, n: cols, k: ck, a: weight.data, lda: ck, b: src, ldb: cols,
                                beta: bias == nil ? 0 : 1, c: target, ldc: ldc)
                 }
-            }
-            let cols = samplesPerProduct * plane
-            if let out = outBuffer?.data {
-                // out: [o, n, plane] -> y: [n, o, plane]
-                for b in 0..<n {
-                    for oc in 0..<o { (y.data + (b * o + oc) * plane).update(from: out + oc * cols + b * plane, count: plane) }
+                if let out = outBuffer?.data {
+                    // out: [o, g, plane] -> y[b ..< b+g]: [g, o, plane]
+                    let cols = g * plane
+                    for s in 0..<g {
+                        for oc in 0..<o { (y.data + ((b + s) * o + oc) * plane).update(from: out + oc * cols + s * plane, count: plane) }
+                    }
                 }
             }
             return y
@@ -146,14 +155,14 @@ public enum Conv2d {
                 if let dw {
                     let src: UnsafePointer<Float>
                     if let col = colBuffer?.data {
-                        for s in 0..<samplesPerProduct {
-                            let xb = x.data + (b + s) * c * h * w
-                            if direct {
+                        if direct {
+                            for s in 0..<samplesPerProduct {
+                                let xb = x.data + (b + s) * c * h * w
                                 for ci in 0..<c { (col + ci * cols + s * plane).update(from: xb + ci * plane, count: plane) }
-                            } else {
-                                im2col(xb, c: c, h: h, w: w, k: k, stride: stride, padding: padding, ho: ho, wo: wo,
-                                       into: col + s * plane, rowStride: cols)
                             }
+                        } else {
+                            im2col(x.data + b * c * h * w, samples: samplesPerProduct, c: c, h: h, w: w, k: k, stride: stride,
+                                   padding: padding, ho: ho, wo: wo, into: col, rowStride: cols)
                         }
                         src = UnsafePointer(col)
                     } else {
@@ -260,20 +269,24 @@ public enum Conv2d {
         return 2 * Double(x.shape[0]) * Double(weight.count) * Double(ho * wo)
     }
 
-    /// Unfolds one image x: [C, H, W] into col: [C*k*k, rows.count*Wo] (zero padding), the
-    /// columns of output rows `rows` (all Ho by default), whose rows are `rowStride` floats apart
-    /// (rows.count*Wo unless several images share the rows).
+    /// Unfolds `samples` images x: [samples, C, H, W] into col: [C*k*k, samples*rows.count*Wo]
+    /// (zero padding), the columns of output rows `rows` (all Ho by default), sample after sample
+    /// within a row; rows are `rowStride` floats apart (samples*rows.count*Wo by default). One
+    /// parallel loop over every (sample, row) with chunks of at least about 4096 floats.
     static func im2col(
-        _ x: UnsafePointer<Float>, c: Int, h: Int, w: Int, k: Int, stride: Int, padding: Int,
+        _ x: UnsafePointer<Float>, samples: Int = 1, c: Int, h: Int, w: Int, k: Int, stride: Int, padding: Int,
         ho: Int, wo: Int, rows outRows: Range<Int>? = nil, into col: UnsafeMutablePointer<Float>, rowStride: Int? = nil
     ) {
         let outRows = outRows ?? 0..<ho
-        let plane = rowStride ?? outRows.count * wo
-        Parallel.forRanges(c * k * k, minChunk: 8) { rows in
-            for row in rows {
+        let span = outRows.count * wo
+        let plane = rowStride ?? samples * span
+        let rowCount = c * k * k
+        Parallel.forRanges(rowCount * samples, minChunk: max(8, 4096 / max(span, 1))) { items in
+            for item in items {
+                let row = item % rowCount, sample = item / rowCount
                 let ci = row / (k * k), ky = (row / k) % k, kx = row % k
-                let dst = col + row * plane
-                let xc = x + ci * h * w
+                let dst = col + row * plane + sample * span
+                let xc = x + (sample * c + ci) * h * w
                 for oy in outRows {
                     let iy = oy * stride + ky - padding
                     let d = dst + (oy - outRows.lowerBound) * wo

@@ -47,6 +47,8 @@ public struct DrawingReport: Encodable, Sendable {
     /// Latent height and width.
     public var latent: [Int]
     public var seeds: [UInt64]
+    /// Images denoised together.
+    public var batch: Int
     public var images: [Image]
     /// The grid file (`--grid`), else null.
     public var grid: String?
@@ -65,7 +67,7 @@ public struct DrawingReport: Encodable, Sendable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, isBundle = "is_bundle", components, scheduler, steps, guidance, predictionType = "prediction_type", size, latent, seeds
-        case images, grid, latents, loadSeconds = "load_seconds", seconds, writeSeconds = "write_seconds", unetCallCount = "unet_call_count"
+        case batch, images, grid, latents, loadSeconds = "load_seconds", seconds, writeSeconds = "write_seconds", unetCallCount = "unet_call_count"
         case expertCallCounts = "expert_call_counts", macs, denseMACs = "dense_macs", keptMACFraction = "kept_mac_fraction"
     }
 
@@ -82,6 +84,7 @@ public struct DrawingReport: Encodable, Sendable {
         try c.encode(size, forKey: .size)
         try c.encode(latent, forKey: .latent)
         try c.encode(seeds, forKey: .seeds)
+        try c.encode(batch, forKey: .batch)
         try c.encode(images, forKey: .images)
         try c.encode(grid, forKey: .grid)
         try c.encode(latents, forKey: .latents)
@@ -98,7 +101,7 @@ public struct DrawingReport: Encodable, Sendable {
     /// The report of `result`, drawn by `pipeline` from `model` with `options`; `files` are the
     /// image files in the order of `result.images` (nil entries: in the grid).
     public init(result: DrawingResult, pipeline: TextToImagePipeline, model: String, options: RoutedSampler.Options, seeds: [UInt64],
-                files: [String?], grid: String?, latents: String?, loadSeconds: Double, writeSeconds: Double) {
+                batch: Int = 1, files: [String?], grid: String?, latents: String?, loadSeconds: Double, writeSeconds: Double) {
         self.model = model
         if case .dense = pipeline.sampler.experts { isBundle = false } else { isBundle = true }
         components = pipeline.components.sources
@@ -110,6 +113,7 @@ public struct DrawingReport: Encodable, Sendable {
         size = [result.latentSize.height * f, result.latentSize.width * f]
         latent = [result.latentSize.height, result.latentSize.width]
         self.seeds = seeds
+        self.batch = batch
         images = result.images.enumerated().map { i, d in
             Image(promptIndex: d.promptIndex, prompt: d.prompt, negativePrompt: d.negativePrompt, seed: d.seed,
                   file: i < files.count ? files[i] : nil, seconds: d.seconds, macs: d.macs, denseMACs: d.denseMACs)

@@ -46,11 +46,13 @@ public struct FidelityEvaluation {
         self.candidateOptions = c
     }
 
-    /// Draws every prompt and seed (prompts outermost) with the reference, then the candidate, and
-    /// compares the two images. `keepImages`: the result also holds both images of every pair.
-    /// `progress` receives the pair index, the side, the UNet call and the calls per image.
-    /// Throws when the two VAEs make images of different sizes or SSIM's window does not fit.
-    public func run(_ entries: [PromptEntry], negativePrompt: String?, seeds: [UInt64], keepImages: Bool = false,
+    /// Draws every prompt and seed (prompts outermost) with the reference, then the candidate,
+    /// `batch` pairs at a time (`TextToImagePipeline.draw`: an image does not depend on the batch
+    /// size), and compares the two images. `keepImages`: the result also holds both images of every
+    /// pair. `progress` receives the index of the first pair of the batch being drawn, the side,
+    /// the UNet call and the calls per image. Throws when the two VAEs make images of different
+    /// sizes or SSIM's window does not fit.
+    public func run(_ entries: [PromptEntry], negativePrompt: String?, seeds: [UInt64], keepImages: Bool = false, batch: Int = 1,
                     progress: (Int, Side, Sampler.Call, Int) -> Void = { _, _, _, _ in }) throws(TextToImageError) -> FidelityResult {
         guard !entries.isEmpty else { throw .input("no prompts") }
         guard !seeds.isEmpty else { throw .input("no seeds") }
@@ -58,29 +60,35 @@ public struct FidelityEvaluation {
               entries.count <= TextToImagePipeline.maxImages, seeds.count <= TextToImagePipeline.maxImages else {
             throw .input("\(entries.count) prompts x \(seeds.count) seeds is more than \(TextToImagePipeline.maxImages) images")
         }
+        guard (1...TextToImagePipeline.maxBatch).contains(batch) else {
+            throw .input("batch \(batch): give 1 to \(TextToImagePipeline.maxBatch) pairs per batch")
+        }
         let fr = reference.components.vae.config.downsamplingFactor, fc = candidate.components.vae.config.downsamplingFactor
         guard fr == fc else {
             throw .mismatch("the reference's VAE scales latents by \(fr), the candidate's by \(fc): their images differ in size")
         }
         var pairs: [FidelityPair] = []
         var images: [(reference: RGBImage, candidate: RGBImage)] = []
-        for (p, entry) in entries.enumerated() {
-            for seed in seeds {
-                let index = pairs.count
-                let r = try reference.draw([entry], negativePrompt: negativePrompt, seeds: [seed], options: referenceOptions) { _, call, n in
-                    progress(index, .reference, call, n)
-                }.images[0]
-                let c = try candidate.draw([entry], negativePrompt: negativePrompt, seeds: [seed], options: candidateOptions) { _, call, n in
-                    progress(index, .candidate, call, n)
-                }.images[0]
+        // (entry, seed) pairs, prompts outermost, drawn `batch` at a time by each model.
+        let jobs = TextToImagePipeline.DrawingJob.all(entries, seeds: seeds)
+        for first in stride(from: 0, to: jobs.count, by: batch) {
+            let chunk = Array(jobs[first..<min(jobs.count, first + batch)])
+            func drawAll(_ pipe: TextToImagePipeline, _ options: RoutedSampler.Options, _ side: Side) throws(TextToImageError) -> [DrawnImage] {
+                try pipe.draw(jobs: chunk, negativePrompt: negativePrompt, options: options, batch: batch) { _, call, n in
+                    progress(first, side, call, n)
+                }.images
+            }
+            let r = try drawAll(reference, referenceOptions, .reference)
+            let c = try drawAll(candidate, candidateOptions, .candidate)
+            for (i, job) in chunk.enumerated() {
                 let psnr: Double, ssim: Double
                 do {
-                    psnr = try ImageMetrics.psnr(r.image, c.image)
-                    ssim = try ImageMetrics.ssim(r.image, c.image)
-                } catch { throw .input("prompt \(p), seed \(seed): \(error)") }
-                pairs.append(FidelityPair(promptIndex: p, prompt: entry.prompt, negativePrompt: r.negativePrompt, seed: seed,
-                                          psnr: psnr, ssim: ssim, reference: DrawingCost(r), candidate: DrawingCost(c)))
-                if keepImages { images.append((r.image, c.image)) }
+                    psnr = try ImageMetrics.psnr(r[i].image, c[i].image)
+                    ssim = try ImageMetrics.ssim(r[i].image, c[i].image)
+                } catch { throw .input("prompt \(job.promptIndex), seed \(job.seed): \(error)") }
+                pairs.append(FidelityPair(promptIndex: job.promptIndex, prompt: job.entry.prompt, negativePrompt: r[i].negativePrompt, seed: job.seed,
+                                          psnr: psnr, ssim: ssim, reference: DrawingCost(r[i]), candidate: DrawingCost(c[i])))
+                if keepImages { images.append((r[i].image, c[i].image)) }
             }
         }
         let (h, w) = reference.sampler.defaultLatentSize

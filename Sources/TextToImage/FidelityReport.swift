@@ -74,6 +74,8 @@ public struct FidelityReport: Encodable, Sendable {
     /// Latent [height, width].
     public var latent: [Int]
     public var seeds: [UInt64]
+    /// Pairs drawn together (each model denoises that many images in one UNet call per step).
+    public var batch: Int
     public var pairs: [Pair]
     public var psnr: MetricSummary
     public var ssim: MetricSummary
@@ -86,7 +88,7 @@ public struct FidelityReport: Encodable, Sendable {
     public var loadSeconds: Double
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case reference, candidate, guidance, size, latent, seeds, pairs, psnr, ssim, ratio, images, sideBySide = "side_by_side"
+        case reference, candidate, guidance, size, latent, seeds, batch, pairs, psnr, ssim, ratio, images, sideBySide = "side_by_side"
         case loadSeconds = "load_seconds"
     }
 
@@ -99,6 +101,7 @@ public struct FidelityReport: Encodable, Sendable {
         try c.encode(size, forKey: .size)
         try c.encode(latent, forKey: .latent)
         try c.encode(seeds, forKey: .seeds)
+        try c.encode(batch, forKey: .batch)
         try c.encode(pairs, forKey: .pairs)
         try c.encode(psnr, forKey: .psnr)
         try c.encode(ssim, forKey: .ssim)
@@ -111,13 +114,15 @@ public struct FidelityReport: Encodable, Sendable {
     /// The report of `result` from `evaluation`; `files` are the (reference, candidate) PNG files
     /// in the order of `result.pairs` (empty: none written).
     public init(result: FidelityResult, evaluation: FidelityEvaluation, referenceModel: String, candidateModel: String, seeds: [UInt64],
-                files: [(reference: String, candidate: String)], images: String?, sideBySide: String? = nil, loadSeconds: Double) {
+                batch: Int = 1, files: [(reference: String, candidate: String)], images: String?, sideBySide: String? = nil,
+                loadSeconds: Double) {
         reference = Model(model: referenceModel, pipeline: evaluation.reference, options: evaluation.referenceOptions, cost: result.referenceCost)
         candidate = Model(model: candidateModel, pipeline: evaluation.candidate, options: evaluation.candidateOptions, cost: result.candidateCost)
         guidance = evaluation.referenceOptions.guidance
         size = result.size
         latent = result.latent
         self.seeds = seeds
+        self.batch = batch
         pairs = result.pairs.enumerated().map { i, p in
             Pair(promptIndex: p.promptIndex, prompt: p.prompt, negativePrompt: p.negativePrompt, seed: p.seed,
                  psnr: p.psnr.isFinite ? p.psnr : nil, ssim: p.ssim, reference: p.reference, candidate: p.candidate,

@@ -13,6 +13,21 @@ struct PromptOptions: ParsableArguments {
     @Option(help: "The negative prompt of every prompt (default: the empty prompt; used when --guidance is above 1).")
     var negativePrompt: String?
 
+    @Option(help: ArgumentHelp("Images denoised together in one UNet call per step (default: \(PromptOptions.defaultBatch)); each image is as drawn alone, up to rounding.",
+                               valueName: "n"))
+    var batch: Int?
+
+    /// The images denoised together when --batch is not given: on the example teacher (16x16
+    /// latents) the images per second stop growing at about this size (BENCHMARKS.md).
+    static let defaultBatch = 8
+
+    /// --batch, or the default.
+    var batchSize: Int { batch ?? Self.defaultBatch }
+
+    func validate() throws {
+        try ArgumentBounds.check(batch, in: 1...TextToImagePipeline.maxBatch, flag: "--batch")
+    }
+
     /// Whether any prompt was given.
     var isGiven: Bool { !prompt.isEmpty || prompts != nil }
 

@@ -18,7 +18,8 @@ struct Eval: ParsableCommand {
             which counts them apart), and SSIM as skimage.metrics.structural_similarity(channel_axis=2, \
             data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False) (Wang et al. 2004; \
             images need at least 11 pixels a side). Each model's UNet MACs per image (summed over its calls) and \
-            wall time per image (denoising, and encode + denoise + decode) are reported with the ratio \
+            wall time per image (denoising, and encode + denoise + decode; a batch's time shared equally by its \
+            images) are reported with the ratio \
             candidate / reference.
 
             CANDIDATE: a bundle (its routed experts), or a pipeline folder or single file (dense; for example the \
@@ -29,6 +30,9 @@ struct Eval: ParsableCommand {
             file's with --tokenizer). --config and the other model options, --prediction-type and \
             --scheduler-config apply to every checkpoint (not to a bundle, which carries its own). A dense model \
             without a scheduler config samples with SD2.1's schedule and epsilon prediction, as `sample` does.
+
+            --batch N pairs (default 8) are drawn together: each model denoises N images in one UNet call per \
+            step; every image is the same as drawn alone up to rounding (within one level of 8 bits).
 
             Prints a table (a row per prompt and seed, then the mean, standard deviation and minimum) or, with \
             --json, formats/cli-json.md's report. --images DIR also writes both images of every pair as \
@@ -165,11 +169,12 @@ struct Eval: ParsableCommand {
         let total = entries.count * seeds.count
         let result: FidelityResult
         do {
-            result = try evaluation.run(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, keepImages: images != nil || sideBySide != nil) { pair, side, call, calls in
+            result = try evaluation.run(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, keepImages: images != nil || sideBySide != nil,
+                                     batch: promptOptions.batchSize) { pair, side, call, calls in
                 guard line else { return }
                 let expert = call.expert.map { "expert \($0)" } ?? "dense"
                 FileHandle.standardError.write(Data(String(format: "\reval: pair %d/%d  %@  call %d/%d  t=%g  %@  %.0f s   ",
-                                                           pair + 1, total, side.rawValue, call.index + 1, calls, call.timestep, expert,
+                                                           min(pair + promptOptions.batchSize, total), total, side.rawValue, call.index + 1, calls, call.timestep, expert,
                                                            Date().timeIntervalSince(loaded)).utf8))
                 drawn = true
             }
@@ -192,6 +197,7 @@ struct Eval: ParsableCommand {
         } catch { throw CommandFailure("\(error)") }
 
         let report = FidelityReport(result: result, evaluation: evaluation, referenceModel: reference, candidateModel: candidate, seeds: seeds,
+                                    batch: promptOptions.batchSize,
                                     files: files, images: images, sideBySide: sideBySide, loadSeconds: loaded.timeIntervalSince(start))
         if json { try writeJSON(report) } else { print(Self.table(report)) }
     }

@@ -17,7 +17,9 @@ struct Sample: ParsableCommand {
             image depends only on its prompt, negative prompt and seed. The tokenizer, text encoder and VAE come from \
             --pipeline when given, else from the bundle (alter export --pipeline), else from MODEL (a pipeline folder, \
             or an original SD2.x single file with --tokenizer). --height and --width are pixels (multiples of the \
-            VAE's factor, 8 for SD). --latents FILE also writes the final latents. --prompts FILE: one prompt per line, \
+            VAE's factor, 8 for SD). --latents FILE also writes the final latents. --batch N images (default 8) are denoised together, one UNet \
+            call per step on all of them (their noise still drawn from each image's own seed): the same images \
+            up to rounding (within one level of 8 bits), more images per second. --prompts FILE: one prompt per line, \
             or JSON lines {"prompt": ..., "negative_prompt": ...} when the name ends in .jsonl.
 
             From a context file (--context): the latents are written to -o (.safetensors) and not decoded.
@@ -129,7 +131,7 @@ struct Sample: ParsableCommand {
             return
         }
         guard let context else { throw ValidationError("give --prompt, --prompts FILE or --context FILE") }
-        for (flag, given) in [("--negative-prompt", promptOptions.negativePrompt != nil)] + components.given
+        for (flag, given) in [("--negative-prompt", promptOptions.negativePrompt != nil), ("--batch", promptOptions.batch != nil)] + components.given
             + [("--grid", grid), ("--latents", latents != nil)] where given {
             throw ValidationError("\(flag) applies to drawing from prompts (--prompt/--prompts), not to --context")
         }

@@ -46,13 +46,15 @@ extension Sample {
         let total = entries.count * seeds.count
         let result: DrawingResult
         do {
-            result = try pipe.draw(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, options: options) { image, call, calls in
+            result = try pipe.draw(entries, negativePrompt: promptOptions.negativePrompt, seeds: seeds, options: options,
+                                   batch: promptOptions.batchSize) { image, call, calls in
                 guard line else { return }
-                let done = Double(image * calls + call.index + 1), all = Double(total * calls)
+                let inBatch = min(promptOptions.batchSize, total - image)
+                let done = Double(image * calls + (call.index + 1) * inBatch), all = Double(total * calls)
                 let elapsed = Date().timeIntervalSince(loaded)
                 let expert = call.expert.map { "expert \($0)" } ?? "dense"
                 FileHandle.standardError.write(Data(String(format: "\rsample: image %d/%d  call %d/%d  t=%g  %@  ETA %.0f s   ",
-                                                           image + 1, total, call.index + 1, calls, call.timestep, expert,
+                                                           image + inBatch, total, call.index + 1, calls, call.timestep, expert,
                                                            elapsed / done * (all - done)).utf8))
                 drawn = true
             }
@@ -77,7 +79,7 @@ extension Sample {
         } catch { throw CommandFailure("\(error)") }
         let written = Date()
 
-        let report = DrawingReport(result: result, pipeline: pipe, model: model, options: options, seeds: seeds,
+        let report = DrawingReport(result: result, pipeline: pipe, model: model, options: options, seeds: seeds, batch: promptOptions.batchSize,
                                    files: grid ? [] : files, grid: grid ? output : nil, latents: latents,
                                    loadSeconds: loaded.timeIntervalSince(start), writeSeconds: written.timeIntervalSince(writing))
         if json {

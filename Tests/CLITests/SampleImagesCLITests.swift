@@ -36,8 +36,9 @@ extension CLITests {
         let prompts = dir + "/prompts.jsonl"
         try Data("{\"prompt\": \"a red cube\", \"negative_prompt\": \"blurry\"}\n\n{\"prompt\": \"two blue balls\"}\n".utf8)
             .write(to: URL(fileURLWithPath: prompts))
+        // --batch 1: bit for bit the library's images drawn alone (batches agree within rounding: DrawingBatchTests).
         let many = try alter(["sample", Self.pipelineFixture, "--prompts", prompts, "--seed", "3,4", "--scheduler", "ddim:4",
-                              "-o", dir + "/m.png", "--latents", dir + "/m.safetensors", "--json"])
+                              "-o", dir + "/m.png", "--latents", dir + "/m.safetensors", "--json", "--batch", "1"])
         XCTAssertEqual(many.status, 0, many.output)
         for p in 0..<2 { for s in [3, 4] { XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/m-p\(p)-s\(s).png"), many.output) } }
         XCTAssertEqual(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/m-p0-s3.png"))), bytes)
@@ -47,6 +48,12 @@ extension CLITests {
         try GoldenKeys.check(json: json, name: "sample-prompt", opaque: ["expert_call_counts"])
         let report = try XCTUnwrap(JSONSerialization.jsonObject(with: json) as? [String: Any])
         XCTAssertEqual(report["unet_call_count"] as? Int, 16)
+        XCTAssertEqual(report["batch"] as? Int, 1)
+        for bad in ["0", "257"] {
+            let refused = try alter(["sample", Self.pipelineFixture, "--prompts", prompts, "--batch", bad, "-o", dir + "/b.png"])
+            XCTAssertNotEqual(refused.status, 0, refused.output)
+            XCTAssertTrue(refused.output.contains("--batch"), refused.output)
+        }
         XCTAssertEqual((report["images"] as? [[String: Any]])?.map { $0["seed"] as? Int }, [3, 4, 3, 4])
         let latents = try SafeTensorsFile(path: dir + "/m.safetensors")
         XCTAssertEqual(latents.tensors.first?.shape, [4, 4, 8, 8])

@@ -110,12 +110,13 @@ final class LinearTests: XCTestCase {
 
 final class Conv2dTests: XCTestCase {
     func check(n: Int, c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, padding: Int, bias: Bool,
-               seed: UInt64, columnBudget: Int = Conv2d.columnBudget, line: UInt = #line) {
+               seed: UInt64, columnBudget: Int = Conv2d.columnBudget, foldColumnBudget: Int = Conv2d.foldColumnBudget, line: UInt = #line) {
         var rng = SplitMix64(seed: seed)
         let x = rng.tensor([n, c, h, w])
         let wt = rng.tensor([o, c, k, k])
         let b = bias ? rng.tensor([o]) : nil
-        let y = Conv2d.forward(x, weight: wt, bias: b, stride: stride, padding: padding, winograd: nil, columnBudget: columnBudget)
+        let y = Conv2d.forward(x, weight: wt, bias: b, stride: stride, padding: padding, winograd: nil, columnBudget: columnBudget,
+                               foldColumnBudget: foldColumnBudget)
         let (ref, bound, shape) = convReference(x, wt, b, stride: stride, padding: padding)
         XCTAssertEqual(y.shape, shape, "output shape", line: line)
         XCTAssertEqual(Conv2d.outputSize(h, kernel: k, stride: stride, padding: padding), shape[2], line: line)
@@ -141,6 +142,18 @@ final class Conv2dTests: XCTestCase {
         check(n: 2, c: 4, h: 9, w: 6, o: 3, k: 3, stride: 2, padding: 1, bias: true, seed: 27, columnBudget: 36 * 3 * 2)
         check(n: 2, c: 2, h: 40, w: 33, o: 11, k: 3, stride: 1, padding: 1, bias: true, seed: 28, columnBudget: 18 * 33 * 7)
         check(n: 1, c: 2, h: 8, w: 8, o: 3, k: 2, stride: 2, padding: 0, bias: false, seed: 29, columnBudget: 8 * 4)
+    }
+
+    /// Small planes fold several samples into one product, at most `foldColumnBudget` floats of
+    /// columns: 2 of 5 samples per product (a short last one), 1 per product, all 5; 1x1, 3x3 and
+    /// stride 2.
+    func testFoldedSampleGroups() {
+        let perSample = 4 * 9 * 6 * 5
+        check(n: 5, c: 4, h: 6, w: 5, o: 9, k: 3, stride: 1, padding: 1, bias: true, seed: 40, foldColumnBudget: 2 * perSample)
+        check(n: 5, c: 4, h: 6, w: 5, o: 9, k: 3, stride: 1, padding: 1, bias: false, seed: 41, foldColumnBudget: 1)
+        check(n: 5, c: 4, h: 6, w: 5, o: 9, k: 3, stride: 1, padding: 1, bias: true, seed: 42, foldColumnBudget: 5 * perSample)
+        check(n: 5, c: 6, h: 6, w: 5, o: 3, k: 1, stride: 1, padding: 0, bias: true, seed: 43, foldColumnBudget: 6 * 30 * 2)
+        check(n: 3, c: 4, h: 8, w: 7, o: 10, k: 3, stride: 2, padding: 1, bias: true, seed: 44, foldColumnBudget: 36 * 12 * 2)
     }
 
     /// 3x3 stride-1 convolutions with at most `fewOutputsLimit` output channels (computed
