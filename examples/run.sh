@@ -59,10 +59,31 @@ echo "== sample: 2 latents with the bundle's experts (PNDM, 20 steps, guidance 7
 "$ALTER" sample "$OUT/sd21-tiny.alter" --context examples/sd21-tiny-data.safetensors --rows 0,1 \
   --scheduler pndm --steps 20 --guidance 7.5 --seed 1 -o "$OUT/latents.safetensors" --force
 
-echo "== draw: the same prompts and seeds with the dense model and with the compressed bundle (PNG grids: a row per prompt)"
-printf '%s\n' "a red circle on a grey background" "two blue squares" > "$OUT/prompts.txt"
-"$ALTER" sample "$CKPT" --config "$CONFIG" --pipeline examples/sd21-tiny-components --prompts "$OUT/prompts.txt" \
-  --seed 1,2 --scheduler ddim --steps 20 --guidance 7.5 --grid -o "$OUT/dense.png" --force
-"$ALTER" sample "$OUT/sd21-tiny.alter" --prompts "$OUT/prompts.txt" \
-  --seed 1,2 --scheduler ddim --steps 20 --guidance 7.5 --grid -o "$OUT/compressed.png" --force
-echo "wrote $OUT/dense.png and $OUT/compressed.png (the example's weights are random: the images are noise, not pictures)"
+echo "== the trained example: a small SD2.1-structured pipeline trained on captioned shapes (scripts/train_teacher.py, examples/teacher/README.md)"
+TEACHER=examples/teacher
+"$ALTER" inspect "$TEACHER"
+"$ALTER" inspect examples/teacher.safetensors --config "$TEACHER/unet/config.json"
+
+echo "== encode-data: 256 captioned training images -> ALTER training data (VAE latents, text-encoder context)"
+"$ALTER" encode-data "$TEACHER" --images examples/teacher-data/images --captions examples/teacher-data/captions.jsonl \
+  --size 128 -o "$OUT/teacher-data.safetensors" --force
+
+echo "== compress the trained example: 10 experts, keep 0.65 of the MACs, 300 steps at batch 4 (90 with the hypernetwork)"
+rm -rf "$OUT/teacher-run"
+"$ALTER" compress "$TEACHER" --data "$OUT/teacher-data.safetensors" --prediction-type v_prediction \
+  --experts 10 --keep 0.65 --steps 300 --batch 4 --lr-unet 1e-4 --lr-hypernet 7e-4 --seed 1 -o "$OUT/teacher-run"
+
+echo "== export it with the pipeline's tokenizer, text encoder and VAE; verify it; show its routing"
+"$ALTER" export "$OUT/teacher-run" -o "$OUT/teacher.alter" --pipeline "$TEACHER" --force
+"$ALTER" verify "$OUT/teacher.alter" --deep --reference "$OUT/teacher-run/final/unet" --keep 0.65
+"$ALTER" inspect "$OUT/teacher.alter" --schedule ddim:50
+
+echo "== draw the same prompts and seeds with the dense model and with the compressed bundle"
+"$ALTER" sample "$TEACHER" --prompts examples/teacher-prompts.txt --seed 1,2 --scheduler ddim --steps 50 --grid -o "$OUT/dense.png" --force
+"$ALTER" sample "$OUT/teacher.alter" --prompts examples/teacher-prompts.txt --seed 1,2 --scheduler ddim --steps 50 --grid \
+  -o "$OUT/compressed.png" --force
+
+echo "== fidelity: the bundle against the dense model (DDIM 50, guidance 7.5), the pairs side by side"
+"$ALTER" eval "$OUT/teacher.alter" --reference "$TEACHER" --prompts examples/teacher-prompts.txt --seed 1,2 \
+  --side-by-side "$OUT/side-by-side.png" --force
+echo "wrote $OUT/dense.png, $OUT/compressed.png (a row per prompt, a column per seed) and $OUT/side-by-side.png (dense | compressed per seed)"

@@ -20,7 +20,7 @@ held-out captions with their attribute labels) and train-prompts.jsonl.
    order) rendered with train_teacher's renderer and jitter (seed `--data-seed`), written as PNGs with
    a captions.jsonl, then `alter encode-data TEACHER --images --captions --size 128` makes
    `data.safetensors` (VAE means, prompt contexts).
-2. For each `--keep` x routing (`--routings`, default learned, intervals, static) x training seed
+2. For each `--keep` x routing (`--routings`, default learned, intervals, static; also segments) x training seed
    (`--train-seeds`): `alter compress TEACHER/unet --data ... --keep K --routing R
    --prediction-type v_prediction --steps S --batch B --experts E --lr-unet --lr-hypernet --seed s`,
    `alter export RUN --pipeline TEACHER`, and `alter eval BUNDLE --reference TEACHER` (PSNR and SSIM
@@ -427,7 +427,7 @@ def main():
     if not os.path.exists(args.alter):
         sys.exit(f"{args.alter}: no alter binary (swift build -c release, or --alter PATH)")
     for r in args.routings:
-        if r not in ("learned", "intervals", "static"):
+        if r not in ("learned", "intervals", "static", "segments"):
             sys.exit(f"--routings: unknown routing {r}")
     torch.set_num_threads(1)
     os.makedirs(args.work, exist_ok=True)
