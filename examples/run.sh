@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's main job: build alter (release) and run it on the small example checkpoint:
-# inspect and convert it, run the UNet once, compress it with ALTER (a few hundred steps), export
-# the run as a multi-expert bundle, inspect and verify the bundle, and sample with its experts.
+# The README's main job: build alter (release); on the tiny example checkpoint: inspect and convert
+# it, run the UNet once, compress it with ALTER, export, inspect and verify the bundle, sample with
+# its experts; on the trained example pipeline (examples/teacher): encode training data, compress,
+# export with the pipeline, verify, draw the same prompts dense and compressed, and measure the
+# compressed images against the dense ones (alter eval).
 # On a fresh Debian machine, as root, it first installs the system libraries alter links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
