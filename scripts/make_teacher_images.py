@@ -33,13 +33,7 @@ def main():
     if a.count < 1:
         sys.exit("error: --count must be at least 1")
     from PIL import Image
-    rng = np.random.default_rng(a.seed)
-    train = [c for c in T.all_combos() if not T.is_held_out(c)]
-    order = []
-    while len(order) < a.count:
-        order += [train[i] for i in rng.permutation(len(train))]
-    order = order[:a.count]
-    jitter = T.draw_jitter(rng, a.count)
+    order, jitter = T.training_draws(np.random.default_rng(a.seed), a.count)
     tmp = a.out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.join(tmp, "images"))

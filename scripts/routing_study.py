@@ -167,13 +167,7 @@ def make_data(args, work):
     t0 = time.time()
     img_dir = os.path.join(d, "images")
     os.makedirs(img_dir, exist_ok=True)
-    rng = np.random.default_rng(args.data_seed)
-    train = [a for a in tt.all_combos() if not tt.is_held_out(a)]
-    order = []
-    while len(order) < args.train_images:
-        order += [train[i] for i in rng.permutation(len(train))]
-    order = order[:args.train_images]
-    jitter = tt.draw_jitter(rng, len(order))
+    order, jitter = tt.training_draws(np.random.default_rng(args.data_seed), args.train_images)
     with open(os.path.join(d, "captions.jsonl"), "w") as f:
         for i, a in enumerate(order):
             assert not tt.is_held_out(a)

@@ -202,6 +202,18 @@ def draw_jitter(rng, n):
     return j.astype(np.int64)
 
 
+def training_draws(rng, n):
+    """n training captions (attribute rows; never a held-out pair), cycling through all of them in
+    seeded permutations, and their jitter: the order of the training set and of every image set
+    rendered from training captions."""
+    train = [a for a in all_combos() if not is_held_out(a)]
+    order = []
+    while len(order) < n:
+        order += [train[i] for i in rng.permutation(len(train))]
+    order = order[:n]
+    return order, draw_jitter(rng, n)
+
+
 def to_tensor(images):
     """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
@@ -425,11 +437,7 @@ def stage_data(args, cfg):
     train = [a for a in combos if not is_held_out(a)]
     held = [a for a in combos if is_held_out(a)]
     n = cfg["images"]
-    order = []
-    while len(order) < n:
-        order += [train[i] for i in rng.permutation(len(train))]
-    order = order[:n]
-    jitter = draw_jitter(rng, n)
+    order, jitter = training_draws(rng, n)
     images = np.empty((n, IMAGE, IMAGE, 3), np.uint8)
     prog = Progress("data", n, 0, float("inf"))
     for i, a in enumerate(order):
