@@ -64,7 +64,8 @@ echo "== sample: 2 latents with the bundle's experts (PNDM, 20 steps, guidance 7
 echo "== the trained example: a small SD2.1-structured pipeline trained on captioned shapes (scripts/train_teacher.py, examples/teacher/README.md)"
 TEACHER=examples/teacher
 "$ALTER" inspect "$TEACHER"
-"$ALTER" inspect examples/teacher.safetensors --config "$TEACHER/unet/config.json"
+"$ALTER" convert --pipeline "$TEACHER" -o "$OUT/teacher.safetensors" --force   # the same model as one original-layout file
+"$ALTER" inspect "$OUT/teacher.safetensors" --config "$TEACHER/unet/config.json"
 
 echo "== encode-data: 256 captioned training images -> ALTER training data (VAE latents, text-encoder context)"
 "$ALTER" encode-data "$TEACHER" --images examples/teacher-data/images --captions examples/teacher-data/captions.jsonl \
