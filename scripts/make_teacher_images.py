@@ -3,12 +3,12 @@
 
     ~/refenv/bin/python scripts/make_teacher_images.py OUT_DIR [--count 256] [--seed 1]
 
-OUT_DIR gets `images/NNNN.png` (128x128 RGB) and `captions.jsonl` (one `{"file": ..., "text": ...}`
+OUT_DIR gets `images/NNNN.png` (64x64 RGB: train_teacher.IMAGE) and `captions.jsonl` (one `{"file": ..., "text": ...}`
 per line, the format `alter encode-data --captions` reads). The captions cycle through the
 training captions (never a held-out shape/colour pair) in a seeded order, with the same grammar,
 renderer and jitter as the teacher's training set; the same arguments give the same bytes. Nothing
 is written when OUT_DIR exists. `alter encode-data TEACHER --images OUT_DIR/images --captions
-OUT_DIR/captions.jsonl -o DATA.safetensors --size 128` turns them into ALTER training data.
+OUT_DIR/captions.jsonl -o DATA.safetensors --size 64` turns them into ALTER training data.
 """
 import argparse
 import json

@@ -18,9 +18,9 @@ held-out captions with their attribute labels) and train-prompts.jsonl.
 1. Training data for compression (`WORK/data/`): `--train-images` images of training captions (every
    caption of the data set's grammar except the held-out (shape, colour) pairs, cycled in a seeded
    order) rendered with train_teacher's renderer and jitter (seed `--data-seed`), written as PNGs with
-   a captions.jsonl, then `alter encode-data TEACHER --images --captions --size 128` makes
+   a captions.jsonl, then `alter encode-data TEACHER --images --captions --size IMAGE` (train_teacher.IMAGE) makes
    `data.safetensors` (VAE means, prompt contexts).
-2. For each `--keep` x routing (`--routings`, default learned, intervals, static; also segments) x training seed
+2. For each `--keep` x training budget (`--budgets STEPSxBATCH,...`, default `--steps`x`--batch`) x routing (`--routings`, default learned, intervals, static; also segments) x training seed
    (`--train-seeds`): `alter compress TEACHER/unet --data ... --keep K --routing R
    --prediction-type v_prediction --steps S --batch B --experts E --lr-unet --lr-hypernet --seed s`,
    `alter export RUN --pipeline TEACHER`, and `alter eval BUNDLE --reference TEACHER` (PSNR and SSIM
@@ -51,7 +51,8 @@ N allows; every pair x position cell once N >= 27), each drawn with every `--ima
 - `settings`: the arguments, the teacher, the alter binary, the prompts used (caption, labels).
 - `variants`: one object per variant, in run order. Keys: `name`, `kind` ("alter", "dense"),
   `keep` (null for the DDIM-50 ceiling), `routing` (learned/intervals/static, null for dense),
-  `train_seed` (null for dense), `scheduler`, `steps`, `unet_calls`, `images`, `mac_fraction` (UNet
+  `train_seed` (null for dense), `compress_steps` and `compress_batch` (alter only: the training
+  budget, `--budgets`), `scheduler`, `steps`, `unet_calls`, `images`, `mac_fraction` (UNet
   MACs per image / the dense DDIM-50's), `psnr` and `ssim` (alter eval's summaries: mean, std, min,
   max, count, infinite_count; null for the ceiling), `accuracy` (per attribute, `mean` (shape,
   colour, position, size), `all_five`), `accuracy_per_image_seed` ({seed: accuracy object}),
@@ -176,7 +177,7 @@ def make_data(args, work):
             f.write(json.dumps({"file": name, "text": tt.caption(a)}) + "\n")
     rendered = time.time() - t0
     _, enc = run([args.alter, "encode-data", args.teacher, "--images", img_dir, "--captions", os.path.join(d, "captions.jsonl"),
-                  "-o", out, "--size", "128", "--json"], out=os.path.join(d, "encode-data.json"))
+                  "-o", out, "--size", str(tt.IMAGE), "--json"], out=os.path.join(d, "encode-data.json"))
     log(f"data: {len(order)} training-caption images rendered in {rendered:.1f} s, encoded in {enc:.1f} s -> {out}")
     return out
 
@@ -238,10 +239,12 @@ def variants(args):
         if calls >= 2:
             v.append({"name": f"dense-pndm{calls - 1}-k{k:g}", "kind": "dense", "keep": k, "routing": None, "train_seed": None,
                       "scheduler": "pndm", "steps": calls - 1})
-        for r in args.routings:
-            for s in args.train_seeds:
-                v.append({"name": f"alter-k{k:g}-{r}-s{s}", "kind": "alter", "keep": k, "routing": r, "train_seed": s,
-                          "scheduler": "ddim", "steps": REFERENCE_STEPS})
+        for steps, batch in args.budgets:
+            for r in args.routings:
+                for s in args.train_seeds:
+                    v.append({"name": f"alter-k{k:g}-{r}-n{steps}b{batch}-s{s}", "kind": "alter", "keep": k, "routing": r,
+                              "train_seed": s, "compress_steps": steps, "compress_batch": batch,
+                              "scheduler": "ddim", "steps": REFERENCE_STEPS})
     return v
 
 
@@ -286,7 +289,7 @@ def run_variant(args, v, data, prompts_file, prompts, scorer, dense_macs):
                 _, seconds["compress"] = run([
                     args.alter, "compress", os.path.join(args.teacher, "unet"), "--data", data, "-o", run_dir,
                     "--keep", str(v["keep"]), "--routing", v["routing"], "--prediction-type", "v_prediction",
-                    "--steps", str(args.steps), "--batch", str(args.batch), "--experts", str(args.experts),
+                    "--steps", str(v["compress_steps"]), "--batch", str(v["compress_batch"]), "--experts", str(args.experts),
                     "--lr-unet", str(args.lr_unet), "--lr-hypernet", str(args.lr_hypernet), "--seed", str(v["train_seed"]),
                     "--checkpoint-minutes", "0"] + (["--hypernet-steps", str(args.hypernet_steps)] if args.hypernet_steps else []),
                     out=os.path.join(d, "compress.log"))
@@ -352,7 +355,7 @@ def group_key(r):
     if r["kind"] == "real":
         return "real images (same captions)"
     if r["kind"] == "alter":
-        return f"k{r['keep']:g} alter {r['routing']}"
+        return f"k{r['keep']:g} alter {r['routing']} {r['compress_steps']}x{r['compress_batch']}"
     if r["keep"] is None:
         return "dense ddim 50 (ceiling)"
     return f"k{r['keep']:g} dense {r['scheduler']} {r['steps']}"
@@ -405,6 +408,8 @@ def main():
     ap.add_argument("--steps", type=int, default=300, help="alter compress --steps")
     ap.add_argument("--hypernet-steps", type=int, default=0, help="alter compress --hypernet-steps (0: its default, 30%%)")
     ap.add_argument("--batch", type=int, default=8, help="alter compress --batch")
+    ap.add_argument("--budgets", default="", help="training budgets STEPSxBATCH (comma list, e.g. 300x4,1200x4,300x16); "
+                                                   "default: --steps x --batch")
     ap.add_argument("--experts", type=int, default=10)
     ap.add_argument("--lr-unet", type=float, default=1e-4)
     ap.add_argument("--lr-hypernet", type=float, default=7e-4)
@@ -416,6 +421,12 @@ def main():
     args.routings = parse_list(args.routings, str)
     args.train_seeds = parse_list(args.train_seeds, int)
     args.image_seeds = parse_list(args.image_seeds, int)
+    try:
+        args.budgets = [tuple(int(x) for x in b.lower().split("x")) for b in parse_list(args.budgets, str)] or [(args.steps, args.batch)]
+    except ValueError:
+        sys.exit(f"--budgets: expected STEPSxBATCH entries such as 300x4, not {args.budgets!r}")
+    if any(len(b) != 2 or min(b) < 1 for b in args.budgets):
+        sys.exit(f"--budgets: expected STEPSxBATCH entries with positive numbers, not {args.budgets!r}")
     args.teacher = os.path.abspath(args.teacher)
     args.work = os.path.abspath(args.work)
     if not os.path.exists(args.alter):

@@ -32,7 +32,7 @@ from .distributed import Group
 from .draws import RecordedDraws, TorchDraws
 from .hypernet import DecisionMismatch
 from .rundir import RunDirectory, RunDirectoryError
-from .trainer import DTYPES, Config, Execution, Settings, Trainer
+from .trainer import DTYPES, Config, Execution, NonFiniteStep, Settings, Trainer
 from .units import load_unet, unit_list
 
 
@@ -228,7 +228,16 @@ def train(config: Config, execution: Execution, output: str | None, resume: bool
     try:
         while trainer.step < config.steps:
             started = time.monotonic()
-            m = trainer.train_step()
+            try:
+                m = trainer.train_step()
+            except NonFiniteStep as e:
+                # As alter: a checkpoint of the last good step when the trainer still holds it.
+                if e.state_is_last_good_step and trainer.step > 0:
+                    if writer:
+                        run.write_checkpoint(trainer)
+                    raise NonFiniteStep(e.step, f"{e.what}; checkpoint of step {trainer.step} written "
+                                                f"(--resume continues from it)", True) from None
+                raise
             m["seconds"] = time.monotonic() - started
             if writer:
                 run.append(m)

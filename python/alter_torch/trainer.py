@@ -84,6 +84,17 @@ class Execution:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class NonFiniteStep(FloatingPointError):
+    """A loss or gradient norm of step `step` is not finite (alter's `CompressionError.nonFinite`).
+    `state_is_last_good_step`: the trainer has not applied any part of the failing step (true for
+    the UNet phase, whose check precedes its update; false for the hypernetwork phase, which comes
+    after the UNet update of the same step), so a checkpoint now holds the last good step."""
+
+    def __init__(self, step: int, what: str, state_is_last_good_step: bool):
+        super().__init__(f"step {step}: {what}")
+        self.step, self.what, self.state_is_last_good_step = step, what, state_is_last_good_step
+
+
 class LossScaler:
     """Dynamic loss scaling for fp16 (torch.amp.GradScaler's rule: start at 2^16, halve and skip
     the update when a gradient is not finite, double after 2000 finite steps); 1 otherwise."""
@@ -402,8 +413,13 @@ class Trainer:
             total.backward()
             del out, feats, total
         loss, out_kd, feat_kd, denoise = self.group.mean([v / accum if accum > 1 else v for v in sums])
+        if not self.scaler.enabled and not math.isfinite(loss):  # (fp16: the scaler skips the update)
+            raise NonFiniteStep(k, f"the UNet objective is {loss}", True)
         self.group.average_gradients(self.unet_opt.params)
-        unet_norm = self.unet_opt.update() if self.scaler.unscale(self.unet_opt.params) else None
+        try:
+            unet_norm = self.unet_opt.update() if self.scaler.unscale(self.unet_opt.params) else None
+        except FloatingPointError:
+            raise NonFiniteStep(k, "the UNet gradient norm is not finite", True) from None
         # grad_norm_* None (absent from the metrics line): fp16 gradients overflowed, the update was skipped.
         metrics = dict(step=k, loss=loss, output_kd=out_kd, feature_kd=feat_kd, denoise=denoise,
                        kept_fraction=self.budget.kept_fraction(used), expert_shares=used.expert_shares(),
@@ -452,8 +468,13 @@ class Trainer:
                 q.grad = g
             perf_v, hyper_loss = self.group.mean([perf_sum / accum if accum > 1 else perf_sum,
                                                   hyper_sum / accum if accum > 1 else hyper_sum])
+            if not self.hyper_scaler.enabled and not math.isfinite(hyper_loss):
+                raise NonFiniteStep(k, f"the hypernetwork objective is {hyper_loss}", False)
             self.group.average_gradients(params)
-            hyper_norm = self.hyper_opt.update() if self.hyper_scaler.unscale(params) else None
+            try:
+                hyper_norm = self.hyper_opt.update() if self.hyper_scaler.unscale(params) else None
+            except FloatingPointError:
+                raise NonFiniteStep(k, "the hypernetwork gradient norm is not finite", False) from None
             metrics.update(hypernet_loss=hyper_loss, performance=perf_v, ratio=float(ratio.detach()), balance=balance,
                            lr_hypernet=hyper_lr, grad_norm_hypernet=hyper_norm)
             if self.step + 1 < cfg.hypernet_steps:
