@@ -3,10 +3,12 @@
 ///
 /// OpenCLIP fuses each layer's q, k and v projections into `attn.in_proj_weight` [3D, D] and
 /// `attn.in_proj_bias` [3D] (rows in the order q, k, v); they are split into three here, as
-/// diffusers' conversion does. The file holds all 24 resblocks of ViT-H/14 but SD2.x reads the
-/// penultimate layer's output and then `ln_final`, so the last resblock is not used; neither are
-/// `text_projection` and `logit_scale`. These are the only stored text encoder tensors allowed to
-/// stay unused (`isAllowedUnused`).
+/// diffusers' conversion does. A file saved from OpenCLIP holds all 24 resblocks of ViT-H/14 but
+/// SD2.x reads the penultimate layer's output and then `ln_final`, so the last resblock is not
+/// used; neither are `text_projection` and `logit_scale`. These are the only stored text encoder
+/// tensors allowed to stay unused (`isAllowedUnused`). A file written from a transformers
+/// `CLIPTextModel` (diffusers' `convert_diffusers_to_original_stable_diffusion.py`) has no
+/// `text_projection` and only the 23 resblocks SD2.x uses; `infer` tells the two apart.
 ///
 /// This file is the only place that spells the OpenCLIP key strings.
 enum OriginalCLIPTextKeys {
@@ -17,7 +19,11 @@ enum OriginalCLIPTextKeys {
     static let positionalEmbedding = prefix + "positional_embedding"
     static let resblocks = prefix + "transformer.resblocks."
     static let cFC = "mlp.c_fc.weight"
-    static let unusedTop: Set<String> = [prefix + "text_projection", prefix + "logit_scale"]
+    static let textProjection = prefix + "text_projection"
+    /// The stored tensors of a resblock that write into the residual stream: all zero, the block
+    /// adds nothing to its input (the identity).
+    static let residualWriters = ["attn.out_proj.weight", "attn.out_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"]
+    static let unusedTop: Set<String> = [textProjection, prefix + "logit_scale"]
 
     /// A canonical parameter's stored tensor; `part` (0, 1, 2) picks q, k or v of a fused
     /// projection: rows part*D..<(part+1)*D of the stored tensor.
@@ -109,15 +115,29 @@ enum OriginalCLIPTextKeys {
         guard let count = blocks.max().map({ $0 + 1 }), count == blocks.count else {
             throw .cannotInfer(file: file, "resblocks under \(resblocks) are absent or not numbered 0..<n")
         }
-        guard count >= 2 else { throw .cannotInfer(file: file, "\(count) resblock: SD2.x needs the penultimate of at least 2") }
         let fc = try shape(resblocks + "0." + cFC, rank: 2)
         var c = CLIPTextConfig()
         (c.vocabSize, c.hiddenSize) = (token[0], token[1])
         c.maxPositionEmbeddings = position[0]
-        c.numHiddenLayers = count - 1
         c.intermediateSize = fc[0]
+        let layersNote: String
+        if store[textProjection] != nil {
+            guard count >= 2 else { throw .cannotInfer(file: file, "\(count) resblock: SD2.x needs the penultimate of at least 2") }
+            c.numHiddenLayers = count - 1
+            layersNote = "num_hidden_layers = \(count - 1): the penultimate of \(count) resblocks (an OpenCLIP text tower: "
+                + "SD2.x reads the penultimate layer, then ln_final)"
+        } else if count >= 2, try isIdentity(block: count - 1, in: store, file: file) {
+            c.numHiddenLayers = count - 1
+            layersNote = "num_hidden_layers = \(count - 1): resblock \(count - 1) is all zeros in its output projections "
+                + "(the identity a converter adds so that SD2.x's penultimate layer is the last real one)"
+        } else {
+            c.numHiddenLayers = count
+            layersNote = "num_hidden_layers = \(count): every one of \(count) resblocks (no text_projection: written from a "
+                + "transformers CLIPTextModel, as by diffusers' convert_diffusers_to_original_stable_diffusion.py, "
+                + "which stores only the layers SD2.x uses)"
+        }
         var assumptions = [
-            "num_hidden_layers = \(count - 1): the penultimate of \(count) resblocks (SD2.x reads the penultimate layer, then ln_final)",
+            layersNote,
             "hidden_act = gelu (OpenCLIP's nn.GELU)",
             "layer_norm_eps = 1e-05 (torch.nn.LayerNorm's default)",
         ]
@@ -132,5 +152,18 @@ enum OriginalCLIPTextKeys {
         }
         try c.validate(source: file)
         return (c, assumptions)
+    }
+
+    /// Whether resblock `block` adds nothing to the residual stream (every `residualWriters`
+    /// tensor present and all zero).
+    static func isIdentity(block: Int, in store: TensorStore, file: String) throws(CLIPTextEncoderError) -> Bool {
+        for w in residualWriters {
+            let name = resblocks + "\(block)." + w
+            guard let loc = store[name] else { return false }
+            let values: [Float]
+            do { values = try loc.file.floats(name) } catch { throw .checkpoint(.safetensors(error)) }
+            if values.contains(where: { $0 != 0 }) { return false }
+        }
+        return true
     }
 }

@@ -102,6 +102,58 @@ final class CLIPTextEncoderTests: XCTestCase {
         XCTAssertTrue(why.contains("64"), why)
     }
 
+    /// A copy of `source` without the tensors in `drop` and with those in `zero` written as zeros.
+    func rewrittenCopy(_ source: String, to path: String, drop: Set<String>, zero: Set<String> = []) throws {
+        let src = try SafeTensorsFile(path: source)
+        let specs = src.tensors.filter { !drop.contains($0.name) }.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let w = try SafeTensorsWriter(path: path, tensors: specs, metadata: ["format": "pt"])
+        while let spec = w.nextSpec {
+            if zero.contains(spec.name) {
+                try [UInt8](repeating: 0, count: spec.byteCount).withUnsafeBytes { try w.write(spec.name, bytes: $0) }
+            } else {
+                try w.write(spec.name, bytes: src.rawBytes(try src.require(spec.name)))
+            }
+        }
+        try w.finish()
+    }
+
+    /// Files written from a transformers CLIPTextModel have no text_projection: diffusers'
+    /// convert_diffusers_to_original_stable_diffusion.py stores only the layers SD2.x uses (all
+    /// of them are read), a converter that pads with an all-zero last resblock (alter's) keeps
+    /// the penultimate rule.
+    func testOriginalLayoutWithoutTextProjection() throws {
+        let (ids, outputs) = try Self.expected()
+        let p = OriginalCLIPTextKeys.prefix, last = OriginalCLIPTextKeys.resblocks + "3."
+        let top: Set<String> = [p + "text_projection", p + "logit_scale"]
+        let lastBlock = Set(try SafeTensorsFile(path: Self.original).tensors.map(\.name).filter { $0.hasPrefix(last) })
+        XCTAssertEqual(lastBlock.count, 12)
+        var o = CLIPTextLoadOptions()
+        o.heads = 2
+        let tmp = try TemporaryDirectory()
+
+        // diffusers' converter: resblocks 0..2 only, no projection -> 3 layers, all read.
+        try rewrittenCopy(Self.original, to: tmp.path("diffusers-converted.safetensors"), drop: top.union(lastBlock))
+        let converted = try CLIPTextCheckpoint(path: tmp.path("diffusers-converted.safetensors"), options: o)
+        XCTAssertEqual(converted.config.numHiddenLayers, 3)
+        XCTAssertTrue(converted.report.unused.isEmpty)
+        XCTAssertTrue(converted.assumptions.contains { $0.hasPrefix("num_hidden_layers = 3: every one of 3 resblocks (no text_projection") },
+                      "\(converted.assumptions)")
+        assertParity(try converted.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "diffusers-converted original file")
+
+        // A padded file: resblock 3's output projections all zero -> 3 layers, resblock 3 unused.
+        let writers = Set(OriginalCLIPTextKeys.residualWriters.map { last + $0 })
+        try rewrittenCopy(Self.original, to: tmp.path("padded.safetensors"), drop: top, zero: writers)
+        let padded = try CLIPTextCheckpoint(path: tmp.path("padded.safetensors"), options: o)
+        XCTAssertEqual(padded.config.numHiddenLayers, 3)
+        XCTAssertTrue(padded.report.unused.isEmpty)  // resblock 3 is on the allow-list of unused tensors
+        XCTAssertTrue(padded.assumptions.contains { $0.hasPrefix("num_hidden_layers = 3: resblock 3 is all zeros") }, "\(padded.assumptions)")
+        assertParity(try padded.encoder().encode(ids), try XCTUnwrap(outputs["gelu"]), "zero-padded original file")
+
+        // Only one writer zero: not the identity, so all 4 resblocks are layers.
+        try rewrittenCopy(Self.original, to: tmp.path("four.safetensors"), drop: top, zero: [last + "mlp.c_proj.weight"])
+        XCTAssertEqual(try CLIPTextCheckpoint(path: tmp.path("four.safetensors"), options: o).config.numHiddenLayers, 4)
+    }
+
     func testPipelineFolder() throws {
         let (ids, outputs) = try Self.expected()
         let tmp = try TemporaryDirectory()
