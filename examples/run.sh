@@ -41,8 +41,8 @@ echo "== units: ALTER's prunable units with MACs at the example's 16x16 latent, 
 "$ALTER" inspect "$CKPT" --config "$CONFIG" --units --latent 16 --context 5
 
 echo "== forward: one UNet call on examples/sd21-tiny-inputs.safetensors, dense and with 4 units skipped"
-"$ALTER" forward "$CKPT" --config "$CONFIG" --inputs examples/sd21-tiny-inputs.safetensors --features -o "$OUT/forward.safetensors"
-"$ALTER" forward "$CKPT" --config "$CONFIG" --inputs examples/sd21-tiny-inputs.safetensors -o "$OUT/forward-skip.safetensors" \
+"$ALTER" forward "$CKPT" --config "$CONFIG" --inputs examples/sd21-tiny-inputs.safetensors --features -o "$OUT/forward.safetensors" --force
+"$ALTER" forward "$CKPT" --config "$CONFIG" --inputs examples/sd21-tiny-inputs.safetensors -o "$OUT/forward-skip.safetensors" --force \
   --skip down_blocks.0.resnets.1,down_blocks.0.attentions.1.transformer_blocks.0,mid_block.resnets.1,up_blocks.3.resnets.2
 echo "wrote $OUT/forward.safetensors and $OUT/forward-skip.safetensors"
 
@@ -69,7 +69,7 @@ TEACHER=examples/teacher
 
 echo "== encode-data: 256 captioned training images -> ALTER training data (VAE latents, text-encoder context)"
 "$ALTER" encode-data "$TEACHER" --images examples/teacher-data/images --captions examples/teacher-data/captions.jsonl \
-  --size 128 -o "$OUT/teacher-data.safetensors" --force
+  --size 64 -o "$OUT/teacher-data.safetensors" --force
 
 echo "== compress the trained example: 10 experts, keep 0.65 of the MACs, 300 steps at batch 4 (90 with the hypernetwork)"
 rm -rf "$OUT/teacher-run"

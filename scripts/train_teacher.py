@@ -101,17 +101,19 @@ beside the target and renamed into place; an existing one is replaced only with 
 
 ## Run time (full defaults, 2 threads)
 
-Measured on this project's 2-core machine with 1 thread while other jobs ran (CPU seconds per step,
-which is close to the 1-thread time of an idle machine): VAE step (8 crops of 64x64) 0.62-0.76 s;
-VAE encoding 34 ms per image under bf16 autocast (87 ms in fp32); UNet step (batch 32) 0.94-1.30 s;
-UNet forward (batch 64) 0.56-0.79 s; classifier step (batch 64) 0.41 s; rendering 1-4 ms per
-image.
-With 2 threads the UNet step measured 0.67 s (OMP_WAIT_POLICY=ACTIVE, in a quiet
-moment) and 1.3-2.0 s (passive, the default, under load); under load 1 thread is faster
-(`--threads 1`). Assuming 1.6x from the second thread on an idle machine, the plan is: data 1 min, vae
-10 min + 2 min encoding (budget 14 min for the training loop), unet 34 min (budget 40), classifier
-3-4 min (budget 6), eval 4-5 min (339 images x 50 DDIM steps; budget 12), export < 1 min: about
-57 minutes, 80 at most with every budget used. The progress lines print the CPU seconds per step.
+Measured in the run that made examples/teacher/ (2026-12-01, this project's 2-core Xeon with AMX,
+`--threads 2`, the default passive OpenMP wait, the machine otherwise nearly idle): data 11 s; VAE
+1,300 steps of 16 images in 10 min 56 s (1.97 steps/s) + 18 s encoding; UNet 4,034 steps in 50 min (1.34-1.43 steps/s)
+(batch 32); the remaining stages' times are in its report.json. The budgets (`--minutes` or per
+stage: VAE 16, UNet 50, classifier 6, eval 15 minutes) keep the whole run under 90 minutes. Under
+load 1 thread can be faster (`--threads 1`: spinning or oversubscribed OpenMP threads measured up
+to 8x slower). The progress lines print the CPU seconds per step.
+
+Older measurements (1 thread, other jobs running; CPU seconds per step): UNet step (batch 32)
+0.94-1.30 s; UNet forward (batch 64) 0.56-0.79 s; classifier step (batch 64) 0.41 s; rendering
+1-4 ms per image. torch.compile made the UNet step 1.25x faster after 262 s of compilation (not
+worth it within the budget); bf16 autocast did not speed the UNet up (0.92-0.97 s against
+0.86-0.89 s per step) while it made the VAE's 1.5x faster.
 
 Reproducibility: every random draw comes from generators seeded by `--seed` (the text encoder's
 init, the data, each stage); results are bitwise equal for the same seed, thread count and library
