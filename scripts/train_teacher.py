@@ -51,8 +51,8 @@ holds one real image per held-out caption (for the classifier's check and Freche
   its seeded random init (frozen, never trained). Saved with SD pipelines' `text_model.*` names.
 - VAE: diffusers' AutoencoderKL with SD's blocks (2 resnets per level, mid attention, quant convs)
   at 3 levels of widths 32, 64, 64: 64x64x3 <-> 16x16x4, downsampling 4 (SD: 4 levels, 8). The
-  first teacher used SD's 4 levels on 128x128 images (widths 32, 64, 64, 64, the same 16x16
-  latents): after its 24-minute budget (975 steps of 4 images) the classifier read its
+  earlier teachers used SD's 4 levels on 128x128 images (widths 32, 64, 64, 64, the same 16x16
+  latents): the second, after its 24-minute budget (975 steps of 4 images), the classifier read its
   reconstructions of the real held-out images with mean accuracy 0.796 (colour 0.469), a ceiling
   below the 90% the teacher must reach; 64x64 images hold what the classifier needs (it always read
   images average-pooled to 64x64) and a 3-level VAE sees 7x more images per second (measured step:
