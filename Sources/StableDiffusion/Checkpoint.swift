@@ -26,7 +26,7 @@ public struct CheckpointSource: Sendable {
     public var weightPaths: [String]
     /// For pipelines: `scheduler/scheduler_config.json`, if present.
     public var schedulerConfigPath: String?
-    /// For pipelines: component folders listed in `model_index.json`.
+    /// For pipelines: the components `model_index.json` declares (`[library, class]`; not those given as `[null, null]`).
     public var pipelineComponents: [String] = []
     /// For sharded weights: the shard index's tensor name -> shard path.
     public var shardMap: [String: String]?
@@ -54,7 +54,11 @@ public struct CheckpointSource: Sendable {
                 let index = dir.appendingPathComponent("model_index.json").path
                 if let data = try? StrictJSON.read(index, limit: 64 << 20),
                    let o = (try? StrictJSON.jsonObject(data, source: index)) as? [String: Any] {
-                    s.pipelineComponents = o.keys.filter { !$0.hasPrefix("_") && o[$0] is [Any] }.sorted()
+                    // A component is [library, class]; [null, null] declares it absent.
+                    s.pipelineComponents = o.keys.filter { k in
+                        guard !k.hasPrefix("_"), let entry = o[k] as? [Any] else { return false }
+                        return !entry.isEmpty && entry.allSatisfy { $0 is String }
+                    }.sorted()
                 }
                 return s
             }

@@ -31,7 +31,8 @@ final class LayoutDetectionTests: XCTestCase {
         let pipeline = try CheckpointSource.locate(Fixtures.sd2Pipeline)
         XCTAssertEqual(pipeline.configPath, Fixtures.path("tiny-sd2/pipeline/unet/config.json"))
         XCTAssertEqual(pipeline.schedulerConfigPath, Fixtures.path("tiny-sd2/pipeline/scheduler/scheduler_config.json"))
-        XCTAssertTrue(pipeline.pipelineComponents.contains("unet"), "\(pipeline.pipelineComponents)")
+        // model_index.json: image_encoder and safety_checker are [null, null] (absent).
+        XCTAssertEqual(pipeline.pipelineComponents, ["feature_extractor", "scheduler", "text_encoder", "tokenizer", "unet", "vae"])
         XCTAssertNil(try CheckpointSource.locate(Fixtures.sd2Original).configPath)
         XCTAssertEqual(try CheckpointSource.locate(Fixtures.sd2Sharded).shardMap?.count, 684)
     }
