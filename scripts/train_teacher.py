@@ -566,8 +566,9 @@ def stage_vae(args, cfg):
     total, bs, crop = cfg["vae_steps"], cfg["vae_batch"], cfg["vae_crop"]
     if cfg["vae_autocast"] not in ("bf16", "fp32"):
         sys.exit(f"error: --vae-autocast must be bf16 or fp32, not {cfg['vae_autocast']!r}")
-    if not 8 <= crop <= IMAGE:
-        sys.exit(f"error: --vae-crop must be within 8..{IMAGE}, not {crop}")
+    factor = 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1)
+    if not factor <= crop <= IMAGE or crop % factor:
+        sys.exit(f"error: --vae-crop must be a multiple of {factor} within {factor}..{IMAGE}, not {crop}")
     warmup = max(1, min(50, total // 10))
     budget = st.budget_s(cfg["vae_minutes"])
     prog = Progress("vae", total, step, budget)

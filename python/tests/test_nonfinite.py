@@ -3,6 +3,7 @@ in the UNet phase after a checkpoint of the last good step (as alter), in the hy
 without one (the UNet update of that step has already been applied)."""
 
 import json
+import signal
 
 import pytest
 
@@ -31,7 +32,13 @@ def test_nonfinite_objective_stops_with_the_last_good_checkpoint(example_unet, t
 
     monkeypatch.setattr(Trainer, "objective", poisoned)
     out = tmp_path / "run"
-    code = compress_mod.main([str(example_unet), "--data", str(EXAMPLE_DATA), *ARGS, "-o", str(out)])
+    # main() installs its SIGINT/SIGTERM handlers in this (pytest's) process: put pytest's back after.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = compress_mod.main([str(example_unet), "--data", str(EXAMPLE_DATA), *ARGS, "-o", str(out)])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
     err = capsys.readouterr().err
     assert code == 1, err
     what = "the UNet objective is nan" if phase == "unet" else "the hypernetwork objective is nan"
