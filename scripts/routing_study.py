@@ -20,9 +20,11 @@ held-out captions with their attribute labels) and train-prompts.jsonl.
    order) rendered with train_teacher's renderer and jitter (seed `--data-seed`), written as PNGs with
    a captions.jsonl, then `alter encode-data TEACHER --images --captions --size IMAGE` (train_teacher.IMAGE) makes
    `data.safetensors` (VAE means, prompt contexts).
-2. For each `--keep` x training budget (`--budgets STEPSxBATCH,...`, default `--steps`x`--batch`) x routing (`--routings`, default learned, intervals, static; also segments) x training seed
+2. For each `--keep` x training budget (`--budgets STEPSxBATCH,...`, default `--steps`x`--batch`) x routing (`--routings`, default learned, intervals, static; also segments) x caption dropout
+   (`--caption-dropout`, default 0; a variant named `...-dP-...` for P > 0) x training seed
    (`--train-seeds`): `alter compress TEACHER/unet --data ... --keep K --routing R
-   --prediction-type v_prediction --steps S --batch B --experts E --lr-unet --lr-hypernet --seed s`,
+   --prediction-type v_prediction --steps S --batch B --experts E --lr-unet --lr-hypernet --seed s
+   --caption-dropout P`,
    `alter export RUN --pipeline TEACHER`, and `alter eval BUNDLE --reference TEACHER` (PSNR and SSIM
    against the dense DDIM-50 reference, both drawn with the same prompts, image seeds and guidance;
    MACs and wall time per image) with the candidate's PNGs written and scored by the teacher's
@@ -51,8 +53,8 @@ N allows; every pair x position cell once N >= 27), each drawn with every `--ima
 - `settings`: the arguments, the teacher, the alter binary, the prompts used (caption, labels).
 - `variants`: one object per variant, in run order. Keys: `name`, `kind` ("alter", "dense"),
   `keep` (null for the DDIM-50 ceiling), `routing` (learned/intervals/static, null for dense),
-  `train_seed` (null for dense), `compress_steps` and `compress_batch` (alter only: the training
-  budget, `--budgets`), `scheduler`, `steps`, `unet_calls`, `images`, `mac_fraction` (UNet
+  `train_seed` (null for dense), `compress_steps`, `compress_batch` and `caption_dropout` (alter only: the training
+  budget, `--budgets`, and `--caption-dropout`), `scheduler`, `steps`, `unet_calls`, `images`, `mac_fraction` (UNet
   MACs per image / the dense DDIM-50's), `psnr` and `ssim` (alter eval's summaries: mean, std, min,
   max, count, infinite_count; null for the ceiling), `accuracy` (per attribute, `mean` (shape,
   colour, position, size), `all_five`), `accuracy_per_image_seed` ({seed: accuracy object}),
@@ -241,10 +243,12 @@ def variants(args):
                       "scheduler": "pndm", "steps": calls - 1})
         for steps, batch in args.budgets:
             for r in args.routings:
-                for s in args.train_seeds:
-                    v.append({"name": f"alter-k{k:g}-{r}-n{steps}b{batch}-s{s}", "kind": "alter", "keep": k, "routing": r,
-                              "train_seed": s, "compress_steps": steps, "compress_batch": batch,
-                              "scheduler": "ddim", "steps": REFERENCE_STEPS})
+                for p in args.caption_dropout:
+                    for s in args.train_seeds:
+                        drop = f"-d{p:g}" if p > 0 else ""
+                        v.append({"name": f"alter-k{k:g}-{r}-n{steps}b{batch}{drop}-s{s}", "kind": "alter", "keep": k, "routing": r,
+                                  "train_seed": s, "compress_steps": steps, "compress_batch": batch, "caption_dropout": p,
+                                  "scheduler": "ddim", "steps": REFERENCE_STEPS})
     return v
 
 
@@ -291,7 +295,8 @@ def run_variant(args, v, data, prompts_file, prompts, scorer, dense_macs):
                     "--keep", str(v["keep"]), "--routing", v["routing"], "--prediction-type", "v_prediction",
                     "--steps", str(v["compress_steps"]), "--batch", str(v["compress_batch"]), "--experts", str(args.experts),
                     "--lr-unet", str(args.lr_unet), "--lr-hypernet", str(args.lr_hypernet), "--seed", str(v["train_seed"]),
-                    "--checkpoint-minutes", "0"] + (["--hypernet-steps", str(args.hypernet_steps)] if args.hypernet_steps else []),
+                    "--checkpoint-minutes", "0", "--caption-dropout", str(v.get("caption_dropout", 0))]
+                    + (["--hypernet-steps", str(args.hypernet_steps)] if args.hypernet_steps else []),
                     out=os.path.join(d, "compress.log"))
             with open(os.path.join(run_dir, "final", "decisions.json")) as f:
                 decisions = json.load(f)
@@ -355,7 +360,9 @@ def group_key(r):
     if r["kind"] == "real":
         return "real images (same captions)"
     if r["kind"] == "alter":
-        return f"k{r['keep']:g} alter {r['routing']} {r['compress_steps']}x{r['compress_batch']}"
+        drop = r.get("caption_dropout", 0)
+        return (f"k{r['keep']:g} alter {r['routing']} {r.get('compress_steps', '?')}x{r.get('compress_batch', '?')}"
+                + (f" drop {drop:g}" if drop else ""))
     if r["keep"] is None:
         return "dense ddim 50 (ceiling)"
     return f"k{r['keep']:g} dense {r['scheduler']} {r['steps']}"
@@ -410,6 +417,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="alter compress --batch")
     ap.add_argument("--budgets", default="", help="training budgets STEPSxBATCH (comma list, e.g. 300x4,1200x4,300x16); "
                                                    "default: --steps x --batch")
+    ap.add_argument("--caption-dropout", default="0", help="alter compress --caption-dropout values (comma list; each a variant)")
     ap.add_argument("--experts", type=int, default=10)
     ap.add_argument("--lr-unet", type=float, default=1e-4)
     ap.add_argument("--lr-hypernet", type=float, default=7e-4)
@@ -421,6 +429,9 @@ def main():
     args.routings = parse_list(args.routings, str)
     args.train_seeds = parse_list(args.train_seeds, int)
     args.image_seeds = parse_list(args.image_seeds, int)
+    args.caption_dropout = parse_list(args.caption_dropout, float)
+    if any(not 0 <= p <= 1 for p in args.caption_dropout):
+        sys.exit(f"--caption-dropout: probabilities in [0, 1], not {args.caption_dropout}")
     try:
         args.budgets = [tuple(int(x) for x in b.lower().split("x")) for b in parse_list(args.budgets, str)] or [(args.steps, args.batch)]
     except ValueError:

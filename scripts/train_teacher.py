@@ -311,12 +311,12 @@ def count(m):
 # ----------------------------------------------------------------------------------------------
 
 FULL = dict(images=6000, cls_images=4374, vae_steps=1300, vae_batch=16, vae_crop=64, vae_lr=5e-4, vae_minutes=16, vae_fg_weight=10.0,
-            vae_autocast="bf16",
+            vae_autocast="bf16", text_residual_scale=0.1,
             unet_steps=4200, unet_batch=32, unet_lr=5e-4, unet_minutes=50, ema_max=0.999, unet_weighting="v",
             cls_steps=800, cls_batch=64, cls_lr=2e-3, cls_minutes=6,
             eval_heldout=0, eval_train=64, eval_batch=32, steps=50, guidance="3,5,7.5", eval_minutes=15)
 QUICK = dict(images=256, cls_images=256, vae_steps=12, vae_batch=4, vae_crop=32, vae_lr=5e-4, vae_minutes=2, vae_fg_weight=10.0,
-             vae_autocast="bf16",
+             vae_autocast="bf16", text_residual_scale=0.1,
              unet_steps=12, unet_batch=8, unet_lr=5e-4, unet_minutes=2, ema_max=0.999, unet_weighting="v",
              cls_steps=12, cls_batch=16, cls_lr=2e-3, cls_minutes=1,
              eval_heldout=4, eval_train=2, eval_batch=4, steps=4, guidance="7.5", eval_minutes=2)
@@ -649,17 +649,30 @@ def load_tokenizer():
     return CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
 
 
-def text_encoder(args):
-    """The frozen text encoder: created once at the seeded random init, then read back."""
+def text_encoder(args, cfg):
+    """The frozen text encoder: created once at the seeded random init, its residual branches (each
+    layer's attention output projection and second MLP matrix) scaled by `text_residual_scale`,
+    then read back."""
     from transformers import CLIPTextConfig, CLIPTextModel
     folder = os.path.join(args.work, "text_encoder")
+    init_path = os.path.join(folder, "init.json")
+    scale = cfg["text_residual_scale"]
     if not os.path.exists(os.path.join(folder, "config.json")):
         torch.manual_seed(args.seed)
         m = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+        with torch.no_grad():
+            for layer in m.encoder.layers:
+                for lin in (layer.self_attn.out_proj, layer.mlp.fc2):
+                    lin.weight.mul_(scale)
+                    lin.bias.mul_(scale)
         tmp = folder + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         m.save_pretrained(tmp)
+        write_json(os.path.join(tmp, "init.json"), {"seed": args.seed, "residual_scale": scale})
         os.replace(tmp, folder)
+    made = read_json(init_path)["residual_scale"] if os.path.exists(init_path) else 1.0
+    if made != scale:
+        sys.exit(f"error: {folder} was made with --text-residual-scale {made}, not {scale}; use another --work")
     m = CLIPTextModel.from_pretrained(folder).eval()
     m.requires_grad_(False)
     return m
@@ -689,7 +702,7 @@ def stage_unet(args, cfg):
     _, labels = load_train(args)
     lat = torch.load(os.path.join(args.work, "vae", "latents.pt"))
     scaling = Stage(args, "vae").report()["scaling_factor"]
-    tok, te = load_tokenizer(), text_encoder(args)
+    tok, te = load_tokenizer(), text_encoder(args, cfg)
     combos = all_combos()
     cap_index = {a: i for i, a in enumerate(combos)}
     emb = encode_prompts(tok, te, [caption(a) for a in combos] + [""])
@@ -936,7 +949,7 @@ def stage_eval(args, cfg):
     require(args, "data", "vae", "unet", "classifier")
     vae = AutoencoderKL.from_pretrained(os.path.join(args.work, "vae", "final")).eval()
     unet = UNet2DConditionModel.from_pretrained(os.path.join(args.work, "unet", "final")).eval()
-    pipe = make_pipeline(vae, text_encoder(args), load_tokenizer(), unet)
+    pipe = make_pipeline(vae, text_encoder(args, cfg), load_tokenizer(), unet)
     pipe.set_progress_bar_config(disable=True)
     clf, _ = build_classifier(os.path.join(args.work, "classifier", "final"))
     himages, hlabels = load_heldout(args)
@@ -1019,12 +1032,12 @@ def stage_export(args, cfg):
     t0 = time.time()
     vae = AutoencoderKL.from_pretrained(os.path.join(args.work, "vae", "final")).eval()
     unet = UNet2DConditionModel.from_pretrained(os.path.join(args.work, "unet", "final")).eval()
-    pipe = make_pipeline(vae, text_encoder(args), load_tokenizer(), unet).to(torch.float16)
+    pipe = make_pipeline(vae, text_encoder(args, cfg), load_tokenizer(), unet).to(torch.float16)
     pipe.save_pretrained(tmp)
     # fp32 references for the reload check
     vae = AutoencoderKL.from_pretrained(os.path.join(args.work, "vae", "final")).eval()
     unet = UNet2DConditionModel.from_pretrained(os.path.join(args.work, "unet", "final")).eval()
-    te = text_encoder(args)
+    te = text_encoder(args, cfg)
     # Tokenizer: SD2.1's files as they are (transformers 5 would write its own set).
     shutil.rmtree(os.path.join(tmp, "tokenizer"))
     shutil.copytree(TOKENIZER_DIR, os.path.join(tmp, "tokenizer"))

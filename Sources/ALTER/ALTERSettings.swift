@@ -44,6 +44,10 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
     public var warmupSteps = 250
     /// Global gradient-norm clip per group (0 disables).
     public var gradientClip = 1.0
+    /// Probability that a training sample's context is replaced by the data's `uncond` (the empty
+    /// prompt's context) for both the student and the teacher, so that the unconditional prediction
+    /// classifier-free guidance uses is distilled too (docs/method.md, section 9). 0: never.
+    public var captionDropout = 0.0
 
     public init() {}
 
@@ -53,6 +57,33 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
         case outputKDWeight = "output_kd_weight", featureKDWeight = "feature_kd_weight", ratioWeight = "ratio_weight"
         case balanceWeight = "balance_weight", learningRateUNet = "lr_unet", learningRateHypernet = "lr_hypernet"
         case beta1, beta2, adamEpsilon = "adam_epsilon", weightDecay = "weight_decay", warmupSteps = "warmup_steps"
-        case gradientClip = "gradient_clip"
+        case gradientClip = "gradient_clip", captionDropout = "caption_dropout"
+    }
+
+    /// Decodes every key; `caption_dropout` may be absent (runs written before it existed had none).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        experts = try c.decode(Int.self, forKey: .experts)
+        keep = try c.decode(Double.self, forKey: .keep)
+        routing = try c.decode(Routing.self, forKey: .routing)
+        embeddingWidth = try c.decode(Int.self, forKey: .embeddingWidth)
+        generatorHidden = try c.decode(Int.self, forKey: .generatorHidden)
+        routerHidden = try c.decode(Int.self, forKey: .routerHidden)
+        temperature = try c.decode(Double.self, forKey: .temperature)
+        offset = try c.decode(Double.self, forKey: .offset)
+        denoiseWeight = try c.decode(Double.self, forKey: .denoiseWeight)
+        outputKDWeight = try c.decode(Double.self, forKey: .outputKDWeight)
+        featureKDWeight = try c.decode(Double.self, forKey: .featureKDWeight)
+        ratioWeight = try c.decode(Double.self, forKey: .ratioWeight)
+        balanceWeight = try c.decode(Double.self, forKey: .balanceWeight)
+        learningRateUNet = try c.decode(Double.self, forKey: .learningRateUNet)
+        learningRateHypernet = try c.decode(Double.self, forKey: .learningRateHypernet)
+        beta1 = try c.decode(Double.self, forKey: .beta1)
+        beta2 = try c.decode(Double.self, forKey: .beta2)
+        adamEpsilon = try c.decode(Double.self, forKey: .adamEpsilon)
+        weightDecay = try c.decode(Double.self, forKey: .weightDecay)
+        warmupSteps = try c.decode(Int.self, forKey: .warmupSteps)
+        gradientClip = try c.decode(Double.self, forKey: .gradientClip)
+        captionDropout = try c.decodeIfPresent(Double.self, forKey: .captionDropout) ?? 0
     }
 }

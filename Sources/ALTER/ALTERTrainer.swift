@@ -51,6 +51,9 @@ public final class ALTERTrainer {
         try config.validate()
         precondition(student !== teacher, "ALTERTrainer: the student and the teacher must not share weights")
         do { try data.validate(for: student.config) } catch let e { throw .data(e.description) }
+        if config.settings.captionDropout > 0, data.uncond == nil {
+            throw .invalid(field: "caption_dropout", "is \(config.settings.captionDropout), but \(data.path) has no `uncond` tensor (the empty prompt's context) to replace captions with; encode the data with `alter encode-data`, which writes it")
+        }
         guard config.batch <= data.count else {
             throw .invalid(field: "batch", "is \(config.batch), more than the \(data.count) samples of \(data.path)")
         }
@@ -222,6 +225,7 @@ public final class ALTERTrainer {
             recorder.add(p + ".indices", ints: batch.indices)
             recorder.add(p + ".timesteps", ints: t)
             recorder.add(p + ".noise", batch.noise)
+            if let dropped = batch.dropped { recorder.add(p + ".dropped", flags: dropped) }
             recorder.add(p + ".decisions", decisions: usedDecisions)
             recorder.add(p, metrics: metrics)
             if let hypernetDraw {
@@ -244,17 +248,33 @@ public final class ALTERTrainer {
         var noisy: Tensor, context: Tensor, target: Tensor, timesteps: [Float]
         /// The drawn sample indices and noise.
         var indices: [Int], noise: Tensor
+        /// Per sample, whether its caption was dropped (its context is `uncond`); nil when the run
+        /// has no caption dropout (nothing drawn).
+        var dropped: [Bool]?
     }
 
+    /// Draws, from the data stream and in this order: the sample indices, the timesteps, the noise
+    /// and, with caption dropout, one uniform per sample (dropped when below the probability).
     func drawBatch() -> Batch {
         let b = config.batch
         let indices = (0..<b).map { _ in dataRNG.index(data.count) }
         let timesteps = (0..<b).map { _ in dataRNG.index(schedule.trainSteps) }
         let (x0, context) = data.batch(indices: indices)
         let noise = Tensor(shape: x0.shape, values: dataRNG.normals(x0.count))
+        var dropped: [Bool]?
+        let p = config.settings.captionDropout
+        if p > 0, let uncond = data.uncond {
+            let flags = (0..<b).map { _ in dataRNG.openUnit() < p }
+            let per = uncond.count
+            for (k, drop) in flags.enumerated() where drop {
+                (context.data + k * per).update(from: uncond.data, count: per)
+            }
+            dropped = flags
+        }
         let noisy = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
         let target = schedule.target(config.predictionType, x0: x0, noise: noise, timesteps: timesteps)
-        return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init), indices: indices, noise: noise)
+        return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init), indices: indices, noise: noise,
+                     dropped: dropped)
     }
 
     struct Objective {

@@ -56,7 +56,7 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
             ("output_kd_weight", s.outputKDWeight), ("feature_kd_weight", s.featureKDWeight), ("ratio_weight", s.ratioWeight),
             ("balance_weight", s.balanceWeight), ("lr_unet", s.learningRateUNet), ("lr_hypernet", s.learningRateHypernet),
             ("beta1", s.beta1), ("beta2", s.beta2), ("adam_epsilon", s.adamEpsilon), ("weight_decay", s.weightDecay),
-            ("gradient_clip", s.gradientClip), ("checkpoint_minutes", checkpointMinutes),
+            ("gradient_clip", s.gradientClip), ("checkpoint_minutes", checkpointMinutes), ("caption_dropout", s.captionDropout),
         ]
         for (field, value) in numbers where !value.isFinite { throw bad(field, "must be a finite number, got \(value)") }
         guard s.keep > 0, s.keep <= 1 else { throw .keepOutOfRange(s.keep) }
@@ -75,6 +75,9 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
         }
         guard s.beta1 >= 0, s.beta1 < 1 else { throw bad("beta1", "must be in [0, 1), got \(s.beta1)") }
         guard s.beta2 >= 0, s.beta2 < 1 else { throw bad("beta2", "must be in [0, 1), got \(s.beta2)") }
+        guard s.captionDropout >= 0, s.captionDropout <= 1 else {
+            throw bad("caption_dropout", "must be a probability in [0, 1], got \(s.captionDropout)")
+        }
         guard s.adamEpsilon > 0 else { throw bad("adam_epsilon", "must be positive, got \(s.adamEpsilon)") }
         guard s.warmupSteps >= 0 else { throw bad("warmup_steps", "must not be negative, got \(s.warmupSteps)") }
         guard s.warmupSteps <= steps else { throw bad("warmup_steps", "is \(s.warmupSteps), longer than the run (`steps` \(steps))") }

@@ -43,6 +43,11 @@ public final class DrawRecorder {
         append(name, .f64, [doubles.count], v.withUnsafeBytes { Array($0) })
     }
 
+    /// Booleans as U8 [count] (1 true).
+    func add(_ name: String, flags: [Bool]) {
+        append(name, .u8, [flags.count], flags.map { UInt8($0 ? 1 : 0) })
+    }
+
     /// `kept` as U8 [experts, units] (1 kept) and `route` as I64 [timesteps].
     func add(_ prefix: String, decisions d: ExpertDecisions) {
         append(prefix + ".kept", .u8, [d.experts, d.units.count], d.kept.flatMap { $0.map { UInt8($0 ? 1 : 0) } })

@@ -58,6 +58,23 @@ class TrainingData:
                 raise TrainingDataError(f"{path}: tensor '{name}' has {end - begin} bytes, expected {int(np.prod(shape)) * size} for {shape}")
             arr = np.memmap(path, dtype=np_dtype, mode="r", offset=8 + n + begin, shape=tuple(shape))
             self._arrays[name] = (arr, info["dtype"])
+        self.uncond = None
+        if "uncond" in header:
+            info = header["uncond"]
+            if info["dtype"] not in _DTYPES:
+                raise TrainingDataError(f"{path}: tensor 'uncond' has dtype {info['dtype']}; training data must be F32, F16 or BF16")
+            shape = [int(x) for x in info["shape"]]
+            if shape != list(self.context_shape[1:]):
+                raise TrainingDataError(f"{path}: tensor 'uncond' has shape {shape}; expected [S, D] = {list(self.context_shape[1:])}")
+            np_dtype, size = _DTYPES[info["dtype"]]
+            begin, end = info["data_offsets"]
+            if end - begin != int(np.prod(shape)) * size:
+                raise TrainingDataError(f"{path}: tensor 'uncond' has {end - begin} bytes, expected {int(np.prod(shape)) * size} for {shape}")
+            arr = np.asarray(np.memmap(path, dtype=np_dtype, mode="r", offset=8 + n + begin, shape=tuple(shape)))
+            u = torch.from_numpy((arr.astype(np.uint32) << 16).view(np.float32)) if info["dtype"] == "BF16" else torch.from_numpy(arr.astype(np.float32))
+            if not torch.isfinite(u).all():
+                raise TrainingDataError(f"{path}: tensor 'uncond' holds a non-finite value")
+            self.uncond = u
         if self.latents_shape[0] != self.context_shape[0]:
             raise TrainingDataError(f"{path}: tensor 'context' holds {self.context_shape[0]} samples but 'latents' holds {self.latents_shape[0]}")
 

@@ -1,7 +1,8 @@
 """Where a run's random draws come from: `TorchDraws` (a standalone run: torch generators seeded
 by `--seed`) or `RecordedDraws` (a replay of `alter compress --record-draws`,
-formats/record-draws.md). Both give, per step, the global batch's sample indices, timesteps and
-noise (drawn in that order from the data stream) and the Gumbel noise of each relaxed draw of
+formats/record-draws.md). Both give, per step, the global batch's sample indices, timesteps, noise
+and, with caption dropout, which samples' captions are dropped (drawn in that order from the data
+stream) and the Gumbel noise of each relaxed draw of
 the hypernetwork (from the noise stream)."""
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ class TorchDraws:
         self.noise = torch.Generator().manual_seed(seed ^ 0x5DEECE66D)
         self.experts, self.units, self.learned = experts, units, learned
         self.sample_shape, self.samples = sample_shape, samples
+        self.caption_dropout = 0.0  # set by the trainer from its settings
 
     def batch(self, step: int, size: int):
-        """(indices [size], timesteps [size], noise [size, C, H, W]) of the global batch of `step`."""
+        """(indices [size], timesteps [size], noise [size, C, H, W], dropped [size] bool or None
+        without caption dropout) of the global batch of `step`."""
         indices = torch.randint(self.samples, (size,), generator=self.data)
         timesteps = torch.randint(TRAIN_TIMESTEPS, (size,), generator=self.data)
         noise = torch.randn((size, *self.sample_shape), generator=self.data)
-        return indices, timesteps, noise
+        dropped = None
+        if self.caption_dropout > 0:
+            dropped = torch.rand(size, generator=self.data, dtype=torch.float64) < self.caption_dropout
+        return indices, timesteps, noise, dropped
 
     def _gumbel(self, *shape) -> torch.Tensor:
         u = torch.rand(shape, generator=self.noise, dtype=torch.float64) + 2.0 ** -54  # in (0, 1)
@@ -95,7 +101,8 @@ class RecordedDraws:
         indices = self.get(p + ".indices").long()
         if len(indices) != size:
             raise ValueError(f"{self.path}: step {step} recorded a batch of {len(indices)}, this run's global batch is {size}")
-        return indices, self.get(p + ".timesteps").long(), self.get(p + ".noise").float()
+        dropped = self.get(p + ".dropped").bool() if self.has(p + ".dropped") else None
+        return indices, self.get(p + ".timesteps").long(), self.get(p + ".noise").float(), dropped
 
     def gumbels(self, prefix: str):
         route = prefix + ".route_gumbel"

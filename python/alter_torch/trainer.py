@@ -51,6 +51,7 @@ class Settings:
     weight_decay: float = 1e-2
     warmup_steps: int = 250
     gradient_clip: float = 1.0
+    caption_dropout: float = 0.0
 
 
 @dataclass
@@ -235,6 +236,11 @@ class Trainer:
         self.ties: list[tuple[int, str, int]] = []
         st = config.settings
         data.validate(student.config)
+        if st.caption_dropout > 0 and data.uncond is None:
+            raise ValueError(f"caption_dropout is {st.caption_dropout}, but {data.path} has no 'uncond' tensor (the empty prompt's "
+                             "context) to replace captions with")
+        if isinstance(draws, TorchDraws):
+            draws.caption_dropout = st.caption_dropout
         if ex.grad_checkpointing:
             student.enable_gradient_checkpointing()
             student.train()
@@ -356,7 +362,10 @@ class Trainer:
     def _micro_batches(self, k: int):
         """This process's micro-batches of step k: (noisy, timesteps, context, target, t) on the device."""
         cfg = self.config
-        indices, t_all, noise_all = self.draws.batch(k, self.global_batch)
+        indices, t_all, noise_all, dropped_all = self.draws.batch(k, self.global_batch)
+        if (dropped_all is not None) != (cfg.settings.caption_dropout > 0):
+            raise ValueError(f"step {k}: the draws {'hold' if dropped_all is not None else 'lack'} caption-dropout flags, "
+                             f"but this run's caption_dropout is {cfg.settings.caption_dropout}")
         per_rank = cfg.batch * self.execution.grad_accum
         first = self.group.rank * per_rank
         out = []
@@ -364,6 +373,8 @@ class Trainer:
             rows = slice(first + a * cfg.batch, first + (a + 1) * cfg.batch)
             idx, t, noise = indices[rows], t_all[rows], noise_all[rows]
             x0, context = self.data.batch(idx)
+            if dropped_all is not None:
+                context[dropped_all[rows]] = self.data.uncond
             sig, noi = self.schedule.coefficients(t)
             noisy = sig * x0 + noi * noise
             target = noise if cfg.prediction_type == "epsilon" else sig * noise - noi * x0

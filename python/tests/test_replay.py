@@ -74,3 +74,28 @@ def test_replay_segment_routing(alter, example_unet, tmp_path):
     assert max(worst.values()) <= 2e-4
     route = json.loads((tmp_path / "pyrun" / "final" / "decisions.json").read_text())["decisions"]["route"]
     assert route == sorted(route)
+
+
+DROPOUT = ["--experts", "4", "--keep", "0.7", "--steps", "12", "--hypernet-steps", "8", "--batch", "2",
+           "--lr-unet", "1e-4", "--lr-hypernet", "1e-2", "--warmup", "5", "--seed", "7", "--caption-dropout", "0.5"]
+
+
+def test_replay_caption_dropout(alter, example_unet, tmp_path):
+    """Caption dropout: the samples alter dropped (recorded flags) get the data's uncond in the
+    PyTorch trainer too, and every loss term, gradient norm and decision agrees over 12 steps."""
+    run([alter, "compress", EXAMPLE, "--config", EXAMPLE_CONFIG, "--data", EXAMPLE_DATA, *DROPOUT,
+         "-o", tmp_path / "run", "--record-draws", tmp_path / "draws.safetensors"])
+    draws = RecordedDraws(str(tmp_path / "draws.safetensors"))
+    flags = [int(v) for k in range(1, 13) for v in draws.get(f"step.{k:06d}.dropped").tolist()]
+    assert 0 < sum(flags) < len(flags), "the record holds both dropped and kept captions"
+    a = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *DROPOUT, "--replay", str(tmp_path / "draws.safetensors")])
+    summary = replay(config_from(a), RecordedDraws(a.replay), rtol=1e-4, output=str(tmp_path / "pyrun"))
+    print("caption dropout, worst relative errors over 12 steps:", {k: f"{v:.2e}" for k, v in summary["worst_relative_error"].items()})
+    assert summary["steps"] == 12
+    assert summary["final_decisions_match"]
+    assert max(summary["worst_relative_error"].values()) <= 1e-4
+
+    # Replayed without dropout the same draws are refused (the run's settings and the record disagree).
+    b = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *DROPOUT[:-2], "--replay", str(tmp_path / "draws.safetensors")])
+    with pytest.raises(ValueError, match="caption-dropout flags"):
+        replay(config_from(b), RecordedDraws(b.replay), rtol=1e-4, output=str(tmp_path / "pyrun2"))
