@@ -48,6 +48,8 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
     /// prompt's context) for both the student and the teacher, so that the unconditional prediction
     /// classifier-free guidance uses is distilled too (docs/method.md, section 9). 0: never.
     public var captionDropout = 0.0
+    /// Loss weight of the routing smoothness term (learned routing; docs/method.md, section 5). 0: off.
+    public var smoothnessWeight = 0.0
 
     public init() {}
 
@@ -58,9 +60,11 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
         case balanceWeight = "balance_weight", learningRateUNet = "lr_unet", learningRateHypernet = "lr_hypernet"
         case beta1, beta2, adamEpsilon = "adam_epsilon", weightDecay = "weight_decay", warmupSteps = "warmup_steps"
         case gradientClip = "gradient_clip", captionDropout = "caption_dropout"
+        case smoothnessWeight = "smoothness_weight"
     }
 
-    /// Decodes every key; `caption_dropout` may be absent (runs written before it existed had none).
+    /// Decodes every key; `caption_dropout` and `smoothness_weight` may be absent (runs written
+    /// before they existed had neither: 0).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         experts = try c.decode(Int.self, forKey: .experts)
@@ -85,5 +89,6 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
         warmupSteps = try c.decode(Int.self, forKey: .warmupSteps)
         gradientClip = try c.decode(Double.self, forKey: .gradientClip)
         captionDropout = try c.decodeIfPresent(Double.self, forKey: .captionDropout) ?? 0
+        smoothnessWeight = try c.decodeIfPresent(Double.self, forKey: .smoothnessWeight) ?? 0
     }
 }

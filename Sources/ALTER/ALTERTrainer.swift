@@ -193,6 +193,11 @@ public final class ALTERTrainer {
                 balanceValue = Double(balance.value.data[0])
                 total = tape.add(total, tape.scale(balance, Float(st.balanceWeight)))
             }
+            var smoothnessValue: Double?
+            if st.smoothnessWeight != 0, let smooth = hypernet.router.smoothness(on: tape, relaxed.routerDraw) {
+                smoothnessValue = Double(smooth.value.data[0])
+                total = tape.add(total, tape.scale(smooth, Float(st.smoothnessWeight)))
+            }
             let hyperLoss = total.value.data[0]
             guard hyperLoss.isFinite else {
                 for p in student.parameters { p.trainable = true }
@@ -210,6 +215,7 @@ public final class ALTERTrainer {
             metrics.performance = Double(perf.total.value.data[0])
             metrics.ratio = Double(ratio.value.data[0])
             metrics.balance = balanceValue
+            metrics.smoothness = smoothnessValue
             metrics.learningRateHypernet = hyperLR
             for p in student.parameters { p.trainable = true }
             if step + 1 < config.hypernetSteps {

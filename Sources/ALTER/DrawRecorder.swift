@@ -66,6 +66,7 @@ public final class DrawRecorder {
             ("loss", m.loss), ("output_kd", m.outputKD), ("feature_kd", m.featureKD), ("denoise", m.denoise),
             ("kept_fraction", m.keptFraction), ("lr_unet", m.learningRateUNet), ("grad_norm_unet", m.gradientNormUNet),
             ("hypernet_loss", m.hypernetLoss), ("performance", m.performance), ("ratio", m.ratio), ("balance", m.balance),
+            ("smoothness", m.smoothness),
             ("lr_hypernet", m.learningRateHypernet), ("grad_norm_hypernet", m.gradientNormHypernet),
         ]
         for case let (name, value?) in values { add("\(prefix).\(name)", double: value) }

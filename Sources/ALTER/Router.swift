@@ -20,6 +20,8 @@ public protocol Router: AnyObject {
     func hardRoutes() -> [Int]
     /// The router's own term of the hypernetwork objective for this draw (unweighted), if any.
     func loss(on tape: Tape, _ routes: RelaxedRoutes) -> Var?
+    /// The smoothness term of this draw (unweighted), if the router has one.
+    func smoothness(on tape: Tape, _ routes: RelaxedRoutes) -> Var?
 }
 
 /// One draw of relaxed routes.
@@ -35,6 +37,8 @@ public struct RelaxedRoutes {
 }
 
 extension Router {
+    public func smoothness(on tape: Tape, _ routes: RelaxedRoutes) -> Var? { nil }
+
     /// One-hot rows [index.count, n].
     static func oneHot(_ index: [Int], _ n: Int) -> Tensor {
         let t = Tensor(zeros: [index.count, n])
@@ -125,6 +129,17 @@ public final class LearnedRouter: Router {
         let counts = Self.argmaxRows(logits.value).reduce(into: [Float](repeating: 0, count: experts)) { $0[$1] += 1 }
         let f = tape.constant(Tensor(shape: [experts], values: counts.map { $0 / Float(t) }))
         return tape.scale(tape.sum(tape.multiply(tape.meanRows(probs), f)), Float(experts))
+    }
+
+    /// L_smooth = 1/2 * sum_t sum_i (P[t+1, i] - P[t, i])^2 with P = softmax(logits) (noise-free,
+    /// temperature 1): about the number of places where the routing switches experts sharply (1
+    /// per sharp switch), smaller for gradual switches.
+    public func smoothness(on tape: Tape, _ routes: RelaxedRoutes) -> Var? {
+        guard let logits = routes.logits, logits.shape[0] >= 2 else { return nil }
+        let probs = tape.softmax(logits)
+        let t = logits.shape[0]
+        let d = tape.add(tape.selectRows(probs, Array(1..<t)), tape.scale(tape.selectRows(probs, Array(0..<(t - 1))), -1))
+        return tape.scale(tape.sum(tape.multiply(d, d)), 0.5)
     }
 
     /// The mean margin between the top two noise-free logits over the training timesteps (how

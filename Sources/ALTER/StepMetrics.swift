@@ -12,6 +12,8 @@ public struct StepMetrics: Codable, Sendable, Equatable {
     public var performance: Double?
     public var ratio: Double?
     public var balance: Double?
+    /// The routing smoothness term (only with `smoothness_weight` > 0).
+    public var smoothness: Double?
     /// Kept fraction of total MACs of the mask table used in this step, over all training timesteps.
     public var keptFraction: Double
     /// Share of training timesteps per expert.
@@ -25,6 +27,7 @@ public struct StepMetrics: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case step, loss, outputKD = "output_kd_loss", featureKD = "feature_kd_loss", denoise = "denoise_loss"
         case hypernetLoss = "hypernet_loss", performance = "performance_loss", ratio = "ratio_loss", balance = "balance_loss"
+        case smoothness = "smoothness_loss"
         case keptFraction = "kept_mac_fraction", expertShares = "expert_shares"
         case learningRateUNet = "lr_unet", learningRateHypernet = "lr_hypernet"
         case gradientNormUNet = "grad_norm_unet", gradientNormHypernet = "grad_norm_hypernet", seconds

@@ -71,6 +71,9 @@ struct Compress: ParsableCommand {
     @Option(parsing: .unconditional, help: "Loss weight of the expert balance loss.")
     var balanceWeight = ALTERSettings().balanceWeight
 
+    @Option(parsing: .unconditional, help: "Loss weight of the routing smoothness term (learned routing): about the number of sharp expert switches along the timesteps, so that routing tables come out in fewer contiguous segments (docs/method.md). 0: off.")
+    var smoothnessWeight = ALTERSettings().smoothnessWeight
+
     @Option(parsing: .unconditional, help: "Probability that a sample's caption is dropped: its context replaced by the data's `uncond` (the empty prompt) for the student and the teacher, so that the unconditional prediction classifier-free guidance uses is distilled too (docs/method.md). 0: never; needs `uncond` in --data.")
     var captionDropout = ALTERSettings().captionDropout
 
@@ -106,7 +109,7 @@ struct Compress: ParsableCommand {
         "lr_unet": "--lr-unet", "lr_hypernet": "--lr-hypernet", "warmup_steps": "--warmup", "checkpoint_every": "--checkpoint-every",
         "checkpoint_minutes": "--checkpoint-minutes", "output_kd_weight": "--output-kd-weight", "feature_kd_weight": "--feature-kd-weight",
         "denoise_weight": "--denoise-weight", "ratio_weight": "--ratio-weight", "balance_weight": "--balance-weight",
-        "caption_dropout": "--caption-dropout",
+        "caption_dropout": "--caption-dropout", "smoothness_weight": "--smoothness-weight",
     ]
 
     /// A configuration error in terms of this command's flags (fields without a flag keep their
@@ -131,6 +134,7 @@ struct Compress: ParsableCommand {
         config.settings.ratioWeight = ratioWeight
         config.settings.balanceWeight = balanceWeight
         config.settings.captionDropout = captionDropout
+        config.settings.smoothnessWeight = smoothnessWeight
         config.batch = batch
         config.seed = seed
         config.checkpointEvery = checkpointEvery

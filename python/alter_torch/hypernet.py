@@ -148,6 +148,13 @@ class Hypernetwork(nn.Module):
         table = routes @ masks
         return Relaxed(table, masks, routes, router_logits, Decisions(hard.detach().bool(), route), ties)
 
+    @staticmethod
+    def smoothness_loss(router_logits: torch.Tensor) -> torch.Tensor:
+        """L_smooth = 1/2 * sum_t sum_i (P[t+1, i] - P[t, i])^2, P = softmax(logits) (learned routing)."""
+        p = torch.softmax(router_logits, dim=1)
+        d = p[1:] - p[:-1]
+        return (d * d).sum() * 0.5
+
     def balance_loss(self, router_logits: torch.Tensor, reference: torch.Tensor | None = None,
                      tie_margin: float = 0.0) -> tuple[torch.Tensor, int]:
         """L_balance = E * sum_i F_i * P_i (F from the noise-free argmax, no gradient), and the

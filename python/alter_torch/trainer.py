@@ -52,6 +52,7 @@ class Settings:
     warmup_steps: int = 250
     gradient_clip: float = 1.0
     caption_dropout: float = 0.0
+    smoothness_weight: float = 0.0
 
 
 @dataclass
@@ -453,6 +454,11 @@ class Trainer:
                     self.ties.append((k, p + ".hypernet.balance_route", ties))
                 balance = float(b.detach())
                 weighted_balance = b * np.float32(st.balance_weight)
+            smoothness, weighted_smoothness = None, None
+            if st.smoothness_weight != 0 and st.routing == "learned" and relaxed.router_logits is not None:
+                sm = self.hypernet.smoothness_loss(relaxed.router_logits)
+                smoothness = float(sm.detach())
+                weighted_smoothness = sm * np.float32(st.smoothness_weight)
             params = self.hyper_opt.params
             grads = None
             perf_sum = hyper_sum = 0.0
@@ -465,6 +471,8 @@ class Trainer:
                 total = perf + weighted_ratio
                 if weighted_balance is not None:
                     total = total + weighted_balance
+                if weighted_smoothness is not None:
+                    total = total + weighted_smoothness
                 perf_sum += float(perf.detach())
                 hyper_sum += float(total.detach())
                 if accum > 1:
@@ -486,7 +494,7 @@ class Trainer:
                 hyper_norm = self.hyper_opt.update() if self.hyper_scaler.unscale(params) else None
             except FloatingPointError:
                 raise NonFiniteStep(k, "the hypernetwork gradient norm is not finite", False) from None
-            metrics.update(hypernet_loss=hyper_loss, performance=perf_v, ratio=float(ratio.detach()), balance=balance,
+            metrics.update(hypernet_loss=hyper_loss, performance=perf_v, ratio=float(ratio.detach()), balance=balance, smoothness=smoothness,
                            lr_hypernet=hyper_lr, grad_norm_hypernet=hyper_norm)
             if self.step + 1 < cfg.hypernet_steps:
                 with torch.no_grad():

@@ -99,3 +99,20 @@ def test_replay_caption_dropout(alter, example_unet, tmp_path):
     b = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *DROPOUT[:-2], "--replay", str(tmp_path / "draws.safetensors")])
     with pytest.raises(ValueError, match="caption-dropout flags"):
         replay(config_from(b), RecordedDraws(b.replay), rtol=1e-4, output=str(tmp_path / "pyrun2"))
+
+
+SMOOTH = ["--experts", "4", "--keep", "0.7", "--steps", "12", "--hypernet-steps", "8", "--batch", "2",
+          "--lr-unet", "1e-4", "--lr-hypernet", "1e-2", "--warmup", "5", "--seed", "7", "--smoothness-weight", "0.05"]
+
+
+def test_replay_smoothness(alter, example_unet, tmp_path):
+    """The routing smoothness term (learned routing): the same values as alter over 12 steps."""
+    run([alter, "compress", EXAMPLE, "--config", EXAMPLE_CONFIG, "--data", EXAMPLE_DATA, *SMOOTH,
+         "-o", tmp_path / "run", "--record-draws", tmp_path / "draws.safetensors"])
+    a = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *SMOOTH, "--replay", str(tmp_path / "draws.safetensors")])
+    summary = replay(config_from(a), RecordedDraws(a.replay), rtol=1e-4, output=str(tmp_path / "pyrun"))
+    worst = summary["worst_relative_error"]
+    print("smoothness, worst relative errors over 12 steps:", {k: f"{v:.2e}" for k, v in worst.items()})
+    assert "smoothness" in worst, "the smoothness term was compared"
+    assert summary["final_decisions_match"]
+    assert max(worst.values()) <= 1e-4
