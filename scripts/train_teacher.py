@@ -48,7 +48,17 @@ holds one real image per held-out caption (for the classifier's check and Freche
   77 tokens), copied as it is.
 - Text encoder: transformers' CLIPTextModel with SD2.1's structure (gelu, causal, final layer norm;
   the pipeline uses last_hidden_state) at width 64, 4 layers, 2 heads, MLP 256, vocab 49408; kept at
-  its seeded random init (frozen, never trained). Saved with SD pipelines' `text_model.*` names.
+  its seeded random init (frozen, never trained), except that each layer's residual branches (the
+  attention output projection and the second MLP matrix) are scaled by `--text-residual-scale`
+  (default 0.1) once at init. Why: at transformers' plain init the MLPs' outputs dwarf the token
+  embeddings, so every state is mostly a random function of the words before it. Measured on the
+  1458 captions (share of the variance of a state explained by each attribute, one at a time): at
+  scale 1 the shape word's own state is 13% shape, 37% colour and 41% size, and the padding states
+  that follow the caption 11% shape; at scale 0.1 the shape word's state is 47% shape, 26% colour.
+  Shape was the attribute the earlier teachers learned worst (held-out shape accuracy near chance).
+  A trained CLIP keeps a word's state close to the word; the scaled init is the cheap stand-in. The
+  scale is recorded in the work folder's text_encoder/init.json. Saved with SD pipelines'
+  `text_model.*` names.
 - VAE: diffusers' AutoencoderKL with SD's blocks (2 resnets per level, mid attention, quant convs)
   at 3 levels of widths 32, 64, 64: 64x64x3 <-> 16x16x4, downsampling 4 (SD: 4 levels, 8). The
   earlier teachers used SD's 4 levels on 128x128 images (widths 32, 64, 64, 64, the same 16x16
