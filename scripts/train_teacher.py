@@ -56,7 +56,7 @@ holds one real image per held-out caption (for the classifier's check and Freche
   scale 1 the shape word's own state is 13% shape, 37% colour and 41% size, and the padding states
   that follow the caption 11% shape; at scale 0.1 the shape word's state is 47% shape, 26% colour.
   Shape was the attribute the earlier teachers learned worst (held-out shape accuracy near chance).
-  A trained CLIP keeps a word's state close to the word; the scaled init is the cheap stand-in. The
+  The scaled init makes the frozen states carry their own word without training the encoder. The
   scale is recorded in the work folder's text_encoder/init.json. Saved with SD pipelines'
   `text_model.*` names.
 - VAE: diffusers' AutoencoderKL with SD's blocks (2 resnets per level, mid attention, quant convs)
