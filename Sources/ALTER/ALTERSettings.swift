@@ -48,6 +48,12 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
     /// prompt's context) for both the student and the teacher, so that the unconditional prediction
     /// classifier-free guidance uses is distilled too (docs/method.md, section 9). 0: never.
     public var captionDropout = 0.0
+    /// Loss weight of guidance distillation (docs/method.md, section 5): each sample also runs with
+    /// the data's `uncond`, and the student's classifier-free-guided output at `guidanceKDScale` is
+    /// distilled. 0: off (one context per sample).
+    public var guidanceKDWeight = 0.0
+    /// The guidance scale g of that term.
+    public var guidanceKDScale = 7.5
     /// Loss weight of the routing smoothness term (learned routing; docs/method.md, section 5). 0: off.
     public var smoothnessWeight = 0.0
 
@@ -60,11 +66,11 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
         case balanceWeight = "balance_weight", learningRateUNet = "lr_unet", learningRateHypernet = "lr_hypernet"
         case beta1, beta2, adamEpsilon = "adam_epsilon", weightDecay = "weight_decay", warmupSteps = "warmup_steps"
         case gradientClip = "gradient_clip", captionDropout = "caption_dropout"
-        case smoothnessWeight = "smoothness_weight"
+        case smoothnessWeight = "smoothness_weight", guidanceKDWeight = "guidance_kd_weight", guidanceKDScale = "guidance_kd_scale"
     }
 
-    /// Decodes every key; `caption_dropout` and `smoothness_weight` may be absent (runs written
-    /// before they existed had neither: 0).
+    /// Decodes every key; `caption_dropout`, `smoothness_weight`, `guidance_kd_weight` and
+    /// `guidance_kd_scale` may be absent (runs written before they existed: the defaults, all off).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         experts = try c.decode(Int.self, forKey: .experts)
@@ -90,5 +96,7 @@ public struct ALTERSettings: Codable, Sendable, Equatable {
         gradientClip = try c.decode(Double.self, forKey: .gradientClip)
         captionDropout = try c.decodeIfPresent(Double.self, forKey: .captionDropout) ?? 0
         smoothnessWeight = try c.decodeIfPresent(Double.self, forKey: .smoothnessWeight) ?? 0
+        guidanceKDWeight = try c.decodeIfPresent(Double.self, forKey: .guidanceKDWeight) ?? 0
+        guidanceKDScale = try c.decodeIfPresent(Double.self, forKey: .guidanceKDScale) ?? 7.5
     }
 }

@@ -54,6 +54,9 @@ public final class ALTERTrainer {
         if config.settings.captionDropout > 0, data.uncond == nil {
             throw .invalid(field: "caption_dropout", "is \(config.settings.captionDropout), but \(data.path) has no `uncond` tensor (the empty prompt's context) to replace captions with; encode the data with `alter encode-data`, which writes it")
         }
+        if config.settings.guidanceKDWeight > 0, data.uncond == nil {
+            throw .invalid(field: "guidance_kd_weight", "is \(config.settings.guidanceKDWeight), but \(data.path) has no `uncond` tensor (the empty prompt's context) to run the unconditional half with; encode the data with `alter encode-data`, which writes it")
+        }
         guard config.batch <= data.count else {
             throw .invalid(field: "batch", "is \(config.batch), more than the \(data.count) samples of \(data.path)")
         }
@@ -171,7 +174,7 @@ public final class ALTERTrainer {
 
         // (2) Hypernetwork step with the UNet frozen, (3) table refresh.
         var metrics = StepMetrics(step: step + 1, loss: Double(u.total.value.data[0]), outputKD: u.outputKD, featureKD: u.featureKD,
-                                  denoise: u.denoise, keptFraction: budget.keptFraction(usedDecisions),
+                                  denoise: u.denoise, guidanceKD: u.guidanceKD, keptFraction: budget.keptFraction(usedDecisions),
                                   expertShares: usedDecisions.expertShares, learningRateUNet: unetLR,
                                   gradientNormUNet: unetNorm, seconds: 0)
         if step < config.hypernetSteps {
@@ -250,6 +253,8 @@ public final class ALTERTrainer {
     }
 
     /// A training batch: noisy latents at uniform timesteps, their context and the denoising target.
+    /// With guidance distillation the tensors hold 2B rows: the B drawn samples with their
+    /// contexts, then the same samples with the data's `uncond` (`indices` and `noise` stay B).
     struct Batch {
         var noisy: Tensor, context: Tensor, target: Tensor, timesteps: [Float]
         /// The drawn sample indices and noise.
@@ -279,13 +284,44 @@ public final class ALTERTrainer {
         }
         let noisy = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
         let target = schedule.target(config.predictionType, x0: x0, noise: noise, timesteps: timesteps)
+        if config.settings.guidanceKDWeight > 0, let uncond = data.uncond {
+            let unconditional = Tensor(uninitialized: context.shape)
+            for k in 0..<b { (unconditional.data + k * uncond.count).update(from: uncond.data, count: uncond.count) }
+            return Batch(noisy: Self.stacked(noisy, noisy), context: Self.stacked(context, unconditional), target: Self.stacked(target, target),
+                         timesteps: (timesteps + timesteps).map(Float.init), indices: indices, noise: noise, dropped: dropped)
+        }
         return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init), indices: indices, noise: noise,
                      dropped: dropped)
+    }
+
+    /// [a; b] along the first axis (a and b of one shape).
+    static func stacked(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let t = Tensor(uninitialized: [a.shape[0] + b.shape[0]] + a.shape.dropFirst())
+        t.data.update(from: a.data, count: a.count)
+        (t.data + a.count).update(from: b.data, count: b.count)
+        return t
+    }
+
+    /// The first and second half of a tensor's rows (first axis).
+    static func halves(_ x: Tensor) -> (Tensor, Tensor) {
+        let n = x.shape[0] / 2, per = x.count / max(x.shape[0], 1)
+        let shape = [n] + x.shape.dropFirst()
+        return (Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: x.data, count: n * per))),
+                Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: x.data + n * per, count: n * per))))
+    }
+
+    /// The first and second half of a value's rows on `tape`.
+    static func halves(_ tape: Tape, _ x: Var) -> (Var, Var) {
+        let rows = x.shape[0], n = rows / 2
+        let flat = tape.reshape(x, [rows, x.value.count / max(rows, 1)])
+        let shape = [n] + x.shape.dropFirst()
+        return (tape.reshape(tape.selectRows(flat, Array(0..<n)), shape), tape.reshape(tape.selectRows(flat, Array(n..<rows)), shape))
     }
 
     struct Objective {
         var total: Var
         var outputKD: Double, featureKD: Double, denoise: Double
+        var guidanceKD: Double?
     }
 
     /// Records what the run starts from: the hypernetwork's initial values (Z and every parameter),
@@ -301,8 +337,32 @@ public final class ALTERTrainer {
         r.add("init.initial_decisions", decisions: initial)
     }
 
-    /// L_U = w_denoise * L_denoise + w_out * L_outKD + w_feat * L_featKD (docs/method.md, section 5).
+    /// L_U = w_denoise * L_denoise + w_out * L_outKD + w_feat * L_featKD (+ w_guid * L_guidKD)
+    /// (docs/method.md, section 5). With guidance distillation the batch holds the conditional
+    /// rows, then the unconditional ones: the first three terms take the conditional half.
     func objective(_ tape: Tape, _ out: (sample: Var, features: [(name: String, value: Var)]), teacher: UNetOutput, target: Tensor) -> Objective {
+        let st = config.settings
+        if st.guidanceKDWeight > 0 {
+            let (sc, su) = Self.halves(tape, out.sample)
+            let (tc, tu) = Self.halves(teacher.sample)
+            let features = out.features.map { (name: $0.name, value: Self.halves(tape, $0.value).0) }
+            let teacherFeatures = teacher.features.map { (name: $0.name, tensor: Self.halves($0.tensor).0) }
+            var o = distillation(tape, (sc, features), teacher: UNetOutput(sample: tc, features: teacherFeatures), target: Self.halves(target).0)
+            // L_guidKD = MSE(su + g (sc - su), tu + g (tc - tu)) / g^2.
+            let g = Float(st.guidanceKDScale)
+            let student = tape.add(tape.scale(su, 1 - g), tape.scale(sc, g))
+            let guidedTeacher = Tensor(uninitialized: tc.shape)
+            for i in 0..<tc.count { guidedTeacher.data[i] = (1 - g) * tu.data[i] + g * tc.data[i] }
+            let guided = tape.scale(tape.mseLoss(student, tape.constant(guidedTeacher)), 1 / (g * g))
+            o.guidanceKD = Double(guided.value.data[0])
+            o.total = tape.add(o.total, tape.scale(guided, Float(st.guidanceKDWeight)))
+            return o
+        }
+        return distillation(tape, out, teacher: teacher, target: target)
+    }
+
+    /// The first three terms of L_U on all rows of the batch.
+    func distillation(_ tape: Tape, _ out: (sample: Var, features: [(name: String, value: Var)]), teacher: UNetOutput, target: Tensor) -> Objective {
         let st = config.settings
         let outKD = tape.mseLoss(out.sample, tape.constant(teacher.sample))
         var total = tape.scale(outKD, Float(st.outputKDWeight))

@@ -57,7 +57,8 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
             ("balance_weight", s.balanceWeight), ("lr_unet", s.learningRateUNet), ("lr_hypernet", s.learningRateHypernet),
             ("beta1", s.beta1), ("beta2", s.beta2), ("adam_epsilon", s.adamEpsilon), ("weight_decay", s.weightDecay),
             ("gradient_clip", s.gradientClip), ("checkpoint_minutes", checkpointMinutes), ("caption_dropout", s.captionDropout),
-            ("smoothness_weight", s.smoothnessWeight),
+            ("smoothness_weight", s.smoothnessWeight), ("guidance_kd_weight", s.guidanceKDWeight),
+            ("guidance_kd_scale", s.guidanceKDScale),
         ]
         for (field, value) in numbers where !value.isFinite { throw bad(field, "must be a finite number, got \(value)") }
         guard s.keep > 0, s.keep <= 1 else { throw .keepOutOfRange(s.keep) }
@@ -70,7 +71,8 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
         guard batch >= 1 else { throw bad("batch", "must be at least 1, got \(batch)") }
         guard s.temperature > 0 else { throw bad("temperature", "must be positive, got \(s.temperature)") }
         let nonNegative: Set = ["denoise_weight", "output_kd_weight", "feature_kd_weight", "ratio_weight", "balance_weight", "lr_unet",
-                                "lr_hypernet", "weight_decay", "gradient_clip", "checkpoint_minutes", "smoothness_weight"]
+                                "lr_hypernet", "weight_decay", "gradient_clip", "checkpoint_minutes", "smoothness_weight",
+                                "guidance_kd_weight"]
         for (field, value) in numbers where nonNegative.contains(field) && value < 0 {
             throw bad(field, "must not be negative, got \(value)")
         }
@@ -79,6 +81,7 @@ public struct CompressionConfig: Codable, Sendable, Equatable {
         guard s.smoothnessWeight == 0 || s.routing == .learned else {
             throw bad("smoothness_weight", "applies to learned routing only (routing \(s.routing.rawValue) has no router logits to smooth)")
         }
+        guard s.guidanceKDScale > 0 else { throw bad("guidance_kd_scale", "must be positive, got \(s.guidanceKDScale)") }
         guard s.captionDropout >= 0, s.captionDropout <= 1 else {
             throw bad("caption_dropout", "must be a probability in [0, 1], got \(s.captionDropout)")
         }

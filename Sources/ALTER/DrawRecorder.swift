@@ -63,7 +63,7 @@ public final class DrawRecorder {
     /// The scalar values of `m` (those present).
     func add(_ prefix: String, metrics m: StepMetrics) {
         let values: [(String, Double?)] = [
-            ("loss", m.loss), ("output_kd", m.outputKD), ("feature_kd", m.featureKD), ("denoise", m.denoise),
+            ("loss", m.loss), ("output_kd", m.outputKD), ("feature_kd", m.featureKD), ("denoise", m.denoise), ("guidance_kd", m.guidanceKD),
             ("kept_fraction", m.keptFraction), ("lr_unet", m.learningRateUNet), ("grad_norm_unet", m.gradientNormUNet),
             ("hypernet_loss", m.hypernetLoss), ("performance", m.performance), ("ratio", m.ratio), ("balance", m.balance),
             ("smoothness", m.smoothness),

@@ -7,6 +7,8 @@ public struct StepMetrics: Codable, Sendable, Equatable {
     public var outputKD: Double
     public var featureKD: Double
     public var denoise: Double
+    /// The guidance-distillation term (only with `guidance_kd_weight` > 0).
+    public var guidanceKD: Double?
     /// Hypernetwork objective and its terms (nil after the hypernetwork phase).
     public var hypernetLoss: Double?
     public var performance: Double?
@@ -26,6 +28,7 @@ public struct StepMetrics: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case step, loss, outputKD = "output_kd_loss", featureKD = "feature_kd_loss", denoise = "denoise_loss"
+        case guidanceKD = "guidance_kd_loss"
         case hypernetLoss = "hypernet_loss", performance = "performance_loss", ratio = "ratio_loss", balance = "balance_loss"
         case smoothness = "smoothness_loss"
         case keptFraction = "kept_mac_fraction", expertShares = "expert_shares"

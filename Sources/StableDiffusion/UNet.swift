@@ -18,6 +18,11 @@ public struct UNetOutput {
     public var sample: Tensor
     /// Tapped features by name (`down_blocks.i`, `mid_block`, `up_blocks.i`), when asked for.
     public var features: [(name: String, tensor: Tensor)]
+
+    public init(sample: Tensor, features: [(name: String, tensor: Tensor)]) {
+        self.sample = sample
+        self.features = features
+    }
 }
 
 /// The SD1.x/SD2.x UNet (`UNet2DConditionModel` semantics of diffusers) with ALTER's unit gates.

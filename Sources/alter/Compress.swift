@@ -71,6 +71,12 @@ struct Compress: ParsableCommand {
     @Option(parsing: .unconditional, help: "Loss weight of the expert balance loss.")
     var balanceWeight = ALTERSettings().balanceWeight
 
+    @Option(parsing: .unconditional, help: "Loss weight of guidance distillation: every sample also runs with the data's `uncond`, and the student's classifier-free-guided output at --guidance-kd-scale is distilled from the teacher's (docs/method.md; twice the compute per step). 0: off; needs `uncond` in --data.")
+    var guidanceKdWeight = ALTERSettings().guidanceKDWeight
+
+    @Option(parsing: .unconditional, help: "The guidance scale of --guidance-kd-weight's term (the scale the model will be sampled with).")
+    var guidanceKdScale = ALTERSettings().guidanceKDScale
+
     @Option(parsing: .unconditional, help: "Loss weight of the routing smoothness term (learned routing): about the number of sharp expert switches along the timesteps, so that routing tables come out in fewer contiguous segments (docs/method.md). 0: off.")
     var smoothnessWeight = ALTERSettings().smoothnessWeight
 
@@ -110,6 +116,7 @@ struct Compress: ParsableCommand {
         "checkpoint_minutes": "--checkpoint-minutes", "output_kd_weight": "--output-kd-weight", "feature_kd_weight": "--feature-kd-weight",
         "denoise_weight": "--denoise-weight", "ratio_weight": "--ratio-weight", "balance_weight": "--balance-weight",
         "caption_dropout": "--caption-dropout", "smoothness_weight": "--smoothness-weight",
+        "guidance_kd_weight": "--guidance-kd-weight", "guidance_kd_scale": "--guidance-kd-scale",
     ]
 
     /// A configuration error in terms of this command's flags (fields without a flag keep their
@@ -135,6 +142,8 @@ struct Compress: ParsableCommand {
         config.settings.balanceWeight = balanceWeight
         config.settings.captionDropout = captionDropout
         config.settings.smoothnessWeight = smoothnessWeight
+        config.settings.guidanceKDWeight = guidanceKdWeight
+        config.settings.guidanceKDScale = guidanceKdScale
         config.batch = batch
         config.seed = seed
         config.checkpointEvery = checkpointEvery

@@ -37,7 +37,7 @@ from .units import load_unet, unit_list
 
 
 # Scalars checked against the record: (metrics key, record name).
-CHECKED = [("loss", "loss"), ("output_kd", "output_kd"), ("feature_kd", "feature_kd"), ("denoise", "denoise"),
+CHECKED = [("loss", "loss"), ("output_kd", "output_kd"), ("feature_kd", "feature_kd"), ("denoise", "denoise"), ("guidance_kd", "guidance_kd"),
            ("kept_fraction", "kept_fraction"), ("grad_norm_unet", "grad_norm_unet"), ("lr_unet", "lr_unet"),
            ("hypernet_loss", "hypernet_loss"), ("performance", "performance"), ("ratio", "ratio"), ("balance", "balance"), ("smoothness", "smoothness"),
            ("grad_norm_hypernet", "grad_norm_hypernet"), ("lr_hypernet", "lr_hypernet")]
@@ -68,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--denoise-weight", type=float, default=s.denoise_weight, help="(default: %(default)s)")
     p.add_argument("--ratio-weight", type=float, default=s.ratio_weight, help="(default: %(default)s)")
     p.add_argument("--balance-weight", type=float, default=s.balance_weight, help="(default: %(default)s)")
+    p.add_argument("--guidance-kd-weight", type=float, default=s.guidance_kd_weight,
+                   help="loss weight of guidance distillation (each sample also runs with uncond; default: %(default)s)")
+    p.add_argument("--guidance-kd-scale", type=float, default=s.guidance_kd_scale, help="its guidance scale (default: %(default)s)")
     p.add_argument("--smoothness-weight", type=float, default=s.smoothness_weight,
                    help="loss weight of the routing smoothness term, learned routing (default: %(default)s)")
     p.add_argument("--caption-dropout", type=float, default=s.caption_dropout,
@@ -95,7 +98,8 @@ def config_from(a) -> Config:
     st = Settings(experts=a.experts, keep=a.keep, routing=a.routing, lr_unet=a.lr_unet, lr_hypernet=a.lr_hypernet,
                   output_kd_weight=a.output_kd_weight, feature_kd_weight=a.feature_kd_weight,
                   denoise_weight=a.denoise_weight, ratio_weight=a.ratio_weight, balance_weight=a.balance_weight,
-                  caption_dropout=a.caption_dropout, smoothness_weight=a.smoothness_weight, warmup_steps=a.warmup if a.warmup is not None else min(250, max(a.steps, 0) // 10))
+                  caption_dropout=a.caption_dropout, smoothness_weight=a.smoothness_weight,
+                  guidance_kd_weight=a.guidance_kd_weight, guidance_kd_scale=a.guidance_kd_scale, warmup_steps=a.warmup if a.warmup is not None else min(250, max(a.steps, 0) // 10))
     hs = a.hypernet_steps if a.hypernet_steps is not None else int(math.floor(max(a.steps, 0) * 0.3 + 0.5))
     return Config(model=os.path.abspath(a.model), data=os.path.abspath(a.data), steps=a.steps, hypernet_steps=hs,
                   settings=st, batch=a.batch, seed=a.seed, prediction_type=a.prediction_type,

@@ -25,7 +25,8 @@ from .trainer import Config, Settings, Trainer
 
 METRIC_KEYS = {"output_kd": "output_kd_loss", "feature_kd": "feature_kd_loss", "denoise": "denoise_loss",
                "kept_fraction": "kept_mac_fraction", "performance": "performance_loss", "ratio": "ratio_loss",
-               "balance": "balance_loss", "smoothness": "smoothness_loss"}
+               "balance": "balance_loss", "smoothness": "smoothness_loss",
+               "guidance_kd": "guidance_kd_loss"}
 TORCH_STATE = "torch-state.safetensors"
 
 

@@ -53,6 +53,8 @@ class Settings:
     gradient_clip: float = 1.0
     caption_dropout: float = 0.0
     smoothness_weight: float = 0.0
+    guidance_kd_weight: float = 0.0
+    guidance_kd_scale: float = 7.5
 
 
 @dataclass
@@ -237,6 +239,9 @@ class Trainer:
         self.ties: list[tuple[int, str, int]] = []
         st = config.settings
         data.validate(student.config)
+        if st.guidance_kd_weight > 0 and data.uncond is None:
+            raise ValueError(f"guidance_kd_weight is {st.guidance_kd_weight}, but {data.path} has no 'uncond' tensor (the empty "
+                             "prompt's context) to run the unconditional half with")
         if st.caption_dropout > 0 and data.uncond is None:
             raise ValueError(f"caption_dropout is {st.caption_dropout}, but {data.path} has no 'uncond' tensor (the empty prompt's "
                              "context) to replace captions with")
@@ -331,6 +336,24 @@ class Trainer:
         return self.decisions if self.masks_frozen else self.projected_decisions()
 
     def objective(self, out, feats, teacher_out, teacher_feats, target):
+        """(total, output_kd, feature_kd, denoise, guidance_kd or None). With guidance distillation
+        the rows are the conditional half, then the unconditional half (`_micro_batches`)."""
+        st = self.config.settings
+        if st.guidance_kd_weight > 0:
+            n = out.shape[0] // 2
+            total, out_kd, feat_kd, denoise = self._distillation(out[:n], [(k, v[:n]) for k, v in feats], teacher_out[:n],
+                                                                 [(k, v[:n]) for k, v in teacher_feats], target[:n])
+            g = np.float32(st.guidance_kd_scale)
+            sc, su = out[:n].float(), out[n:].float()
+            tc, tu = teacher_out[:n].float(), teacher_out[n:].float()
+            student = su * (np.float32(1) - g) + sc * g
+            teacher = tu * (np.float32(1) - g) + tc * g
+            guided = mse(student, teacher.detach()) * np.float32(1 / (g * g))
+            total = total + guided * np.float32(st.guidance_kd_weight)
+            return total, out_kd, feat_kd, denoise, float(guided.detach())
+        return (*self._distillation(out, feats, teacher_out, teacher_feats, target), None)
+
+    def _distillation(self, out, feats, teacher_out, teacher_feats, target):
         st = self.config.settings
         out, teacher_out = out.float(), teacher_out.float()
         out_kd = mse(out, teacher_out)
@@ -379,6 +402,9 @@ class Trainer:
             sig, noi = self.schedule.coefficients(t)
             noisy = sig * x0 + noi * noise
             target = noise if cfg.prediction_type == "epsilon" else sig * noise - noi * x0
+            if cfg.settings.guidance_kd_weight > 0:  # the same samples again with uncond (alter's Batch)
+                noisy, t, target = torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([target, target])
+                context = torch.cat([context, self.data.uncond.expand_as(context)])
             dev = self.device
             out.append((noisy.to(dev), t.float().to(dev), context.to(dev), target.to(dev), t))
         return out
@@ -400,7 +426,7 @@ class Trainer:
 
         # (1) UNet step with the hard mask table.
         unet_lr = self.unet_opt.current_lr
-        sums = [0.0, 0.0, 0.0, 0.0]
+        sums = [0.0, 0.0, 0.0, 0.0, 0.0]
         teacher_cache = []
         for noisy, tsteps, context, target, t in micros:
             teacher_out, teacher_feats = self._teacher(noisy, tsteps, context, tap)
@@ -415,8 +441,8 @@ class Trainer:
                     gates[name] = m.float().to(self.device)
             with self._autocast():
                 out, feats = self.student(noisy, tsteps, context, gates=gates, tap_features=tap)
-            total, out_kd, feat_kd, denoise = self.objective(out, feats, teacher_out, teacher_feats, target)
-            for i, v in enumerate((float(total.detach()), out_kd, feat_kd, denoise)):
+            total, out_kd, feat_kd, denoise, guid_kd = self.objective(out, feats, teacher_out, teacher_feats, target)
+            for i, v in enumerate((float(total.detach()), out_kd, feat_kd, denoise, guid_kd or 0.0)):
                 sums[i] += v
             if accum > 1:
                 total = total / accum
@@ -424,7 +450,7 @@ class Trainer:
                 total = total * self.scaler.scale
             total.backward()
             del out, feats, total
-        loss, out_kd, feat_kd, denoise = self.group.mean([v / accum if accum > 1 else v for v in sums])
+        loss, out_kd, feat_kd, denoise, guid_kd = self.group.mean([v / accum if accum > 1 else v for v in sums])
         if not self.scaler.enabled and not math.isfinite(loss):  # (fp16: the scaler skips the update)
             raise NonFiniteStep(k, f"the UNet objective is {loss}", True)
         self.group.average_gradients(self.unet_opt.params)
@@ -434,7 +460,7 @@ class Trainer:
             raise NonFiniteStep(k, "the UNet gradient norm is not finite", True) from None
         # grad_norm_* None (absent from the metrics line): fp16 gradients overflowed, the update was skipped.
         metrics = dict(step=k, loss=loss, output_kd=out_kd, feature_kd=feat_kd, denoise=denoise,
-                       kept_fraction=self.budget.kept_fraction(used), expert_shares=used.expert_shares(),
+                       guidance_kd=guid_kd if st.guidance_kd_weight > 0 else None, kept_fraction=self.budget.kept_fraction(used), expert_shares=used.expert_shares(),
                        lr_unet=unet_lr, grad_norm_unet=unet_norm)
         self.last_used_decisions = used
         self.last_hypernet_decisions = None
@@ -467,7 +493,7 @@ class Trainer:
                 hgates = {name: rows[:, l] for l, name in enumerate(self.units)}
                 with self._autocast():
                     out, feats = self.student(noisy, tsteps, context, gates=hgates, tap_features=tap)
-                perf, _, _, _ = self.objective(out, feats, teacher_out, teacher_feats, target)
+                perf = self.objective(out, feats, teacher_out, teacher_feats, target)[0]
                 total = perf + weighted_ratio
                 if weighted_balance is not None:
                     total = total + weighted_balance

@@ -116,3 +116,25 @@ def test_replay_smoothness(alter, example_unet, tmp_path):
     assert "smoothness" in worst, "the smoothness term was compared"
     assert summary["final_decisions_match"]
     assert max(worst.values()) <= 1e-4
+
+
+GUIDED = ["--experts", "4", "--keep", "0.7", "--steps", "12", "--hypernet-steps", "8", "--batch", "2",
+          "--lr-unet", "1e-4", "--lr-hypernet", "1e-2", "--warmup", "5", "--seed", "7",
+          "--guidance-kd-weight", "0.5", "--guidance-kd-scale", "3"]
+
+
+def test_replay_guidance_distillation(alter, example_unet, tmp_path):
+    """Guidance distillation: each sample runs with its context and with uncond; the guided term
+    and every other value agree with alter over 12 steps."""
+    run([alter, "compress", EXAMPLE, "--config", EXAMPLE_CONFIG, "--data", EXAMPLE_DATA, *GUIDED,
+         "-o", tmp_path / "run", "--record-draws", tmp_path / "draws.safetensors"])
+    a = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *GUIDED, "--replay", str(tmp_path / "draws.safetensors")])
+    summary = replay(config_from(a), RecordedDraws(a.replay), rtol=1e-4, output=str(tmp_path / "pyrun"))
+    worst = summary["worst_relative_error"]
+    print("guidance distillation, worst relative errors over 12 steps:", {k: f"{v:.2e}" for k, v in worst.items()})
+    assert "guidance_kd" in worst, "the guided term was compared"
+    assert summary["final_decisions_match"]
+    assert worst["guidance_kd"] <= 1e-4
+    # The UNet's side runs twice the rows of the other replays; its small feature-KD values came
+    # out at 9.5e-5 relative here (measured), so it is held to 2e-4 as in the segment replay.
+    assert max(worst.values()) <= 2e-4
