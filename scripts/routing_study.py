@@ -22,10 +22,11 @@ held-out captions with their attribute labels) and train-prompts.jsonl.
    `data.safetensors` (VAE means, prompt contexts).
 2. For each `--keep` x training budget (`--budgets STEPSxBATCH,...`, default `--steps`x`--batch`) x routing (`--routings`, default learned, intervals, static; also segments) x caption dropout
    (`--caption-dropout`, default 0; a variant named `...-dP-...` for P > 0) x smoothness weight
-   (`--smoothness-weight`, learned routing only, default 0; `...-wW-...` for W > 0) x training seed
+   (`--smoothness-weight`, learned routing only, default 0; `...-wW-...` for W > 0) x guidance
+   distillation weight (`--guidance-kd-weight`, default 0, at scale `--guidance`; `...-gG-...`) x training seed
    (`--train-seeds`): `alter compress TEACHER/unet --data ... --keep K --routing R
    --prediction-type v_prediction --steps S --batch B --experts E --lr-unet --lr-hypernet --seed s
-   --caption-dropout P --smoothness-weight W`,
+   --caption-dropout P --smoothness-weight W --guidance-kd-weight G --guidance-kd-scale GUIDANCE`,
    `alter export RUN --pipeline TEACHER`, and `alter eval BUNDLE --reference TEACHER` (PSNR and SSIM
    against the dense DDIM-50 reference, both drawn with the same prompts, image seeds and guidance;
    MACs and wall time per image) with the candidate's PNGs written and scored by the teacher's
@@ -54,8 +55,8 @@ N allows; every pair x position cell once N >= 27), each drawn with every `--ima
 - `settings`: the arguments, the teacher, the alter binary, the prompts used (caption, labels).
 - `variants`: one object per variant, in run order. Keys: `name`, `kind` ("alter", "dense"),
   `keep` (null for the DDIM-50 ceiling), `routing` (learned/intervals/static, null for dense),
-  `train_seed` (null for dense), `compress_steps`, `compress_batch`, `caption_dropout` and `smoothness_weight` (alter only: the training
-  budget, `--budgets`, `--caption-dropout` and `--smoothness-weight`), `scheduler`, `steps`, `unet_calls`, `images`, `mac_fraction` (UNet
+  `train_seed` (null for dense), `compress_steps`, `compress_batch`, `caption_dropout`, `smoothness_weight`, `guidance_kd_weight` (alter only: the training
+  budget, `--budgets`, `--caption-dropout`, `--smoothness-weight`, `--guidance-kd-weight`), `scheduler`, `steps`, `unet_calls`, `images`, `mac_fraction` (UNet
   MACs per image / the dense DDIM-50's), `psnr` and `ssim` (alter eval's summaries: mean, std, min,
   max, count, infinite_count; null for the ceiling), `accuracy` (per attribute, `mean` (shape,
   colour, position, size), `all_five`), `accuracy_per_image_seed` ({seed: accuracy object}),
@@ -246,11 +247,13 @@ def variants(args):
             for r in args.routings:
                 for p in args.caption_dropout:
                     for w in (args.smoothness_weight if r == "learned" else [0.0]):
-                        for s in args.train_seeds:
-                            extra = (f"-d{p:g}" if p > 0 else "") + (f"-w{w:g}" if w > 0 else "")
-                            v.append({"name": f"alter-k{k:g}-{r}-n{steps}b{batch}{extra}-s{s}", "kind": "alter", "keep": k,
-                                      "routing": r, "train_seed": s, "compress_steps": steps, "compress_batch": batch,
-                                      "caption_dropout": p, "smoothness_weight": w, "scheduler": "ddim", "steps": REFERENCE_STEPS})
+                        for gw in args.guidance_kd_weight:
+                            for s in args.train_seeds:
+                                extra = (f"-d{p:g}" if p > 0 else "") + (f"-w{w:g}" if w > 0 else "") + (f"-g{gw:g}" if gw > 0 else "")
+                                v.append({"name": f"alter-k{k:g}-{r}-n{steps}b{batch}{extra}-s{s}", "kind": "alter", "keep": k,
+                                          "routing": r, "train_seed": s, "compress_steps": steps, "compress_batch": batch,
+                                          "caption_dropout": p, "smoothness_weight": w, "guidance_kd_weight": gw,
+                                          "scheduler": "ddim", "steps": REFERENCE_STEPS})
     return v
 
 
@@ -298,7 +301,8 @@ def run_variant(args, v, data, prompts_file, prompts, scorer, dense_macs):
                     "--steps", str(v["compress_steps"]), "--batch", str(v["compress_batch"]), "--experts", str(args.experts),
                     "--lr-unet", str(args.lr_unet), "--lr-hypernet", str(args.lr_hypernet), "--seed", str(v["train_seed"]),
                     "--checkpoint-minutes", "0", "--caption-dropout", str(v.get("caption_dropout", 0)),
-                    "--smoothness-weight", str(v.get("smoothness_weight", 0))]
+                    "--smoothness-weight", str(v.get("smoothness_weight", 0)),
+                    "--guidance-kd-weight", str(v.get("guidance_kd_weight", 0)), "--guidance-kd-scale", str(args.guidance)]
                     + (["--hypernet-steps", str(args.hypernet_steps)] if args.hypernet_steps else []),
                     out=os.path.join(d, "compress.log"))
             with open(os.path.join(run_dir, "final", "decisions.json")) as f:
@@ -365,7 +369,8 @@ def group_key(r):
     if r["kind"] == "alter":
         drop = r.get("caption_dropout", 0)
         return (f"k{r['keep']:g} alter {r['routing']} {r.get('compress_steps', '?')}x{r.get('compress_batch', '?')}"
-                + (f" drop {drop:g}" if drop else "") + (f" smooth {r['smoothness_weight']:g}" if r.get("smoothness_weight") else ""))
+                + (f" drop {drop:g}" if drop else "") + (f" smooth {r['smoothness_weight']:g}" if r.get("smoothness_weight") else "")
+                + (f" guided KD {r['guidance_kd_weight']:g}" if r.get("guidance_kd_weight") else ""))
     if r["keep"] is None:
         return "dense ddim 50 (ceiling)"
     return f"k{r['keep']:g} dense {r['scheduler']} {r['steps']}"
@@ -422,6 +427,8 @@ def main():
                                                    "default: --steps x --batch")
     ap.add_argument("--caption-dropout", default="0", help="alter compress --caption-dropout values (comma list; each a variant)")
     ap.add_argument("--smoothness-weight", default="0", help="alter compress --smoothness-weight values for learned routing (comma list; each a variant)")
+    ap.add_argument("--guidance-kd-weight", default="0", help="alter compress --guidance-kd-weight values (comma list; each a variant; "
+                                                             "its scale is --guidance)")
     ap.add_argument("--experts", type=int, default=10)
     ap.add_argument("--lr-unet", type=float, default=1e-4)
     ap.add_argument("--lr-hypernet", type=float, default=7e-4)
@@ -435,6 +442,9 @@ def main():
     args.image_seeds = parse_list(args.image_seeds, int)
     args.caption_dropout = parse_list(args.caption_dropout, float)
     args.smoothness_weight = parse_list(args.smoothness_weight, float)
+    args.guidance_kd_weight = parse_list(args.guidance_kd_weight, float)
+    if any(w < 0 for w in args.guidance_kd_weight):
+        sys.exit(f"--guidance-kd-weight: weights >= 0, not {args.guidance_kd_weight}")
     if any(w < 0 for w in args.smoothness_weight):
         sys.exit(f"--smoothness-weight: weights >= 0, not {args.smoothness_weight}")
     if any(not 0 <= p <= 1 for p in args.caption_dropout):
