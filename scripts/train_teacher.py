@@ -111,11 +111,15 @@ beside the target and renamed into place; an existing one is replaced only with 
 
 ## Run time (full defaults, 2 threads)
 
-Measured in the run that made examples/teacher/ (2026-12-01, this project's 2-core Xeon with AMX,
-`--threads 2`, the default passive OpenMP wait, the machine otherwise nearly idle): data 11 s; VAE
-1,300 steps of 16 images in 10 min 56 s (1.97 steps/s) + 18 s encoding; UNet 4,034 steps in 50 min (1.34-1.43 steps/s)
-(batch 32); the remaining stages' times are in its report.json. The budgets (`--minutes` or per
-stage: VAE 16, UNet 50, classifier 6, eval 15 minutes) keep the whole run under 90 minutes. Under
+Measured on this project's 2-core Xeon with AMX (`--threads 2`, the default passive OpenMP wait)
+in the third run (2026-12-01, the machine otherwise nearly idle): data 11 s; VAE 1,300 steps of 16
+images in 10 min 56 s (1.97 steps/s) + 18 s encoding; UNet 4,034 steps in 50 min (1.34-1.43
+steps/s, batch 32); classifier and eval about 12 min. The run that made examples/teacher/ (the
+fourth, same day) reused that VAE; its UNet's 4,200 steps took 77.7 min of wall time because
+other jobs shared the cores for most of it (1.1-1.3 CPU s per step, as alone), so its times in
+report.json are not those of an idle machine. The budgets (`--minutes` or per stage: VAE 16, UNet
+55, classifier 6, eval 15 minutes) give the UNet its 4,200 steps alone (about 52 min at the rate
+above) and keep the whole run under 90 minutes (about 80). Under
 load 1 thread can be faster (`--threads 1`: spinning or oversubscribed OpenMP threads measured up
 to 8x slower). The progress lines print the CPU seconds per step.
 
@@ -322,7 +326,7 @@ def count(m):
 
 FULL = dict(images=6000, cls_images=4374, vae_steps=1300, vae_batch=16, vae_crop=64, vae_lr=5e-4, vae_minutes=16, vae_fg_weight=10.0,
             vae_autocast="bf16", text_residual_scale=0.1,
-            unet_steps=4200, unet_batch=32, unet_lr=5e-4, unet_minutes=50, ema_max=0.999, unet_weighting="v",
+            unet_steps=4200, unet_batch=32, unet_lr=5e-4, unet_minutes=55, ema_max=0.999, unet_weighting="v",
             cls_steps=800, cls_batch=64, cls_lr=2e-3, cls_minutes=6,
             eval_heldout=0, eval_train=64, eval_batch=32, steps=50, guidance="3,5,7.5", eval_minutes=15)
 QUICK = dict(images=256, cls_images=256, vae_steps=12, vae_batch=4, vae_crop=32, vae_lr=5e-4, vae_minutes=2, vae_fg_weight=10.0,
