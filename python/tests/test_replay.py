@@ -76,64 +76,55 @@ def test_replay_segment_routing(alter, example_unet, tmp_path):
     assert route == sorted(route)
 
 
-DROPOUT = ["--experts", "4", "--keep", "0.7", "--steps", "12", "--hypernet-steps", "8", "--batch", "2",
-           "--lr-unet", "1e-4", "--lr-hypernet", "1e-2", "--warmup", "5", "--seed", "7", "--caption-dropout", "0.5"]
+SHORT = ["--experts", "4", "--keep", "0.7", "--steps", "12", "--hypernet-steps", "8", "--batch", "2",
+         "--lr-unet", "1e-4", "--lr-hypernet", "1e-2", "--warmup", "5", "--seed", "7"]
+
+
+def record_and_replay(alter, example_unet, tmp_path, options, label):
+    """alter compress with `options` records its draws; the PyTorch trainer replays them (rtol 1e-4
+    per step). Returns the replay's summary and the record's path."""
+    draws = tmp_path / "draws.safetensors"
+    run([alter, "compress", EXAMPLE, "--config", EXAMPLE_CONFIG, "--data", EXAMPLE_DATA, *options,
+         "-o", tmp_path / "run", "--record-draws", draws])
+    a = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *options, "--replay", str(draws)])
+    summary = replay(config_from(a), RecordedDraws(a.replay), rtol=1e-4, output=str(tmp_path / "pyrun"))
+    print(f"{label}, worst relative errors over {summary['steps']} steps:",
+          {k: f"{v:.2e}" for k, v in summary["worst_relative_error"].items()})
+    assert summary["final_decisions_match"]
+    return summary, draws
 
 
 def test_replay_caption_dropout(alter, example_unet, tmp_path):
     """Caption dropout: the samples alter dropped (recorded flags) get the data's uncond in the
     PyTorch trainer too, and every loss term, gradient norm and decision agrees over 12 steps."""
-    run([alter, "compress", EXAMPLE, "--config", EXAMPLE_CONFIG, "--data", EXAMPLE_DATA, *DROPOUT,
-         "-o", tmp_path / "run", "--record-draws", tmp_path / "draws.safetensors"])
-    draws = RecordedDraws(str(tmp_path / "draws.safetensors"))
-    flags = [int(v) for k in range(1, 13) for v in draws.get(f"step.{k:06d}.dropped").tolist()]
+    summary, draws = record_and_replay(alter, example_unet, tmp_path, SHORT + ["--caption-dropout", "0.5"], "caption dropout")
+    record = RecordedDraws(str(draws))
+    flags = [int(v) for k in range(1, 13) for v in record.get(f"step.{k:06d}.dropped").tolist()]
     assert 0 < sum(flags) < len(flags), "the record holds both dropped and kept captions"
-    a = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *DROPOUT, "--replay", str(tmp_path / "draws.safetensors")])
-    summary = replay(config_from(a), RecordedDraws(a.replay), rtol=1e-4, output=str(tmp_path / "pyrun"))
-    print("caption dropout, worst relative errors over 12 steps:", {k: f"{v:.2e}" for k, v in summary["worst_relative_error"].items()})
     assert summary["steps"] == 12
-    assert summary["final_decisions_match"]
     assert max(summary["worst_relative_error"].values()) <= 1e-4
 
     # Replayed without dropout the same draws are refused (the run's settings and the record disagree).
-    b = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *DROPOUT[:-2], "--replay", str(tmp_path / "draws.safetensors")])
+    b = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *SHORT, "--replay", str(draws)])
     with pytest.raises(ValueError, match="caption-dropout flags"):
         replay(config_from(b), RecordedDraws(b.replay), rtol=1e-4, output=str(tmp_path / "pyrun2"))
 
 
-SMOOTH = ["--experts", "4", "--keep", "0.7", "--steps", "12", "--hypernet-steps", "8", "--batch", "2",
-          "--lr-unet", "1e-4", "--lr-hypernet", "1e-2", "--warmup", "5", "--seed", "7", "--smoothness-weight", "0.05"]
-
-
 def test_replay_smoothness(alter, example_unet, tmp_path):
     """The routing smoothness term (learned routing): the same values as alter over 12 steps."""
-    run([alter, "compress", EXAMPLE, "--config", EXAMPLE_CONFIG, "--data", EXAMPLE_DATA, *SMOOTH,
-         "-o", tmp_path / "run", "--record-draws", tmp_path / "draws.safetensors"])
-    a = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *SMOOTH, "--replay", str(tmp_path / "draws.safetensors")])
-    summary = replay(config_from(a), RecordedDraws(a.replay), rtol=1e-4, output=str(tmp_path / "pyrun"))
+    summary, _ = record_and_replay(alter, example_unet, tmp_path, SHORT + ["--smoothness-weight", "0.05"], "smoothness")
     worst = summary["worst_relative_error"]
-    print("smoothness, worst relative errors over 12 steps:", {k: f"{v:.2e}" for k, v in worst.items()})
     assert "smoothness" in worst, "the smoothness term was compared"
-    assert summary["final_decisions_match"]
     assert max(worst.values()) <= 1e-4
-
-
-GUIDED = ["--experts", "4", "--keep", "0.7", "--steps", "12", "--hypernet-steps", "8", "--batch", "2",
-          "--lr-unet", "1e-4", "--lr-hypernet", "1e-2", "--warmup", "5", "--seed", "7",
-          "--guidance-kd-weight", "0.5", "--guidance-kd-scale", "3"]
 
 
 def test_replay_guidance_distillation(alter, example_unet, tmp_path):
     """Guidance distillation: each sample runs with its context and with uncond; the guided term
     and every other value agree with alter over 12 steps."""
-    run([alter, "compress", EXAMPLE, "--config", EXAMPLE_CONFIG, "--data", EXAMPLE_DATA, *GUIDED,
-         "-o", tmp_path / "run", "--record-draws", tmp_path / "draws.safetensors"])
-    a = parser().parse_args([str(example_unet), "--data", str(EXAMPLE_DATA), *GUIDED, "--replay", str(tmp_path / "draws.safetensors")])
-    summary = replay(config_from(a), RecordedDraws(a.replay), rtol=1e-4, output=str(tmp_path / "pyrun"))
+    summary, _ = record_and_replay(alter, example_unet, tmp_path, SHORT + ["--guidance-kd-weight", "0.5", "--guidance-kd-scale", "3"],
+                                   "guidance distillation")
     worst = summary["worst_relative_error"]
-    print("guidance distillation, worst relative errors over 12 steps:", {k: f"{v:.2e}" for k, v in worst.items()})
     assert "guidance_kd" in worst, "the guided term was compared"
-    assert summary["final_decisions_match"]
     assert worst["guidance_kd"] <= 1e-4
     # The UNet's side runs twice the rows of the other replays; its small feature-KD values came
     # out at 9.5e-5 relative here (measured), so it is held to 2e-4 as in the segment replay.
