@@ -1132,7 +1132,7 @@ pipe = StableDiffusionPipeline.from_pretrained("examples/teacher")
 image = pipe("a small red triangle in the top left on a grey background", num_inference_steps=50).images[0]
 ```
 
-- `text_encoder/` (frozen, seeded random init: {count(te):,} parameters), `vae/` ({count(vae):,}),
+- `text_encoder/` (frozen, seeded random init with residual branches scaled by {cfg["text_residual_scale"]:g}: {count(te):,} parameters), `vae/` ({count(vae):,}),
   `unet/` ({count(unet):,}, v-prediction), `scheduler/` (SD2.1's DDIM config), `tokenizer/` (SD2.1's),
   all weights fp16.
 - `eval-prompts.txt` / `.jsonl`: the {len(held)} held-out captions (shape-colour pairs
