@@ -51,11 +51,11 @@ public final class ALTERTrainer {
         try config.validate()
         precondition(student !== teacher, "ALTERTrainer: the student and the teacher must not share weights")
         do { try data.validate(for: student.config) } catch let e { throw .data(e.description) }
-        if config.settings.captionDropout > 0, data.uncond == nil {
-            throw .invalid(field: "caption_dropout", "is \(config.settings.captionDropout), but \(data.path) has no `uncond` tensor (the empty prompt's context) to replace captions with; encode the data with `alter encode-data`, which writes it")
-        }
-        if config.settings.guidanceKDWeight > 0, data.uncond == nil {
-            throw .invalid(field: "guidance_kd_weight", "is \(config.settings.guidanceKDWeight), but \(data.path) has no `uncond` tensor (the empty prompt's context) to run the unconditional half with; encode the data with `alter encode-data`, which writes it")
+        // Options that need the empty prompt's context.
+        for (field, value, use) in [("caption_dropout", config.settings.captionDropout, "replace captions with"),
+                                    ("guidance_kd_weight", config.settings.guidanceKDWeight, "run the unconditional half with")]
+        where value > 0 && data.uncond == nil {
+            throw .invalid(field: field, "is \(value), but \(data.path) has no `uncond` tensor (the empty prompt's context) to \(use); encode the data with `alter encode-data`, which writes it")
         }
         guard config.batch <= data.count else {
             throw .invalid(field: "batch", "is \(config.batch), more than the \(data.count) samples of \(data.path)")
@@ -276,22 +276,24 @@ public final class ALTERTrainer {
         let p = config.settings.captionDropout
         if p > 0, let uncond = data.uncond {
             let flags = (0..<b).map { _ in dataRNG.openUnit() < p }
-            let per = uncond.count
-            for (k, drop) in flags.enumerated() where drop {
-                (context.data + k * per).update(from: uncond.data, count: per)
-            }
+            for (k, drop) in flags.enumerated() where drop { Self.setRow(context, k, to: uncond) }
             dropped = flags
         }
         let noisy = schedule.addNoise(x0, noise: noise, timesteps: timesteps)
         let target = schedule.target(config.predictionType, x0: x0, noise: noise, timesteps: timesteps)
         if config.settings.guidanceKDWeight > 0, let uncond = data.uncond {
             let unconditional = Tensor(uninitialized: context.shape)
-            for k in 0..<b { (unconditional.data + k * uncond.count).update(from: uncond.data, count: uncond.count) }
+            for k in 0..<b { Self.setRow(unconditional, k, to: uncond) }
             return Batch(noisy: Self.stacked(noisy, noisy), context: Self.stacked(context, unconditional), target: Self.stacked(target, target),
                          timesteps: (timesteps + timesteps).map(Float.init), indices: indices, noise: noise, dropped: dropped)
         }
         return Batch(noisy: noisy, context: context, target: target, timesteps: timesteps.map(Float.init), indices: indices, noise: noise,
                      dropped: dropped)
+    }
+
+    /// Copies `row` ([S, D]) into sample `k` of `context` ([B, S, D]).
+    static func setRow(_ context: Tensor, _ k: Int, to row: Tensor) {
+        (context.data + k * row.count).update(from: row.data, count: row.count)
     }
 
     /// [a; b] along the first axis (a and b of one shape).

@@ -18,8 +18,16 @@ class TrainingDataError(ValueError):
     pass
 
 
+def _float32(values: np.ndarray, dtype: str) -> torch.Tensor:
+    """F32/F16 values, or BF16 bit patterns (uint16), as a float32 tensor."""
+    if dtype == "BF16":
+        return torch.from_numpy((values.astype(np.uint32) << 16).view(np.float32))
+    return torch.from_numpy(values.astype(np.float32))
+
+
 class TrainingData:
-    """`latents` [N, C, H, W] and `context` [N, S, D], F32, F16 or BF16, mapped, not loaded."""
+    """`latents` [N, C, H, W] and `context` [N, S, D], F32, F16 or BF16, mapped, not loaded;
+    `uncond` [S, D] (or None) read as float32."""
 
     def __init__(self, path: str):
         self.path = path
@@ -46,35 +54,15 @@ class TrainingData:
         for name, rank in (("latents", 4), ("context", 3)):
             if name not in header:
                 raise TrainingDataError(f"{path}: no tensor '{name}'")
-            info = header[name]
-            if info["dtype"] not in _DTYPES:
-                raise TrainingDataError(f"{path}: tensor '{name}' has dtype {info['dtype']}; training data must be F32, F16 or BF16")
-            shape = [int(x) for x in info["shape"]]
-            if len(shape) != rank or 0 in shape:
-                raise TrainingDataError(f"{path}: tensor '{name}' has shape {shape}; expected rank {rank} with no zero dimension")
-            np_dtype, size = _DTYPES[info["dtype"]]
-            begin, end = info["data_offsets"]
-            if end - begin != int(np.prod(shape)) * size:
-                raise TrainingDataError(f"{path}: tensor '{name}' has {end - begin} bytes, expected {int(np.prod(shape)) * size} for {shape}")
-            arr = np.memmap(path, dtype=np_dtype, mode="r", offset=8 + n + begin, shape=tuple(shape))
-            self._arrays[name] = (arr, info["dtype"])
+            self._arrays[name] = self._map(name, header[name], 8 + n, lambda shape: len(shape) == rank and 0 not in shape,
+                                           f"rank {rank} with no zero dimension")
         self.uncond = None
         if "uncond" in header:
-            info = header["uncond"]
-            if info["dtype"] not in _DTYPES:
-                raise TrainingDataError(f"{path}: tensor 'uncond' has dtype {info['dtype']}; training data must be F32, F16 or BF16")
-            shape = [int(x) for x in info["shape"]]
-            if shape != list(self.context_shape[1:]):
-                raise TrainingDataError(f"{path}: tensor 'uncond' has shape {shape}; expected [S, D] = {list(self.context_shape[1:])}")
-            np_dtype, size = _DTYPES[info["dtype"]]
-            begin, end = info["data_offsets"]
-            if end - begin != int(np.prod(shape)) * size:
-                raise TrainingDataError(f"{path}: tensor 'uncond' has {end - begin} bytes, expected {int(np.prod(shape)) * size} for {shape}")
-            arr = np.asarray(np.memmap(path, dtype=np_dtype, mode="r", offset=8 + n + begin, shape=tuple(shape)))
-            u = torch.from_numpy((arr.astype(np.uint32) << 16).view(np.float32)) if info["dtype"] == "BF16" else torch.from_numpy(arr.astype(np.float32))
-            if not torch.isfinite(u).all():
+            s_d = list(self.context_shape[1:])
+            arr, dtype = self._map("uncond", header["uncond"], 8 + n, lambda shape: shape == s_d, f"[S, D] = {s_d}")
+            self.uncond = _float32(np.asarray(arr), dtype)
+            if not torch.isfinite(self.uncond).all():
                 raise TrainingDataError(f"{path}: tensor 'uncond' holds a non-finite value")
-            self.uncond = u
         if self.latents_shape[0] != self.context_shape[0]:
             raise TrainingDataError(f"{path}: tensor 'context' holds {self.context_shape[0]} samples but 'latents' holds {self.latents_shape[0]}")
 
@@ -90,12 +78,22 @@ class TrainingData:
     def count(self) -> int:
         return self.latents_shape[0]
 
+    def _map(self, name: str, info: dict, data_start: int, shape_ok, expected: str):
+        """The tensor `name` mapped from the file, after checking its dtype, shape and byte count."""
+        if info["dtype"] not in _DTYPES:
+            raise TrainingDataError(f"{self.path}: tensor '{name}' has dtype {info['dtype']}; training data must be F32, F16 or BF16")
+        shape = [int(x) for x in info["shape"]]
+        if not shape_ok(shape):
+            raise TrainingDataError(f"{self.path}: tensor '{name}' has shape {shape}; expected {expected}")
+        np_dtype, size = _DTYPES[info["dtype"]]
+        begin, end = info["data_offsets"]
+        if end - begin != int(np.prod(shape)) * size:
+            raise TrainingDataError(f"{self.path}: tensor '{name}' has {end - begin} bytes, expected {int(np.prod(shape)) * size} for {shape}")
+        return np.memmap(self.path, dtype=np_dtype, mode="r", offset=data_start + begin, shape=tuple(shape)), info["dtype"]
+
     def _rows(self, name: str, indices: torch.Tensor) -> torch.Tensor:
         arr, dtype = self._arrays[name]
-        rows = np.stack([np.asarray(arr[i]) for i in indices.tolist()])
-        if dtype == "BF16":
-            return torch.from_numpy((rows.astype(np.uint32) << 16).view(np.float32))
-        return torch.from_numpy(rows.astype(np.float32))
+        return _float32(np.stack([np.asarray(arr[i]) for i in indices.tolist()]), dtype)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents [B, C, H, W], context [B, S, D]) of the samples `indices`, float32."""

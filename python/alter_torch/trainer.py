@@ -239,6 +239,15 @@ class Trainer:
         self.ties: list[tuple[int, str, int]] = []
         st = config.settings
         data.validate(student.config)
+        # alter's CompressionConfig.validate for these settings.
+        if not 0 <= st.caption_dropout <= 1:
+            raise ValueError(f"caption_dropout must be a probability in [0, 1], got {st.caption_dropout}")
+        if st.smoothness_weight < 0 or st.guidance_kd_weight < 0:
+            raise ValueError("smoothness_weight and guidance_kd_weight must not be negative")
+        if st.smoothness_weight != 0 and st.routing != "learned":
+            raise ValueError(f"smoothness_weight applies to learned routing only (routing {st.routing} has no router logits to smooth)")
+        if not st.guidance_kd_scale > 0:
+            raise ValueError(f"guidance_kd_scale must be positive, got {st.guidance_kd_scale}")
         if st.guidance_kd_weight > 0 and data.uncond is None:
             raise ValueError(f"guidance_kd_weight is {st.guidance_kd_weight}, but {data.path} has no 'uncond' tensor (the empty "
                              "prompt's context) to run the unconditional half with")
@@ -481,7 +490,7 @@ class Trainer:
                 balance = float(b.detach())
                 weighted_balance = b * np.float32(st.balance_weight)
             smoothness, weighted_smoothness = None, None
-            if st.smoothness_weight != 0 and st.routing == "learned" and relaxed.router_logits is not None:
+            if st.smoothness_weight != 0 and relaxed.router_logits is not None:
                 sm = self.hypernet.smoothness_loss(relaxed.router_logits)
                 smoothness = float(sm.detach())
                 weighted_smoothness = sm * np.float32(st.smoothness_weight)
