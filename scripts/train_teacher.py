@@ -116,7 +116,7 @@ in the third run (2026-12-01, the machine otherwise nearly idle): data 11 s; VAE
 images in 10 min 56 s (1.97 steps/s) + 18 s encoding; UNet 4,034 steps in 50 min (1.34-1.43
 steps/s, batch 32); classifier and eval about 12 min. The run that made examples/teacher/ (the
 fourth, same day) reused that VAE; its UNet's 4,200 steps took 77.7 min of wall time because
-other jobs shared the cores for most of it (1.1-1.3 CPU s per step, as alone), so its times in
+other jobs shared the cores for most of it (1.1-1.35 CPU s per step in its progress lines), so its times in
 report.json are not those of an idle machine. The budgets (`--minutes` or per stage: VAE 16, UNet
 55, classifier 6, eval 15 minutes) give the UNet its 4,200 steps alone (about 52 min at the rate
 above) and keep the whole run under 90 minutes (about 80). Under
